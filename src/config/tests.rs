@@ -1,0 +1,112 @@
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn defaults_without_anything_set() {
+    let cfg = Config::load(&ServeFlags::default(), &env(&[])).unwrap();
+    assert_eq!(cfg.listen.addrs, vec!["127.0.0.1:3000".parse().unwrap()]);
+    assert_eq!(cfg.clickhouse.url, "http://127.0.0.1:8123");
+    assert_eq!(cfg.clickhouse.database, "logs");
+    assert_eq!(cfg.ingest.max_body_bytes, 10 << 20);
+    assert!(cfg.ingest.pool_validation);
+    assert_eq!(cfg.shutdown_timeout, Duration::from_secs(30));
+    assert_eq!(cfg.admin.worker_id, "1");
+}
+
+#[test]
+fn env_values_are_parsed_with_units() {
+    let cfg = Config::load(
+        &ServeFlags::default(),
+        &env(&[
+            ("LISTEN_ADDRS", "127.0.0.1:4000, [::1]:4001"),
+            ("MAX_BODY_BYTES", "2MB"),
+            ("GRACEFUL_SHUTDOWN_TIMEOUT", "5000"),
+            ("ENABLE_WORKER_VALIDATION", "false"),
+            ("WORKER_POOL_MIN_WORKERS", "2"),
+            ("WORKER_POOL_MAX_WORKERS", "4"),
+            ("CLICKHOUSE_PASSWORD", "s3cret"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(cfg.listen.addrs.len(), 2);
+    assert_eq!(cfg.ingest.max_body_bytes, 2 << 20);
+    assert_eq!(cfg.shutdown_timeout, Duration::from_millis(5000));
+    assert!(!cfg.ingest.pool_validation);
+    assert_eq!(
+        (cfg.ingest.pool_min_threads, cfg.ingest.pool_max_threads),
+        (2, 4)
+    );
+    assert_eq!(cfg.clickhouse.password, "s3cret");
+}
+
+#[test]
+fn flags_override_env() {
+    let flags = ServeFlags {
+        batch_max_rows: Some("500".into()),
+        listen: vec!["127.0.0.1:5000".into()],
+        ..ServeFlags::default()
+    };
+    let cfg = Config::load(
+        &flags,
+        &env(&[("BATCH_MAX_ROWS", "7"), ("LISTEN_ADDRS", "127.0.0.1:1")]),
+    )
+    .unwrap();
+    assert_eq!(cfg.batch.max_rows, 500);
+    assert_eq!(cfg.listen.addrs, vec!["127.0.0.1:5000".parse().unwrap()]);
+}
+
+#[test]
+fn errors_name_the_variable_and_the_accepted_form() {
+    let cases = [
+        ("GRACEFUL_SHUTDOWN_TIMEOUT", "soon", "milliseconds"),
+        ("MAX_BODY_BYTES", "ten megs", "expected bytes"),
+        ("ENABLE_WORKER_VALIDATION", "maybe", "true or false"),
+        ("BATCH_MAX_ROWS", "0", "at least 1"),
+        ("LISTEN_ADDRS", "localhost", "IP:PORT"),
+        ("CLICKHOUSE_URL", "tcp://x:9000", "http://"),
+        ("CLICKHOUSE_TABLE", "logs; DROP", "identifier"),
+        ("WORKER_ID", "a/b", "%i"),
+    ];
+    for (var, value, expected) in cases {
+        let err = Config::load(&ServeFlags::default(), &env(&[(var, value)])).unwrap_err();
+        assert_eq!(err.source_name, var, "{err}");
+        let text = err.to_string();
+        assert!(text.contains(var) && text.contains(expected), "{text}");
+    }
+}
+
+#[test]
+fn cross_field_rules_are_checked() {
+    let err = Config::load(
+        &ServeFlags::default(),
+        &env(&[
+            ("WORKER_POOL_MIN_WORKERS", "8"),
+            ("WORKER_POOL_MAX_WORKERS", "2"),
+        ]),
+    )
+    .unwrap_err();
+    assert_eq!(err.source_name, "WORKER_POOL_MIN_WORKERS");
+    let err = Config::load(
+        &ServeFlags::default(),
+        &env(&[("MAX_INFLIGHT_BYTES", "1M"), ("MAX_BODY_BYTES", "2M")]),
+    )
+    .unwrap_err();
+    assert_eq!(err.source_name, "MAX_INFLIGHT_BYTES");
+}
+
+#[test]
+fn byte_sizes() {
+    assert_eq!(bytes("512"), Ok(512));
+    assert_eq!(bytes("64K"), Ok(64 << 10));
+    assert_eq!(bytes("10MB"), Ok(10 << 20));
+    assert_eq!(bytes("1GiB"), Ok(1 << 30));
+    assert!(bytes("1TB").is_err());
+    assert!(bytes("").is_err());
+    assert!(bytes("-1").is_err());
+}

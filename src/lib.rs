@@ -1,0 +1,34 @@
+//! zero-logs: a log-ingestion worker for systemd hosts.
+//!
+//! # Layout
+//!
+//! - [`config`]: the one typed `Config`, from flags and environment.
+//! - [`listen`]: systemd's inherited sockets, or bound addresses.
+//! - [`ingest`]: one router for HTTP/1.1, h2c and gRPC; body caps, decompression,
+//!   admission, refusals mapped to both wires.
+//! - [`validate`]: pure decoding and validation of request bodies.
+//! - [`record`]: `Record`, `Level`, `Batch` — the validated row type.
+//! - [`sink`]: batching and the ClickHouse inserter (DDL by server version).
+//! - [`admin`]: `/health`, `/stats`, `/metrics`, also on a per-instance unix socket.
+//! - [`stats`]: live counters.
+//! - [`notify`]: `sd_notify` messages to systemd.
+//! - [`telemetry`]: journald or stderr logging.
+//! - [`worker`]: builds it all from `Config`, serves, drains on SIGTERM.
+#![forbid(unsafe_code)]
+
+// pub mod admin; (integrating)
+pub mod config;
+// pub mod ingest; (integrating)
+pub mod listen;
+pub mod notify;
+pub mod proto;
+pub mod record;
+pub mod sink;
+pub mod stats;
+pub mod telemetry;
+pub mod validate;
+// pub mod worker; (integrating)
+
+
+#[cfg(feature = "test-support")]
+pub mod testing;
