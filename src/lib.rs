@@ -16,9 +16,9 @@
 //! - [`worker`]: builds it all from `Config`, serves, drains on SIGTERM.
 #![forbid(unsafe_code)]
 
-// pub mod admin; (integrating)
+pub mod admin;
 pub mod config;
-// pub mod ingest; (integrating)
+pub mod ingest;
 pub mod listen;
 pub mod notify;
 pub mod proto;
@@ -27,8 +27,7 @@ pub mod sink;
 pub mod stats;
 pub mod telemetry;
 pub mod validate;
-// pub mod worker; (integrating)
-
+pub mod worker;
 
 #[cfg(feature = "test-support")]
 pub mod testing;

@@ -5,6 +5,7 @@
 //! so `journalctl -u 'zero-logs@*' WORKER_ID=3` works. Otherwise a
 //! human-readable format goes to stderr. `RUST_LOG` filters (default `info`).
 
+use std::io::IsTerminal;
 use std::os::unix::fs::MetadataExt;
 
 use tracing_subscriber::layer::SubscriberExt;
@@ -36,7 +37,11 @@ pub fn init(worker_id: &str) -> LogTarget {
         }
     }
     registry
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
         .init();
     LogTarget::Stderr
 }

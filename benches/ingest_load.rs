@@ -1,0 +1,1173 @@
+//! Load generator for a running zero-logs worker: a benchmark, not a timed test.
+//!
+//! `scripts/bench` is the entry point: it builds the release worker, starts a private
+//! ClickHouse and the worker on free loopback ports, then runs
+//! `cargo bench --bench ingest_load -- --url http://127.0.0.1:PORT --worker-pid PID ...`.
+//! Without `--url` (for example under a plain `cargo bench`) this prints its usage and
+//! exits 0: it never starts anything itself.
+//!
+//! What it does: pre-generates a pool of varied JSON (or NDJSON) batches of ~220-byte
+//! records, then posts them over N concurrent HTTP/1.1 keep-alive connections until the
+//! duration or request count is reached, and reports requests and records per second,
+//! the latency of accepted (202) requests, failures by status and by error, and, from
+//! `/proc/<worker-pid>`, the worker's CPU time per record and its peak RSS. With
+//! `--clickhouse-url` and `--clickhouse-table` it also checks that every acknowledged
+//! record is in ClickHouse. Only loopback targets are accepted.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context as _};
+use bytes::Bytes;
+use http::header::{CONTENT_ENCODING, CONTENT_TYPE, HOST};
+use http::{Request, StatusCode, Uri};
+use http_body_util::{BodyExt as _, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+const USAGE: &str = "\
+ingest_load: HTTP load generator for a running zero-logs worker (loopback only)
+
+usage: cargo bench --bench ingest_load -- --url http://127.0.0.1:PORT [options]
+       (scripts/bench starts ClickHouse and a release worker and runs this for you)
+
+  --url URL               worker base URL (path defaults to /api/v1/logs); required
+  --connections N         concurrent keep-alive HTTP/1.1 connections [64]
+  --duration SECS         measured run time [20; a safety cap of 600 with --requests]
+  --requests N            stop after N measured requests instead of after --duration
+  --warmup SECS           load sent before measuring starts (not counted) [0]
+  --batch N               records per request [100]
+  --pool N                distinct pre-generated request bodies [64]
+  --format json|ndjson    body format: JSON array or NDJSON [json]
+  --gzip                  send bodies gzip-compressed (Content-Encoding: gzip)
+  --timeout SECS          per-request timeout [30]
+  --threads N             generator runtime threads [1]
+  --worker-pid PID        worker process to measure (CPU time, peak RSS) via /proc
+  --clickhouse-pid PID    ClickHouse server process: report its CPU time too
+  --clickhouse-url URL    ClickHouse HTTP URL: check acknowledged records arrived
+  --clickhouse-table DB.T table to count rows in (with --clickhouse-url)
+  --seed N                RNG seed for the generated records [42]
+  --allow-failures        exit 0 even if some requests failed
+  --json                  print the report as one JSON object
+  -h, --help              this text
+
+exit status: 0 ok; 1 no request accepted or acknowledged records missing in
+ClickHouse; 2 bad arguments; 3 some requests failed (unless --allow-failures)";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args = match Args::parse(&args) {
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("ingest_load: {e:#}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) =
+        Target::parse(&args.url, "/api/v1/logs").and_then(|_| match &args.clickhouse_url {
+            Some(url) => Target::parse(url, "/").map(drop),
+            None => Ok(()),
+        })
+    {
+        eprintln!("ingest_load: {e:#}");
+        return ExitCode::from(2);
+    }
+    match run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ingest_load: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+// === arguments ===
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Json,
+    Ndjson,
+}
+
+#[derive(Debug)]
+struct Args {
+    url: String,
+    connections: usize,
+    duration: Duration,
+    requests: Option<u64>,
+    warmup: Duration,
+    batch: usize,
+    pool: usize,
+    format: Format,
+    gzip: bool,
+    timeout: Duration,
+    threads: usize,
+    worker_pid: Option<u32>,
+    clickhouse_pid: Option<u32>,
+    clickhouse_url: Option<String>,
+    clickhouse_table: Option<String>,
+    seed: u64,
+    allow_failures: bool,
+    json: bool,
+}
+
+impl Args {
+    /// `Ok(None)`: print usage and exit 0 (no `--url`, or `--help`).
+    fn parse(raw: &[String]) -> anyhow::Result<Option<Args>> {
+        let mut url = None;
+        let mut connections = 64usize;
+        let mut duration = None;
+        let mut requests = None;
+        let mut warmup = 0.0f64;
+        let mut batch = 100usize;
+        let mut pool = 64usize;
+        let mut format = Format::Json;
+        let mut gzip = false;
+        let mut timeout = 30.0f64;
+        let mut threads = 1usize;
+        let mut worker_pid = None;
+        let mut clickhouse_pid = None;
+        let mut clickhouse_url = None;
+        let mut clickhouse_table = None;
+        let mut seed = 42u64;
+        let mut allow_failures = false;
+        let mut json = false;
+        let mut problems = Vec::new();
+
+        let mut it = raw.iter();
+        while let Some(arg) = it.next() {
+            let (flag, inline) = match arg.split_once('=') {
+                Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+                _ => (arg.as_str(), None),
+            };
+            let mut value = |name: &str| -> anyhow::Result<String> {
+                match inline.clone() {
+                    Some(v) => Ok(v),
+                    None => it
+                        .next()
+                        .cloned()
+                        .ok_or_else(|| anyhow!("{name} needs a value")),
+                }
+            };
+            let result: anyhow::Result<()> = (|| {
+                match flag {
+                    "-h" | "--help" => return Err(anyhow!("help")),
+                    // Passed by `cargo bench` to every bench binary.
+                    "--bench" => {}
+                    "--url" => url = Some(value(flag)?),
+                    "--connections" | "-c" => connections = num(flag, &value(flag)?)?,
+                    "--duration" | "-d" => duration = Some(secs(flag, &value(flag)?)?),
+                    "--requests" | "-n" => requests = Some(num(flag, &value(flag)?)?),
+                    "--warmup" => warmup = secs(flag, &value(flag)?)?,
+                    "--batch" => batch = num(flag, &value(flag)?)?,
+                    "--pool" => pool = num(flag, &value(flag)?)?,
+                    "--format" => {
+                        format = match value(flag)?.as_str() {
+                            "json" => Format::Json,
+                            "ndjson" => Format::Ndjson,
+                            other => bail!("--format: expected json or ndjson, got {other:?}"),
+                        }
+                    }
+                    "--gzip" => gzip = true,
+                    "--timeout" => timeout = secs(flag, &value(flag)?)?,
+                    "--threads" => threads = num(flag, &value(flag)?)?,
+                    "--worker-pid" => worker_pid = Some(num(flag, &value(flag)?)?),
+                    "--clickhouse-pid" => clickhouse_pid = Some(num(flag, &value(flag)?)?),
+                    "--clickhouse-url" => clickhouse_url = Some(value(flag)?),
+                    "--clickhouse-table" => clickhouse_table = Some(value(flag)?),
+                    "--seed" => seed = num(flag, &value(flag)?)?,
+                    "--allow-failures" => allow_failures = true,
+                    "--json" => json = true,
+                    other => bail!("unknown argument {other:?}"),
+                }
+                Ok(())
+            })();
+            match result {
+                Err(e) if e.to_string() == "help" => return Ok(None),
+                Err(e) => problems.push(e.to_string()),
+                Ok(()) => {}
+            }
+        }
+
+        // No target: a plain `cargo bench` run. Start nothing.
+        let Some(url) = url else { return Ok(None) };
+        if !problems.is_empty() {
+            bail!("{}", problems.join("; "));
+        }
+        for (name, v) in [
+            ("--connections", connections),
+            ("--batch", batch),
+            ("--pool", pool),
+            ("--threads", threads),
+        ] {
+            if v == 0 {
+                bail!("{name} must be at least 1");
+            }
+        }
+        if requests == Some(0) {
+            bail!("--requests must be at least 1");
+        }
+        if timeout <= 0.0 {
+            bail!("--timeout must be positive");
+        }
+        if clickhouse_url.is_some() != clickhouse_table.is_some() {
+            bail!("--clickhouse-url and --clickhouse-table go together");
+        }
+        let duration = match (duration, requests) {
+            (Some(d), _) if d <= 0.0 => bail!("--duration must be positive"),
+            (Some(d), _) => d,
+            (None, Some(_)) => 600.0,
+            (None, None) => 20.0,
+        };
+        Ok(Some(Args {
+            url,
+            connections,
+            duration: Duration::from_secs_f64(duration),
+            requests,
+            warmup: Duration::from_secs_f64(warmup),
+            batch,
+            pool,
+            format,
+            gzip,
+            timeout: Duration::from_secs_f64(timeout),
+            threads,
+            worker_pid,
+            clickhouse_pid,
+            clickhouse_url,
+            clickhouse_table,
+            seed,
+            allow_failures,
+            json,
+        }))
+    }
+}
+
+fn num<T: std::str::FromStr>(flag: &str, v: &str) -> anyhow::Result<T> {
+    v.parse()
+        .map_err(|_| anyhow!("{flag}: expected a whole number, got {v:?}"))
+}
+
+fn secs(flag: &str, v: &str) -> anyhow::Result<f64> {
+    match v.trim_end_matches('s').parse::<f64>() {
+        Ok(s) if s.is_finite() && s >= 0.0 => Ok(s),
+        _ => bail!("{flag}: expected seconds, got {v:?}"),
+    }
+}
+
+// === target ===
+
+/// A loopback HTTP endpoint.
+#[derive(Debug, Clone)]
+struct Target {
+    addr: SocketAddr,
+    /// `Host` header value.
+    authority: String,
+    uri: Uri,
+}
+
+impl Target {
+    fn parse(url: &str, default_path: &str) -> anyhow::Result<Target> {
+        let uri: Uri = url.parse().with_context(|| format!("bad URL {url:?}"))?;
+        if uri.scheme_str() != Some("http") {
+            bail!("{url}: only plain http:// URLs are supported");
+        }
+        let authority = uri
+            .authority()
+            .ok_or_else(|| anyhow!("{url}: no host"))?
+            .clone();
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let port = authority.port_u16().unwrap_or(80);
+        let addrs: Vec<SocketAddr> = (host, port)
+            .to_socket_addrs()
+            .with_context(|| format!("cannot resolve {host}"))?
+            .collect();
+        let Some(addr) = addrs.first().copied() else {
+            bail!("{host} resolves to no address");
+        };
+        if let Some(bad) = addrs.iter().find(|a| !a.ip().is_loopback()) {
+            bail!("refusing non-loopback target {url} ({}): load is only ever sent to this machine's loopback", bad.ip());
+        }
+        let path = match uri.path_and_query().map(|p| p.as_str()) {
+            None | Some("") | Some("/") => default_path.to_string(),
+            Some(p) => p.to_string(),
+        };
+        let uri = Uri::builder()
+            .scheme("http")
+            .authority(authority.as_str())
+            .path_and_query(path)
+            .build()?;
+        Ok(Target {
+            addr,
+            authority: authority.to_string(),
+            uri,
+        })
+    }
+
+    async fn connect(&self) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+        let stream = TcpStream::connect(self.addr).await?;
+        stream.set_nodelay(true)?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(sender)
+    }
+}
+
+// === generated records ===
+
+const SERVICES: &[&str] = &[
+    "checkout",
+    "payments",
+    "auth",
+    "search",
+    "inventory",
+    "shipping",
+    "frontend",
+    "recommendation",
+    "email",
+    "cart",
+    "ledger",
+    "notifications",
+];
+const REGIONS: &[&str] = &[
+    "eu-west-1",
+    "eu-central-1",
+    "us-east-1",
+    "us-west-2",
+    "ap-south-1",
+];
+const METHODS: &[&str] = &["GET", "GET", "GET", "POST", "PUT", "DELETE"];
+const ROUTES: &[&str] = &[
+    "/api/v2/items",
+    "/api/v2/cart",
+    "/api/v2/orders",
+    "/api/v2/users",
+    "/healthz",
+];
+
+fn level(rng: &mut StdRng) -> &'static str {
+    match rng.random_range(0..100) {
+        0..=69 => "info",
+        70..=79 => "debug",
+        80..=91 => "warn",
+        92..=97 => "error",
+        98 => "trace",
+        _ => "fatal",
+    }
+}
+
+fn message(rng: &mut StdRng) -> String {
+    let id = rng.random_range(10_000..10_000_000u32);
+    let ms = rng.random_range(1..2_500u32);
+    match rng.random_range(0..8) {
+        0 => format!("order {id} processed in {ms} ms"),
+        1 => format!(
+            "{} {}/{id} returned {} in {ms} ms",
+            METHODS[rng.random_range(0..METHODS.len())],
+            ROUTES[rng.random_range(0..ROUTES.len())],
+            [200, 200, 201, 204, 400, 404, 500][rng.random_range(0..7)]
+        ),
+        2 => format!("cache miss product:{id}, loaded in {ms} ms"),
+        3 => format!(
+            "payment {id} declined (attempt {} of 3)",
+            rng.random_range(1..4)
+        ),
+        4 => format!(
+            "retrying upstream call in {ms} ms (attempt {})",
+            rng.random_range(1..6)
+        ),
+        5 => format!(
+            "queue depth {} exceeds soft limit {}",
+            rng.random_range(1_000..50_000),
+            1_000
+        ),
+        6 => format!("user {id} signed in, session {} s", ms * 10),
+        _ => format!(
+            "flushed {} rows to storage in {ms} ms",
+            rng.random_range(1..100_000)
+        ),
+    }
+}
+
+fn hex(rng: &mut StdRng, len: usize) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    (0..len)
+        .map(|_| DIGITS[rng.random_range(0..16)] as char)
+        .collect()
+}
+
+/// RFC 3339 UTC with nanoseconds, from nanoseconds since the epoch.
+fn rfc3339(epoch_ns: u128) -> String {
+    let secs = (epoch_ns / 1_000_000_000) as i64;
+    let nanos = (epoch_ns % 1_000_000_000) as u32;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60
+    )
+}
+
+fn record(rng: &mut StdRng, now_ns: u128) -> Value {
+    let ts = now_ns - rng.random_range(0..60_000_000_000u128);
+    let mut attributes = serde_json::Map::new();
+    if rng.random_bool(0.5) {
+        attributes.insert(
+            "region".into(),
+            REGIONS[rng.random_range(0..REGIONS.len())].into(),
+        );
+    }
+    if rng.random_bool(0.5) {
+        attributes.insert(
+            "status".into(),
+            [200, 201, 404, 500][rng.random_range(0..4)].into(),
+        );
+    }
+    if rng.random_bool(0.25) {
+        attributes.insert(
+            "host".into(),
+            format!("web-{}", rng.random_range(1..40)).into(),
+        );
+    }
+    let mut r = json!({
+        "timestamp": rfc3339(ts),
+        "level": level(rng),
+        "service": SERVICES[rng.random_range(0..SERVICES.len())],
+        "message": message(rng),
+    });
+    if rng.random_bool(0.7) {
+        r["trace_id"] = hex(rng, 32).into();
+        r["span_id"] = hex(rng, 16).into();
+    }
+    if !attributes.is_empty() {
+        r["attributes"] = attributes.into();
+    }
+    r
+}
+
+struct Pool {
+    bodies: Vec<Bytes>,
+    /// Average serialized record size (uncompressed, without separators).
+    record_bytes: f64,
+    /// Average body size on the wire.
+    body_bytes: f64,
+}
+
+fn generate_pool(args: &Args) -> anyhow::Result<Pool> {
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let now_ns = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
+    let mut bodies = Vec::with_capacity(args.pool);
+    let mut record_total = 0usize;
+    let mut wire_total = 0usize;
+    for _ in 0..args.pool {
+        let records: Vec<String> = (0..args.batch)
+            .map(|_| record(&mut rng, now_ns).to_string())
+            .collect();
+        record_total += records.iter().map(String::len).sum::<usize>();
+        let body = match args.format {
+            Format::Json => format!("[{}]", records.join(",")),
+            Format::Ndjson => records.join("\n") + "\n",
+        };
+        let body = if args.gzip {
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            enc.write_all(body.as_bytes())?;
+            enc.finish()?
+        } else {
+            body.into_bytes()
+        };
+        wire_total += body.len();
+        bodies.push(Bytes::from(body));
+    }
+    Ok(Pool {
+        bodies,
+        record_bytes: record_total as f64 / (args.pool * args.batch) as f64,
+        body_bytes: wire_total as f64 / args.pool as f64,
+    })
+}
+
+// === load ===
+
+/// Shared, read-only plan of the run.
+struct Plan {
+    target: Target,
+    bodies: Vec<Bytes>,
+    content_type: &'static str,
+    gzip: bool,
+    timeout: Duration,
+    batch: u64,
+    /// Requests started before this are warm-up: sent, not reported.
+    measure_from: Instant,
+    /// No request starts at or after this.
+    deadline: Instant,
+    /// `--requests`: measured requests still to claim.
+    limit: Option<u64>,
+    claimed: AtomicU64,
+}
+
+#[derive(Default)]
+struct Tally {
+    sent: u64,
+    ok: u64,
+    /// Records the worker acknowledged (from `{"accepted":N}`).
+    accepted: u64,
+    bytes: u64,
+    /// Latency of 202 responses, microseconds.
+    latencies_us: Vec<u32>,
+    by_status: BTreeMap<u16, u64>,
+    by_error: BTreeMap<String, u64>,
+    /// One example response body per failing status.
+    samples: BTreeMap<u16, String>,
+}
+
+impl Tally {
+    fn merge(&mut self, other: Tally) {
+        self.sent += other.sent;
+        self.ok += other.ok;
+        self.accepted += other.accepted;
+        self.bytes += other.bytes;
+        self.latencies_us.extend(other.latencies_us);
+        for (k, v) in other.by_status {
+            *self.by_status.entry(k).or_default() += v;
+        }
+        for (k, v) in other.by_error {
+            *self.by_error.entry(k).or_default() += v;
+        }
+        for (k, v) in other.samples {
+            self.samples.entry(k).or_insert(v);
+        }
+    }
+
+    fn failed(&self) -> u64 {
+        self.by_status.values().sum::<u64>() + self.by_error.values().sum::<u64>()
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Accepted {
+    accepted: u64,
+}
+
+enum Outcome {
+    Status(StatusCode, Bytes),
+    Error(String),
+}
+
+/// One connection's loop: one request in flight at a time, reconnect after errors.
+async fn drive_connection(plan: Arc<Plan>, index: usize) -> (Tally, Tally) {
+    let mut warm = Tally::default();
+    let mut measured = Tally::default();
+    let mut sender: Option<SendRequest<Full<Bytes>>> = None;
+    let mut next_body = index;
+    loop {
+        let start = Instant::now();
+        if start >= plan.deadline {
+            break;
+        }
+        let is_measured = start >= plan.measure_from;
+        if is_measured {
+            if let Some(limit) = plan.limit {
+                if plan.claimed.fetch_add(1, Ordering::Relaxed) >= limit {
+                    break;
+                }
+            }
+        }
+        let tally = if is_measured {
+            &mut measured
+        } else {
+            &mut warm
+        };
+        let body = plan.bodies[next_body % plan.bodies.len()].clone();
+        next_body = next_body.wrapping_add(plan.bodies.len() / 2 + 1);
+        let body_len = body.len() as u64;
+        tally.sent += 1;
+
+        let outcome = match tokio::time::timeout(plan.timeout, send(&plan, &mut sender, body)).await
+        {
+            Ok(outcome) => outcome,
+            Err(_) => Outcome::Error("timeout".into()),
+        };
+        match outcome {
+            Outcome::Status(StatusCode::ACCEPTED, body) => {
+                let elapsed = start.elapsed();
+                tally.bytes += body_len;
+                tally.ok += 1;
+                tally.accepted += serde_json::from_slice::<Accepted>(&body)
+                    .map(|a| a.accepted)
+                    .unwrap_or(plan.batch);
+                tally
+                    .latencies_us
+                    .push(u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX));
+            }
+            Outcome::Status(status, body) => {
+                tally.bytes += body_len;
+                *tally.by_status.entry(status.as_u16()).or_default() += 1;
+                tally.samples.entry(status.as_u16()).or_insert_with(|| {
+                    String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned()
+                });
+            }
+            Outcome::Error(kind) => {
+                sender = None;
+                *tally.by_error.entry(kind).or_default() += 1;
+                // Do not spin while the worker is away (restarting, refusing).
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    (warm, measured)
+}
+
+/// Sends one request on this task's connection, (re)connecting as needed. A request
+/// that never left (the server had closed the idle keep-alive connection) is retried
+/// once on a new connection rather than counted as failed.
+async fn send(plan: &Plan, sender: &mut Option<SendRequest<Full<Bytes>>>, body: Bytes) -> Outcome {
+    let mut retried = false;
+    loop {
+        let s = match sender {
+            Some(s) if !s.is_closed() => s,
+            _ => match plan.target.connect().await {
+                Ok(s) => sender.insert(s),
+                Err(e) => return Outcome::Error(format!("connect: {}", error_kind(&*e))),
+            },
+        };
+        if let Err(e) = s.ready().await {
+            *sender = None;
+            if !retried {
+                retried = true;
+                continue;
+            }
+            return Outcome::Error(format!("connection: {}", error_kind(&e)));
+        }
+        let mut req = Request::post(plan.target.uri.clone())
+            .header(HOST, plan.target.authority.as_str())
+            .header(CONTENT_TYPE, plan.content_type);
+        if plan.gzip {
+            req = req.header(CONTENT_ENCODING, "gzip");
+        }
+        let req = match req.body(Full::new(body.clone())) {
+            Ok(r) => r,
+            Err(e) => return Outcome::Error(format!("request: {e}")),
+        };
+        let resp = match s.try_send_request(req).await {
+            Ok(r) => r,
+            Err(mut e) => {
+                *sender = None;
+                if e.take_message().is_some() && !retried {
+                    retried = true;
+                    continue;
+                }
+                return Outcome::Error(format!("send: {}", error_kind(&e.into_error())));
+            }
+        };
+        let status = resp.status();
+        return match resp.into_body().collect().await {
+            Ok(b) => Outcome::Status(status, b.to_bytes()),
+            Err(e) => {
+                *sender = None;
+                Outcome::Error(format!("response body: {}", error_kind(&e)))
+            }
+        };
+    }
+}
+
+/// A short, countable description of an error (no addresses or counters in it).
+fn error_kind(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return format!("{:?}", io.kind());
+        }
+        cur = err.source();
+    }
+    if let Some(h) = e.downcast_ref::<hyper::Error>() {
+        if h.is_incomplete_message() {
+            return "connection closed before the response".into();
+        }
+        if h.is_canceled() {
+            return "canceled".into();
+        }
+        if h.is_closed() {
+            return "connection closed".into();
+        }
+        if h.is_parse() {
+            return "bad response".into();
+        }
+    }
+    e.to_string()
+}
+
+// === /proc measurements ===
+
+#[derive(Debug, Clone, Copy)]
+struct CpuTicks(u64);
+
+fn clock_ticks_per_sec() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|t| *t > 0.0)
+        .unwrap_or(100.0)
+}
+
+/// utime + stime of every thread of `pid` (`self` for this process), live and exited.
+fn cpu_ticks(pid: &str) -> anyhow::Result<CpuTicks> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // The command name may contain spaces and parentheses: fields start after the last ')'.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| anyhow!("unexpected /proc/{pid}/stat"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // fields[0] is field 3 (state); utime is field 14, stime field 15.
+    let field = |n: usize| -> anyhow::Result<u64> {
+        fields
+            .get(n - 3)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| anyhow!("no field {n} in /proc/{pid}/stat"))
+    };
+    Ok(CpuTicks(field(14)? + field(15)?))
+}
+
+/// A `kB` line of `/proc/<pid>/status`, in bytes.
+fn status_kb(pid: &str, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| {
+        let v = l.strip_prefix(key)?.strip_prefix(':')?;
+        v.trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .map(|kb| kb * 1024)
+    })
+}
+
+// === ClickHouse check ===
+
+async fn clickhouse_count(url: &str, table: &str) -> anyhow::Result<u64> {
+    let target = Target::parse(url, "/")?;
+    let mut sender = target.connect().await?;
+    let req = Request::post(target.uri.clone())
+        .header(HOST, target.authority.as_str())
+        .body(Full::new(Bytes::from(format!(
+            "SELECT count() FROM {table}"
+        ))))?;
+    let resp = sender.send_request(req).await?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await?.to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    if !status.is_success() {
+        bail!("ClickHouse answered {status}: {}", text.trim());
+    }
+    text.trim()
+        .parse()
+        .with_context(|| format!("unexpected count {text:?}"))
+}
+
+/// Rows in the table once they stop changing (or reach `expected`), at most `wait`.
+async fn settled_count(
+    url: &str,
+    table: &str,
+    expected: u64,
+    wait: Duration,
+) -> anyhow::Result<u64> {
+    let until = Instant::now() + wait;
+    let mut last = clickhouse_count(url, table).await?;
+    while last < expected && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        last = clickhouse_count(url, table).await?;
+    }
+    Ok(last)
+}
+
+// === run and report ===
+
+fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let target = Target::parse(&args.url, "/api/v1/logs")?;
+    let worker_pid = args.worker_pid.map(|p| p.to_string());
+    if let Some(pid) = &worker_pid {
+        cpu_ticks(pid).with_context(|| format!("worker pid {pid} is not running"))?;
+    }
+    let pool = generate_pool(&args)?;
+    let ticks_per_sec = clock_ticks_per_sec();
+
+    eprintln!(
+        "ingest_load: {} connections -> {} | {} records/request (~{:.0} B each, {} body ~{:.1} KiB{}) | {} s{}{}",
+        args.connections,
+        target.uri,
+        args.batch,
+        pool.record_bytes,
+        match args.format {
+            Format::Json => "JSON array",
+            Format::Ndjson => "NDJSON",
+        },
+        pool.body_bytes / 1024.0,
+        if args.gzip { " gzip" } else { "" },
+        args.duration.as_secs_f64(),
+        args.requests
+            .map(|n| format!(" or {n} requests"))
+            .unwrap_or_default(),
+        if args.warmup.is_zero() {
+            String::new()
+        } else {
+            format!(" after {} s warm-up", args.warmup.as_secs_f64())
+        },
+    );
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads)
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(async {
+        let now = Instant::now();
+        let measure_from = now + args.warmup;
+        let plan = Arc::new(Plan {
+            target,
+            bodies: pool.bodies.clone(),
+            content_type: match args.format {
+                Format::Json => "application/json",
+                Format::Ndjson => "application/x-ndjson",
+            },
+            gzip: args.gzip,
+            timeout: args.timeout,
+            batch: args.batch as u64,
+            measure_from,
+            deadline: measure_from + args.duration,
+            limit: args.requests,
+            claimed: AtomicU64::new(0),
+        });
+        let tasks: Vec<_> = (0..args.connections)
+            .map(|i| tokio::spawn(drive_connection(plan.clone(), i)))
+            .collect();
+
+        tokio::time::sleep_until(measure_from).await;
+        let started = Instant::now();
+        let worker_cpu0 = match &worker_pid {
+            Some(pid) => Some(cpu_ticks(pid)?),
+            None => None,
+        };
+        let self_cpu0 = cpu_ticks("self")?;
+        let clickhouse_pid = args.clickhouse_pid.map(|p| p.to_string());
+        let clickhouse_cpu0 = clickhouse_pid.as_deref().and_then(|p| cpu_ticks(p).ok());
+
+        let mut warm = Tally::default();
+        let mut measured = Tally::default();
+        for t in tasks {
+            let (w, m) = t.await?;
+            warm.merge(w);
+            measured.merge(m);
+        }
+        let elapsed = started.elapsed();
+        let worker_cpu = match (&worker_pid, worker_cpu0) {
+            (Some(pid), Some(c0)) => Some(
+                cpu_ticks(pid)
+                    .map(|c1| (c1.0.saturating_sub(c0.0)) as f64 / ticks_per_sec)
+                    .with_context(|| format!("worker {pid} exited during the run"))?,
+            ),
+            _ => None,
+        };
+        let self_cpu = (cpu_ticks("self")?.0.saturating_sub(self_cpu0.0)) as f64 / ticks_per_sec;
+        let clickhouse_cpu = match (clickhouse_pid.as_deref(), clickhouse_cpu0) {
+            (Some(pid), Some(c0)) => cpu_ticks(pid)
+                .ok()
+                .map(|c1| c1.0.saturating_sub(c0.0) as f64 / ticks_per_sec),
+            _ => None,
+        };
+
+        let acknowledged = warm.accepted + measured.accepted;
+        let clickhouse = match (&args.clickhouse_url, &args.clickhouse_table) {
+            (Some(url), Some(table)) => Some(
+                settled_count(url, table, acknowledged, Duration::from_secs(30))
+                    .await
+                    .context("counting rows in ClickHouse")?,
+            ),
+            _ => None,
+        };
+        anyhow::Ok(Report::new(
+            &args,
+            &pool,
+            warm,
+            measured,
+            elapsed,
+            worker_pid.as_deref(),
+            worker_cpu,
+            self_cpu,
+            clickhouse_cpu,
+            clickhouse,
+        ))
+    })?;
+
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+    } else {
+        report.print();
+    }
+    Ok(report.exit_code(args.allow_failures))
+}
+
+struct Report {
+    connections: usize,
+    batch: usize,
+    record_bytes: f64,
+    elapsed: Duration,
+    warm: Tally,
+    measured: Tally,
+    sorted_latencies_us: Vec<u32>,
+    worker_pid: Option<String>,
+    worker_cpu_s: Option<f64>,
+    worker_peak_rss: Option<u64>,
+    worker_rss: Option<u64>,
+    generator_cpu_s: f64,
+    clickhouse_cpu_s: Option<f64>,
+    clickhouse_rows: Option<u64>,
+}
+
+impl Report {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        args: &Args,
+        pool: &Pool,
+        warm: Tally,
+        mut measured: Tally,
+        elapsed: Duration,
+        worker_pid: Option<&str>,
+        worker_cpu_s: Option<f64>,
+        generator_cpu_s: f64,
+        clickhouse_cpu_s: Option<f64>,
+        clickhouse_rows: Option<u64>,
+    ) -> Report {
+        let mut sorted = std::mem::take(&mut measured.latencies_us);
+        sorted.sort_unstable();
+        Report {
+            connections: args.connections,
+            batch: args.batch,
+            record_bytes: pool.record_bytes,
+            elapsed,
+            warm,
+            measured,
+            sorted_latencies_us: sorted,
+            worker_pid: worker_pid.map(str::to_string),
+            worker_cpu_s,
+            worker_peak_rss: worker_pid.and_then(|p| status_kb(p, "VmHWM")),
+            worker_rss: worker_pid.and_then(|p| status_kb(p, "VmRSS")),
+            generator_cpu_s,
+            clickhouse_cpu_s,
+            clickhouse_rows,
+        }
+    }
+
+    fn secs(&self) -> f64 {
+        self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Latency percentile in milliseconds (nearest rank).
+    fn percentile_ms(&self, p: f64) -> Option<f64> {
+        let v = &self.sorted_latencies_us;
+        if v.is_empty() {
+            return None;
+        }
+        let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+        Some(f64::from(v[rank.clamp(1, v.len()) - 1]) / 1000.0)
+    }
+
+    fn acknowledged(&self) -> u64 {
+        self.warm.accepted + self.measured.accepted
+    }
+
+    fn lost(&self) -> Option<u64> {
+        self.clickhouse_rows
+            .map(|rows| self.acknowledged().saturating_sub(rows))
+    }
+
+    fn cpu_per_million(&self) -> Option<f64> {
+        let cpu = self.worker_cpu_s?;
+        (self.measured.accepted > 0).then(|| cpu / (self.measured.accepted as f64 / 1e6))
+    }
+
+    fn exit_code(&self, allow_failures: bool) -> ExitCode {
+        if self.measured.ok == 0 || self.lost().unwrap_or(0) > 0 {
+            ExitCode::from(1)
+        } else if self.measured.failed() + self.warm.failed() > 0 && !allow_failures {
+            ExitCode::from(3)
+        } else {
+            ExitCode::SUCCESS
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        let m = &self.measured;
+        let ms = |p| self.percentile_ms(p);
+        json!({
+            "connections": self.connections,
+            "batch_records": self.batch,
+            "record_bytes_avg": round(self.record_bytes, 1),
+            "elapsed_s": round(self.secs(), 3),
+            "requests": {
+                "sent": m.sent,
+                "ok": m.ok,
+                "failed": m.failed(),
+                "failed_by_status": m.by_status.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+                "failed_by_error": m.by_error,
+                "warmup_sent": self.warm.sent,
+                "warmup_failed": self.warm.failed(),
+            },
+            "requests_per_s": round(m.ok as f64 / self.secs(), 1),
+            "records_per_s": round(m.accepted as f64 / self.secs(), 0),
+            "records_accepted": m.accepted,
+            "mib_per_s": round(m.bytes as f64 / self.secs() / (1024.0 * 1024.0), 2),
+            "latency_ms": {
+                "p50": ms(50.0).map(|v| round(v, 3)),
+                "p90": ms(90.0).map(|v| round(v, 3)),
+                "p99": ms(99.0).map(|v| round(v, 3)),
+                "max": self.sorted_latencies_us.last().map(|v| round(f64::from(*v) / 1000.0, 3)),
+            },
+            "worker": self.worker_pid.as_ref().map(|pid| json!({
+                "pid": pid.parse::<u64>().ok(),
+                "cpu_s": self.worker_cpu_s.map(|v| round(v, 2)),
+                "cores_busy": self.worker_cpu_s.map(|v| round(v / self.secs(), 2)),
+                "cpu_s_per_million_records": self.cpu_per_million().map(|v| round(v, 2)),
+                "cpu_us_per_record": self.cpu_per_million().map(|v| round(v, 3)),
+                "peak_rss_bytes": self.worker_peak_rss,
+                "rss_bytes": self.worker_rss,
+            })),
+            "generator_cpu_s": round(self.generator_cpu_s, 2),
+            "clickhouse_cpu_s": self.clickhouse_cpu_s.map(|v| round(v, 2)),
+            "clickhouse": self.clickhouse_rows.map(|rows| json!({
+                "rows": rows,
+                "acknowledged": self.acknowledged(),
+                "lost": self.lost(),
+                "extra": rows.saturating_sub(self.acknowledged()),
+            })),
+        })
+    }
+
+    fn print(&self) {
+        let m = &self.measured;
+        let secs = self.secs();
+        let mib = 1024.0 * 1024.0;
+        println!("zero-logs ingest load: {} connections, {} records/request (~{:.0} B/record), {:.1} s measured", self.connections, self.batch, self.record_bytes, secs);
+        println!(
+            "  requests    sent {}  ok(202) {}  failed {}{}",
+            m.sent,
+            m.ok,
+            m.failed(),
+            if self.warm.sent > 0 {
+                format!(
+                    "  (+{} warm-up, {} failed)",
+                    self.warm.sent,
+                    self.warm.failed()
+                )
+            } else {
+                String::new()
+            }
+        );
+        if !m.by_status.is_empty() {
+            let parts: Vec<String> = m
+                .by_status
+                .iter()
+                .map(|(k, v)| format!("{k} x{v}"))
+                .collect();
+            println!("  failed by status: {}", parts.join(", "));
+            for (status, sample) in &m.samples {
+                println!("    {status}: {}", sample.trim());
+            }
+        }
+        if !m.by_error.is_empty() {
+            let parts: Vec<String> = m
+                .by_error
+                .iter()
+                .map(|(k, v)| format!("{k} x{v}"))
+                .collect();
+            println!("  failed by error:  {}", parts.join(", "));
+        }
+        println!(
+            "  throughput  {:.1} requests/s  {:.0} records/s  {:.2} MiB/s of bodies answered",
+            m.ok as f64 / secs,
+            m.accepted as f64 / secs,
+            m.bytes as f64 / secs / mib
+        );
+        let fmt = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.2} ms"));
+        println!(
+            "  latency     p50 {}  p90 {}  p99 {}  max {}   (202 responses)",
+            fmt(self.percentile_ms(50.0)),
+            fmt(self.percentile_ms(90.0)),
+            fmt(self.percentile_ms(99.0)),
+            fmt(self
+                .sorted_latencies_us
+                .last()
+                .map(|v| f64::from(*v) / 1000.0)),
+        );
+        if let Some(pid) = &self.worker_pid {
+            if let Some(cpu) = self.worker_cpu_s {
+                println!(
+                    "  worker      pid {pid}: CPU {cpu:.2} s ({:.2} cores){}",
+                    cpu / secs,
+                    self.cpu_per_million()
+                        .map(|c| format!(" = {c:.2} CPU-s per million records = {c:.3} us/record"))
+                        .unwrap_or_default()
+                );
+            }
+            println!(
+                "              peak RSS (VmHWM) {}  RSS now {}",
+                self.worker_peak_rss
+                    .map_or("-".into(), |b| format!("{:.1} MiB", b as f64 / mib)),
+                self.worker_rss
+                    .map_or("-".into(), |b| format!("{:.1} MiB", b as f64 / mib)),
+            );
+        }
+        println!(
+            "  generator   CPU {:.2} s ({:.2} cores)",
+            self.generator_cpu_s,
+            self.generator_cpu_s / secs
+        );
+        if let Some(cpu) = self.clickhouse_cpu_s {
+            println!("  clickhouse  CPU {cpu:.2} s ({:.2} cores)", cpu / secs);
+        }
+        if let Some(rows) = self.clickhouse_rows {
+            let ack = self.acknowledged();
+            println!(
+                "  clickhouse  {rows} rows for {ack} acknowledged records (incl. warm-up): {} lost, {} extra",
+                ack.saturating_sub(rows),
+                rows.saturating_sub(ack)
+            );
+        }
+    }
+}
+
+fn round(v: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (v * f).round() / f
+}

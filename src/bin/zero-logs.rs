@@ -1,0 +1,4 @@
+//! The worker binary: everything lives in the library.
+fn main() -> std::process::ExitCode {
+    zero_logs::worker::main()
+}

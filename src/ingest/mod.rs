@@ -1,0 +1,170 @@
+//! The request side of a worker: one router for every listener.
+//!
+//! HTTP/1.1, h2c and gRPC arrive on the same sockets; [`router`] sends gRPC
+//! (by path and content type, via tonic's routes) to [`grpc`] and everything
+//! else to [`http`]. Both end in [`Ingest::accept`]: admission of the body's
+//! bytes, validation on the CPU pool (or inline), submission to the batcher
+//! and the wait for the acknowledgement. This module never writes to disk or
+//! ClickHouse itself.
+
+pub mod body;
+pub mod grpc;
+pub mod http;
+pub mod reject;
+
+use std::sync::Arc;
+
+use tokio::sync::{oneshot, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{IngestConfig, RecordLimits};
+use crate::record::Batch;
+use crate::sink::BatcherHandle;
+use crate::stats::Stats;
+use reject::{RejectKind, Rejection};
+
+/// Where validation runs.
+enum Validator {
+    Inline,
+    Pool(rayon::ThreadPool),
+}
+
+/// Shared state of the ingest path.
+pub struct Ingest {
+    pub limits: RecordLimits,
+    pub max_body_bytes: usize,
+    validator: Validator,
+    inflight: Arc<Semaphore>,
+    max_inflight_bytes: usize,
+    batcher: BatcherHandle,
+    pub stats: Arc<Stats>,
+    /// Cancelled when the worker stops accepting: new requests get 503.
+    accepting: CancellationToken,
+}
+
+/// The validation pool could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the validation pool of {threads} threads: {source}")]
+pub struct PoolError {
+    threads: usize,
+    #[source]
+    source: rayon::ThreadPoolBuildError,
+}
+
+impl Ingest {
+    pub fn new(
+        cfg: &IngestConfig,
+        batcher: BatcherHandle,
+        stats: Arc<Stats>,
+        accepting: CancellationToken,
+    ) -> Result<Ingest, PoolError> {
+        let validator = if cfg.pool_validation {
+            // rayon keeps its threads for the life of the pool; idle ones sleep on a
+            // condvar, so "min" threads is what the pool costs at rest in CPU: none.
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(cfg.pool_max_threads)
+                .thread_name(|i| format!("validate-{i}"))
+                .build()
+                .map_err(|source| PoolError {
+                    threads: cfg.pool_max_threads,
+                    source,
+                })?;
+            Validator::Pool(pool)
+        } else {
+            Validator::Inline
+        };
+        Ok(Ingest {
+            limits: cfg.limits.clone(),
+            max_body_bytes: cfg.max_body_bytes,
+            validator,
+            inflight: Arc::new(Semaphore::new(cfg.max_inflight_bytes)),
+            max_inflight_bytes: cfg.max_inflight_bytes,
+            batcher,
+            stats,
+            accepting,
+        })
+    }
+
+    /// Refuses early when the worker is stopping.
+    pub fn check_accepting(&self) -> Result<(), Rejection> {
+        if self.accepting.is_cancelled() {
+            return Err(reject::shutting_down());
+        }
+        Ok(())
+    }
+
+    /// Admits `cost` bytes, validates with `decode`, submits and waits for the
+    /// acknowledgement. Returns the number of records accepted.
+    pub async fn accept<F>(&self, cost: usize, decode: F) -> Result<usize, Rejection>
+    where
+        F: FnOnce(&RecordLimits) -> Result<Batch, Rejection> + Send + 'static,
+    {
+        self.check_accepting()?;
+        let permits = u32::try_from(cost.clamp(1, self.max_inflight_bytes)).unwrap_or(u32::MAX);
+        let _permit = self.inflight.try_acquire_many(permits).map_err(|_| {
+            Rejection::new(
+                RejectKind::Busy,
+                format!(
+                    "worker is busy ({} bytes of requests in progress, MAX_INFLIGHT_BYTES); retry later",
+                    self.max_inflight_bytes
+                ),
+            )
+        })?;
+        let batch = self.validate(decode).await?;
+        let rows = batch.len();
+        let receipt = self.batcher.try_submit(batch)?;
+        receipt.await?;
+        Ok(rows)
+    }
+
+    async fn validate<F>(&self, decode: F) -> Result<Batch, Rejection>
+    where
+        F: FnOnce(&RecordLimits) -> Result<Batch, Rejection> + Send + 'static,
+    {
+        match &self.validator {
+            Validator::Inline => decode(&self.limits),
+            Validator::Pool(pool) => {
+                let (tx, rx) = oneshot::channel();
+                let limits = self.limits.clone();
+                pool.spawn(move || {
+                    let _ = tx.send(decode(&limits));
+                });
+                rx.await.map_err(|_| {
+                    Rejection::new(RejectKind::Failed, "validation task was lost; retry")
+                })?
+            }
+        }
+    }
+
+    /// Counts the outcome of one request.
+    pub fn record_outcome(&self, result: &Result<usize, Rejection>, body_bytes: usize) {
+        Stats::add(&self.stats.requests, 1);
+        Stats::add(&self.stats.bytes_received, body_bytes as u64);
+        match result {
+            Ok(n) => Stats::add(&self.stats.records_accepted, *n as u64),
+            Err(rejection) => {
+                Stats::add(&self.stats.requests_failed, 1);
+                // Records that failed validation; a body that never parsed counts as one.
+                if rejection.is_client_error() {
+                    let n = rejection.details.len().max(1);
+                    Stats::add(&self.stats.records_rejected, n as u64);
+                }
+            }
+        }
+    }
+}
+
+/// Wall-clock now in epoch nanoseconds: the timestamp of records that carry none.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// The one router every listener serves: HTTP API, gRPC API and admin endpoints.
+pub fn router(ingest: Arc<Ingest>, admin: axum::Router) -> axum::Router {
+    let grpc = tonic::service::Routes::new(grpc::service(ingest.clone())).prepare();
+    http::routes(ingest)
+        .merge(admin)
+        .merge(grpc.into_axum_router())
+}

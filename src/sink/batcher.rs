@@ -1,0 +1,1126 @@
+//! The acknowledgement seam: queue submitted batches, cut them into INSERTs, retry, and
+//! tell each submitter how its rows ended.
+//!
+//! In this version a request is acknowledged when its rows are committed to ClickHouse:
+//! [`BatcherHandle::try_submit`] returns a [`Receipt`] that resolves then. A later
+//! version puts a durable spool in front and acknowledges there; the handle API is kept
+//! small and storage-agnostic (submit a [`Batch`], get a receipt) so that the spool can
+//! feed the same batcher.
+//!
+//! # Rules
+//!
+//! - **Admission** (never waits): `Closed` after [`close`](BatcherHandle::close) or
+//!   shutdown; `Unavailable` while the sink is known to be down; `Full` when the rows
+//!   queued or in flight would exceed `max_queue_rows`. That row count is the only
+//!   queue bound and it covers every submitted row until its receipt resolves.
+//! - **Cutting**: an INSERT is cut when the queued rows reach `max_rows`, their bytes
+//!   reach `max_bytes`, or the oldest queued batch is `max_age` old. A submitted batch
+//!   is never split, so each request's rows land in one INSERT (all or nothing); an
+//!   INSERT can therefore exceed `max_rows` by less than one request.
+//! - **Concurrency**: up to `max_inflight_inserts` INSERTs run at once, each on its own
+//!   task; meanwhile the next batch accumulates.
+//! - **Retries**: a transient failure ([`SinkError::Unavailable`]) is retried with
+//!   capped exponential backoff and jitter until `retry_budget` has passed since the
+//!   first attempt; then every receipt of that INSERT fails with `Unavailable`. A
+//!   permanent failure ([`SinkError::Rejected`]) fails the receipts at once, is logged at
+//!   error level with `batch_rows` and `error`, and counted in `rows_failed`.
+//! - **Health**: a transient failure marks the sink down (reason, since when). A
+//!   background task pings ClickHouse every second until it answers, then marks it
+//!   healthy and wakes sleeping retries; a successful INSERT also marks it healthy.
+//!   While the sink is down, batches still queued longer than `retry_budget` fail with
+//!   `Unavailable` instead of waiting for a slot and then a budget of their own.
+//! - **Heartbeat**: the flush loop stamps [`BatcherHandle::heartbeat`] on every
+//!   iteration and wakes at least every 500 ms, so a fresh heartbeat proves the loop is
+//!   not stuck even when idle.
+//! - **Shutdown**: on `shutdown` cancellation or [`close`](BatcherHandle::close), new
+//!   batches are refused, everything queued is flushed at once (with the usual retries
+//!   and budget), every receipt is resolved, and the loop ends. All tasks are spawned
+//!   on the caller's `TaskTracker`. A receipt whose task was dropped (runtime shut down)
+//!   resolves to [`SinkError::Closed`].
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::retry::Backoff;
+use super::{Sink, SinkDown, SinkError, SinkHealth};
+use crate::config::BatchConfig;
+use crate::record::{Batch, Record};
+use crate::stats::Stats;
+
+/// The flush loop wakes at least this often, so its heartbeat stays fresh when idle.
+const HEARTBEAT_PERIOD: Duration = Duration::from_millis(500);
+/// How often a down sink is pinged.
+const PING_INTERVAL: Duration = Duration::from_secs(1);
+/// Messages taken from the channel per loop iteration before re-checking the cut rules.
+const RECV_BURST: usize = 1024;
+
+/// Why [`BatcherHandle::try_submit`] refused a batch. Nothing was queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// The queue is at `max_queue_rows` (HTTP 429, retry later).
+    #[error("the ClickHouse queue is full ({queued_rows} rows waiting)")]
+    Full { queued_rows: usize },
+    /// ClickHouse is known to be down (HTTP 503).
+    #[error("ClickHouse unavailable: {reason}")]
+    Unavailable { reason: String },
+    /// The batcher is closed (HTTP 503).
+    #[error("the ClickHouse sink is shutting down")]
+    Closed,
+}
+
+/// Spawns the flush loop; see the module documentation for its rules.
+pub struct Batcher;
+
+impl Batcher {
+    /// Starts the flush loop and the health prober on `tracker` and returns the handle
+    /// used to submit batches. The loop ends after `shutdown` is cancelled (or
+    /// [`BatcherHandle::close`] is called, or every handle is dropped) and everything
+    /// queued has been resolved.
+    pub fn spawn<S: Sink>(
+        cfg: BatchConfig,
+        retry_budget: Duration,
+        sink: Arc<S>,
+        stats: Arc<Stats>,
+        tracker: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> BatcherHandle {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            max_queue_rows: cfg.max_queue_rows,
+            queued_rows: AtomicUsize::new(0),
+            closing: shutdown.child_token(),
+            stats,
+            health: Mutex::new(HealthState::default()),
+            went_down: Notify::new(),
+            recovered: Notify::new(),
+            heartbeat_base: Instant::now(),
+            heartbeat_ns: AtomicU64::new(0),
+        });
+        let prober_stop = CancellationToken::new();
+        tracker.spawn(probe(
+            Arc::clone(&sink),
+            Arc::clone(&shared),
+            prober_stop.clone(),
+        ));
+        let flusher = Flusher {
+            max_inflight: cfg.max_inflight_inserts.max(1),
+            cfg,
+            retry_budget,
+            sink,
+            shared: Arc::clone(&shared),
+            tracker: tracker.clone(),
+            rx,
+            pending: VecDeque::new(),
+            pending_rows: 0,
+            pending_bytes: 0,
+            inflight: FuturesUnordered::new(),
+        };
+        tracker.spawn(async move {
+            flusher.run().await;
+            prober_stop.cancel();
+        });
+        BatcherHandle { tx, shared }
+    }
+}
+
+/// Submits batches to the flush loop. Cheap to clone.
+#[derive(Clone)]
+pub struct BatcherHandle {
+    tx: mpsc::UnboundedSender<Submission>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for BatcherHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatcherHandle")
+            .field(
+                "queued_rows",
+                &self.shared.queued_rows.load(Ordering::Relaxed),
+            )
+            .field("closed", &self.shared.closing.is_cancelled())
+            .finish_non_exhaustive()
+    }
+}
+
+impl BatcherHandle {
+    /// Queues a validated batch without waiting. `Err(Full)` when the queued rows would
+    /// exceed `max_queue_rows` (→ 429), `Err(Unavailable)` at once while the sink is
+    /// known down (→ 503), `Err(Closed)` after close or shutdown (→ 503). An empty
+    /// batch is accepted and its receipt is already resolved.
+    pub fn try_submit(&self, batch: Batch) -> Result<Receipt, SubmitError> {
+        let shared = &*self.shared;
+        if shared.closing.is_cancelled() {
+            return Err(SubmitError::Closed);
+        }
+        if let Some(down) = &shared.health().down {
+            return Err(SubmitError::Unavailable {
+                reason: down.reason.clone(),
+            });
+        }
+        let rows = batch.len();
+        if rows == 0 {
+            return Ok(Receipt::ready(Ok(())));
+        }
+        // Reserve the rows before queueing, so concurrent submitters cannot overshoot.
+        let reserved =
+            shared
+                .queued_rows
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                    queued
+                        .checked_add(rows)
+                        .filter(|&total| total <= shared.max_queue_rows)
+                });
+        if let Err(queued_rows) = reserved {
+            return Err(SubmitError::Full { queued_rows });
+        }
+        shared
+            .stats
+            .queue_rows
+            .fetch_add(rows as i64, Ordering::Relaxed);
+        let (done, receipt) = oneshot::channel();
+        let submission = Submission {
+            batch,
+            submitted: Instant::now(),
+            done,
+        };
+        if self.tx.send(submission).is_err() {
+            // The loop closed its queue between our check and the send.
+            shared.release_rows(rows);
+            return Err(SubmitError::Closed);
+        }
+        Ok(Receipt::waiting(receipt))
+    }
+
+    /// Healthy, or down with reason and since when; plus the last successful flush.
+    pub fn health(&self) -> SinkHealth {
+        self.shared.health().clone()
+    }
+
+    /// The last time the flush loop ran an iteration (at least every 500 ms when idle).
+    pub fn heartbeat(&self) -> Instant {
+        let ns = self.shared.heartbeat_ns.load(Ordering::Relaxed);
+        self.shared.heartbeat_base + Duration::from_nanos(ns)
+    }
+
+    /// Rows submitted and not yet committed or failed.
+    pub fn queued_rows(&self) -> usize {
+        self.shared.queued_rows.load(Ordering::Relaxed)
+    }
+
+    /// Stops taking batches; the loop flushes everything queued, then ends.
+    pub fn close(&self) {
+        self.shared.closing.cancel();
+    }
+
+    /// Whether [`close`](Self::close) was called or shutdown began.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closing.is_cancelled()
+    }
+}
+
+/// Resolves when the submitted batch's rows are committed (`Ok`), or failed:
+/// `Rejected` (permanent), `Unavailable` (retry budget spent, or ClickHouse down while
+/// it waited), `Closed` (dropped during shutdown).
+#[derive(Debug)]
+#[must_use = "a receipt tells whether the rows reached ClickHouse"]
+pub struct Receipt {
+    state: ReceiptState,
+}
+
+#[derive(Debug)]
+enum ReceiptState {
+    Ready(Option<Result<(), SinkError>>),
+    Waiting(oneshot::Receiver<Result<(), SinkError>>),
+}
+
+impl Receipt {
+    fn ready(result: Result<(), SinkError>) -> Receipt {
+        Receipt {
+            state: ReceiptState::Ready(Some(result)),
+        }
+    }
+
+    fn waiting(rx: oneshot::Receiver<Result<(), SinkError>>) -> Receipt {
+        Receipt {
+            state: ReceiptState::Waiting(rx),
+        }
+    }
+}
+
+impl Future for Receipt {
+    type Output = Result<(), SinkError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.get_mut().state {
+            ReceiptState::Ready(result) => {
+                Poll::Ready(result.take().unwrap_or(Err(SinkError::Closed)))
+            }
+            ReceiptState::Waiting(rx) => Pin::new(rx)
+                .poll(cx)
+                .map(|result| result.unwrap_or(Err(SinkError::Closed))),
+        }
+    }
+}
+
+// === Shared state ===
+
+struct Submission {
+    batch: Batch,
+    submitted: Instant,
+    done: oneshot::Sender<Result<(), SinkError>>,
+}
+
+#[derive(Default)]
+struct HealthState {
+    down: Option<SinkDown>,
+    last_flush: Option<Instant>,
+    last_flush_unix_ms: Option<u64>,
+}
+
+impl HealthState {
+    fn clone(&self) -> SinkHealth {
+        SinkHealth {
+            down: self.down.clone(),
+            last_flush: self.last_flush,
+            last_flush_unix_ms: self.last_flush_unix_ms,
+        }
+    }
+}
+
+struct Shared {
+    max_queue_rows: usize,
+    /// Rows submitted and not yet resolved (queued or in flight).
+    queued_rows: AtomicUsize,
+    /// Cancelled by `close()` or by the caller's shutdown token (its parent).
+    closing: CancellationToken,
+    stats: Arc<Stats>,
+    health: Mutex<HealthState>,
+    /// Wakes the prober when the sink goes down.
+    went_down: Notify,
+    /// Wakes retries sleeping in backoff when the sink is back.
+    recovered: Notify,
+    heartbeat_base: Instant,
+    heartbeat_ns: AtomicU64,
+}
+
+impl Shared {
+    fn health(&self) -> MutexGuard<'_, HealthState> {
+        // The critical sections cannot panic half-way; a poisoned lock is still sound.
+        self.health.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn is_down(&self) -> bool {
+        self.health().down.is_some()
+    }
+
+    fn down_reason(&self) -> Option<String> {
+        self.health().down.as_ref().map(|d| d.reason.clone())
+    }
+
+    fn beat(&self) {
+        let ns = u64::try_from(self.heartbeat_base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.heartbeat_ns.store(ns, Ordering::Relaxed);
+    }
+
+    fn release_rows(&self, rows: usize) {
+        self.queued_rows.fetch_sub(rows, Ordering::AcqRel);
+        self.stats
+            .queue_rows
+            .fetch_sub(rows as i64, Ordering::Relaxed);
+    }
+
+    fn mark_down(&self, reason: &str) {
+        let mut health = self.health();
+        match &mut health.down {
+            Some(down) => {
+                // Keep `since`; the latest reason is the most useful one to show.
+                if down.reason != reason {
+                    down.reason = reason.to_string();
+                }
+            }
+            None => {
+                health.down = Some(SinkDown {
+                    reason: reason.to_string(),
+                    since: Instant::now(),
+                    since_unix_ms: unix_ms(),
+                });
+                drop(health);
+                tracing::warn!(error = %reason, "ClickHouse marked down; refusing new batches until it answers");
+                self.went_down.notify_one();
+            }
+        }
+    }
+
+    fn mark_up(&self) {
+        let down = self.health().down.take();
+        if let Some(down) = down {
+            tracing::info!(
+                down_ms = down.since.elapsed().as_millis() as u64,
+                "ClickHouse reachable again"
+            );
+            self.recovered.notify_waiters();
+        }
+    }
+
+    fn mark_flushed(&self) {
+        {
+            let mut health = self.health();
+            health.last_flush = Some(Instant::now());
+            health.last_flush_unix_ms = Some(unix_ms());
+        }
+        self.mark_up();
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+// === Flush loop ===
+
+struct Flusher<S> {
+    cfg: BatchConfig,
+    max_inflight: usize,
+    retry_budget: Duration,
+    sink: Arc<S>,
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+    rx: mpsc::UnboundedReceiver<Submission>,
+    pending: VecDeque<Submission>,
+    pending_rows: usize,
+    pending_bytes: usize,
+    inflight: FuturesUnordered<JoinHandle<()>>,
+}
+
+impl<S: Sink> Flusher<S> {
+    async fn run(mut self) {
+        let mut tick = tokio::time::interval(HEARTBEAT_PERIOD);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut closing = false;
+        let mut queue_open = true;
+        loop {
+            self.shared.beat();
+            let now = Instant::now();
+            self.expire_while_down(now);
+            while self.inflight.len() < self.max_inflight && self.should_cut(now, closing) {
+                self.start_insert();
+            }
+            if closing && !queue_open && self.pending.is_empty() && self.inflight.is_empty() {
+                break;
+            }
+            let wake_at = self.next_deadline();
+            tokio::select! {
+                Some(joined) = self.inflight.next(), if !self.inflight.is_empty() => {
+                    if let Err(error) = joined {
+                        // Its receipts resolve to Closed and its rows were released by the guard.
+                        tracing::error!(error = %error, "an insert task ended abnormally");
+                    }
+                }
+                received = self.rx.recv(), if queue_open => match received {
+                    Some(submission) => {
+                        self.push(submission);
+                        for _ in 1..RECV_BURST {
+                            match self.rx.try_recv() {
+                                Ok(submission) => self.push(submission),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    // Every handle is gone: nobody can submit, so finish up.
+                    None => {
+                        queue_open = false;
+                        closing = true;
+                    }
+                },
+                () = self.shared.closing.cancelled(), if !closing => {
+                    closing = true;
+                    // Refuse further sends; what is already queued is still received.
+                    self.rx.close();
+                }
+                () = tokio::time::sleep_until(wake_at.unwrap_or(now)), if wake_at.is_some() => {}
+                _ = tick.tick() => {}
+            }
+        }
+        tracing::debug!("batcher flushed everything and stopped");
+    }
+
+    fn push(&mut self, submission: Submission) {
+        self.pending_rows += submission.batch.len();
+        self.pending_bytes += submission.batch.bytes;
+        self.pending.push_back(submission);
+    }
+
+    fn should_cut(&self, now: Instant, closing: bool) -> bool {
+        let Some(oldest) = self.pending.front() else {
+            return false;
+        };
+        closing
+            || self.pending_rows >= self.cfg.max_rows
+            || self.pending_bytes >= self.cfg.max_bytes
+            || now >= oldest.submitted + self.cfg.max_age
+    }
+
+    /// When the loop must wake for a time-based rule (besides the heartbeat tick).
+    fn next_deadline(&self) -> Option<Instant> {
+        let oldest = self.pending.front()?.submitted;
+        let age_cut = (self.inflight.len() < self.max_inflight).then(|| oldest + self.cfg.max_age);
+        let expiry = self.shared.is_down().then(|| oldest + self.retry_budget);
+        match (age_cut, expiry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// While the sink is down, fails batches that have waited longer than the retry
+    /// budget: they would otherwise wait for a slot and then spend a budget of their own.
+    fn expire_while_down(&mut self, now: Instant) {
+        let Some(oldest) = self.pending.front() else {
+            return;
+        };
+        if now < oldest.submitted + self.retry_budget {
+            return;
+        }
+        let Some(reason) = self.shared.down_reason() else {
+            return;
+        };
+        let mut expired_rows = 0usize;
+        let mut expired_batches = 0usize;
+        while let Some(front) = self.pending.front() {
+            if now < front.submitted + self.retry_budget {
+                break;
+            }
+            let Some(submission) = self.pending.pop_front() else {
+                break;
+            };
+            let rows = submission.batch.len();
+            self.pending_rows -= rows;
+            self.pending_bytes -= submission.batch.bytes;
+            expired_rows += rows;
+            expired_batches += 1;
+            let _ = submission.done.send(Err(SinkError::Unavailable {
+                reason: format!(
+                    "{reason} (queued for {:?} while ClickHouse was down)",
+                    self.retry_budget
+                ),
+            }));
+        }
+        self.shared.release_rows(expired_rows);
+        Stats::add(&self.shared.stats.rows_failed, expired_rows as u64);
+        tracing::error!(
+            batch_rows = expired_rows,
+            batches = expired_batches,
+            error = %reason,
+            "ClickHouse down longer than the retry budget; failing queued requests"
+        );
+    }
+
+    /// Cuts one INSERT from the front of the queue and starts it on its own task.
+    fn start_insert(&mut self) {
+        let mut taken = Vec::new();
+        let mut rows = 0usize;
+        let mut bytes = 0usize;
+        while let Some(front) = self.pending.front() {
+            if !taken.is_empty()
+                && (rows + front.batch.len() > self.cfg.max_rows
+                    || bytes + front.batch.bytes > self.cfg.max_bytes)
+            {
+                break;
+            }
+            let Some(submission) = self.pending.pop_front() else {
+                break;
+            };
+            rows += submission.batch.len();
+            bytes += submission.batch.bytes;
+            taken.push(submission);
+        }
+        self.pending_rows -= rows;
+        self.pending_bytes -= bytes;
+        let job = insert_with_retries(
+            Arc::clone(&self.sink),
+            Arc::clone(&self.shared),
+            taken,
+            rows,
+            self.retry_budget,
+        );
+        self.inflight.push(self.tracker.spawn(job));
+    }
+}
+
+/// Releases an INSERT's rows from the queue count however its task ends (even by
+/// panic or cancellation), so the admission bound cannot leak.
+struct QueuedRows {
+    shared: Arc<Shared>,
+    rows: usize,
+}
+
+impl Drop for QueuedRows {
+    fn drop(&mut self) {
+        self.shared.release_rows(self.rows);
+    }
+}
+
+async fn insert_with_retries<S: Sink>(
+    sink: Arc<S>,
+    shared: Arc<Shared>,
+    submissions: Vec<Submission>,
+    row_count: usize,
+    retry_budget: Duration,
+) {
+    let _queued = QueuedRows {
+        shared: Arc::clone(&shared),
+        rows: row_count,
+    };
+    let stats = Arc::clone(&shared.stats);
+    let mut receipts = Vec::with_capacity(submissions.len());
+    let mut rows: Vec<Record> = Vec::new();
+    for submission in submissions {
+        receipts.push(submission.done);
+        let mut records = submission.batch.records;
+        if rows.is_empty() {
+            // The common single-request INSERT moves its records without copying.
+            rows = records;
+            rows.reserve(row_count.saturating_sub(rows.len()));
+        } else {
+            rows.append(&mut records);
+        }
+    }
+
+    let deadline = Instant::now() + retry_budget;
+    let mut backoff = Backoff::for_inserts();
+    let mut attempts = 0u32;
+    let outcome = loop {
+        attempts += 1;
+        let reason = match sink.insert(&rows).await {
+            Ok(()) => {
+                Stats::add(&stats.inserts, 1);
+                Stats::add(&stats.rows_inserted, row_count as u64);
+                stats.last_flush_unix_ms.store(unix_ms(), Ordering::Relaxed);
+                shared.mark_flushed();
+                break Ok(());
+            }
+            Err(SinkError::Rejected { reason }) => {
+                Stats::add(&stats.insert_failures, 1);
+                Stats::add(&stats.rows_failed, row_count as u64);
+                tracing::error!(
+                    batch_rows = row_count,
+                    error = %reason,
+                    "ClickHouse rejected an insert; failing its requests without retrying"
+                );
+                break Err(SinkError::Rejected { reason });
+            }
+            Err(SinkError::Unavailable { reason }) => reason,
+            Err(SinkError::Closed) => SinkError::Closed.to_string(),
+        };
+        Stats::add(&stats.insert_failures, 1);
+        shared.mark_down(&reason);
+        let now = Instant::now();
+        if now >= deadline {
+            Stats::add(&stats.rows_failed, row_count as u64);
+            tracing::error!(
+                batch_rows = row_count,
+                attempts,
+                error = %reason,
+                "ClickHouse unavailable for the whole retry budget; failing the insert's requests"
+            );
+            break Err(SinkError::Unavailable {
+                reason: format!("{reason} (gave up after {attempts} attempts in {retry_budget:?})"),
+            });
+        }
+        let delay = backoff.next_delay().min(deadline - now);
+        tracing::debug!(
+            batch_rows = row_count,
+            attempts,
+            delay_ms = delay.as_millis() as u64,
+            error = %reason,
+            "insert failed; retrying"
+        );
+        let recovered = shared.recovered.notified();
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = recovered => {}
+        }
+    };
+    for receipt in receipts {
+        // A submitter that stopped waiting is fine: the outcome is counted above.
+        let _ = receipt.send(outcome.clone());
+    }
+}
+
+/// Pings the sink every [`PING_INTERVAL`] while it is down; marks it up when it answers.
+async fn probe<S: Sink>(sink: Arc<S>, shared: Arc<Shared>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = shared.went_down.notified() => {}
+        }
+        while shared.is_down() {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(PING_INTERVAL) => {}
+            }
+            match sink.ping().await {
+                Ok(()) => shared.mark_up(),
+                Err(error) => tracing::debug!(error = %error, "ClickHouse still down"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Timing rules against a scripted sink. Real (short) durations: the crate's tokio
+    //! has no `test-util`, so time cannot be paused here.
+
+    use super::*;
+    use crate::record::Level;
+    use std::sync::atomic::AtomicBool;
+
+    /// A sink whose answers are scripted; records every INSERT's row count.
+    #[derive(Default)]
+    struct FakeSink {
+        script: Mutex<VecDeque<Result<(), SinkError>>>,
+        /// Answer when the script is empty: `Some(reason)` → Unavailable.
+        failing: Mutex<Option<String>>,
+        inserts: Mutex<Vec<usize>>,
+        attempts: AtomicUsize,
+        ping_ok: AtomicBool,
+        insert_delay: Mutex<Duration>,
+        running: AtomicUsize,
+        max_running: AtomicUsize,
+    }
+
+    impl FakeSink {
+        fn new() -> Arc<FakeSink> {
+            let sink = FakeSink::default();
+            sink.ping_ok.store(true, Ordering::SeqCst);
+            Arc::new(sink)
+        }
+        fn then(&self, answer: Result<(), SinkError>) {
+            self.script.lock().unwrap().push_back(answer);
+        }
+        fn fail_all(&self, reason: Option<&str>) {
+            *self.failing.lock().unwrap() = reason.map(str::to_string);
+        }
+        fn inserts(&self) -> Vec<usize> {
+            self.inserts.lock().unwrap().clone()
+        }
+    }
+
+    impl Sink for FakeSink {
+        fn insert(&self, rows: &[Record]) -> impl Future<Output = Result<(), SinkError>> + Send {
+            let n = rows.len();
+            async move {
+                self.attempts.fetch_add(1, Ordering::SeqCst);
+                let running = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+                self.max_running.fetch_max(running, Ordering::SeqCst);
+                let delay = *self.insert_delay.lock().unwrap();
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                self.running.fetch_sub(1, Ordering::SeqCst);
+                let scripted = self.script.lock().unwrap().pop_front();
+                let answer = scripted.unwrap_or_else(|| match &*self.failing.lock().unwrap() {
+                    Some(reason) => Err(SinkError::Unavailable {
+                        reason: reason.clone(),
+                    }),
+                    None => Ok(()),
+                });
+                if answer.is_ok() {
+                    self.inserts.lock().unwrap().push(n);
+                }
+                answer
+            }
+        }
+        fn ping(&self) -> impl Future<Output = Result<(), SinkError>> + Send {
+            let ok = self.ping_ok.load(Ordering::SeqCst);
+            async move {
+                if ok {
+                    Ok(())
+                } else {
+                    Err(SinkError::Unavailable {
+                        reason: "ping refused".into(),
+                    })
+                }
+            }
+        }
+    }
+
+    fn batch(rows: usize) -> Batch {
+        let record = Record {
+            timestamp_ns: 1,
+            level: Level::Info,
+            service: "svc".into(),
+            message: "m".into(),
+            trace_id: String::new(),
+            span_id: String::new(),
+            attributes: Vec::new(),
+        };
+        Batch::new(vec![record; rows])
+    }
+
+    fn cfg(max_rows: usize, max_age_ms: u64) -> BatchConfig {
+        BatchConfig {
+            max_rows,
+            max_bytes: usize::MAX,
+            max_age: Duration::from_millis(max_age_ms),
+            max_inflight_inserts: 2,
+            max_queue_rows: 1_000,
+        }
+    }
+
+    struct Harness {
+        handle: BatcherHandle,
+        stats: Arc<Stats>,
+        tracker: TaskTracker,
+        shutdown: CancellationToken,
+    }
+
+    fn start(cfg: BatchConfig, budget_ms: u64, sink: &Arc<FakeSink>) -> Harness {
+        let stats = Arc::new(Stats::default());
+        let tracker = TaskTracker::new();
+        let shutdown = CancellationToken::new();
+        let handle = Batcher::spawn(
+            cfg,
+            Duration::from_millis(budget_ms),
+            Arc::clone(sink),
+            Arc::clone(&stats),
+            &tracker,
+            shutdown.clone(),
+        );
+        Harness {
+            handle,
+            stats,
+            tracker,
+            shutdown,
+        }
+    }
+
+    impl Harness {
+        async fn stop(self) {
+            self.shutdown.cancel();
+            self.tracker.close();
+            tokio::time::timeout(Duration::from_secs(5), self.tracker.wait())
+                .await
+                .expect("batcher tasks end after shutdown");
+        }
+    }
+
+    async fn within<T>(ms: u64, fut: impl Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_millis(ms), fut)
+            .await
+            .expect("resolved in time")
+    }
+
+    #[tokio::test]
+    async fn submits_within_max_age_become_one_insert() {
+        let sink = FakeSink::new();
+        let h = start(cfg(1_000, 200), 1_000, &sink);
+        let receipts: Vec<Receipt> = (0..3)
+            .map(|_| h.handle.try_submit(batch(5)).unwrap())
+            .collect();
+        assert_eq!(h.handle.queued_rows(), 15);
+        assert_eq!(h.stats.snapshot().queue_rows, 15);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(sink.inserts().is_empty(), "cut before max_age");
+        for receipt in receipts {
+            within(2_000, receipt).await.unwrap();
+        }
+        assert_eq!(sink.inserts(), vec![15]);
+        let s = h.stats.snapshot();
+        assert_eq!((s.inserts, s.rows_inserted, s.queue_rows), (1, 15, 0));
+        assert!(s.last_flush_unix_ms > 0);
+        assert!(h.handle.health().last_flush.is_some());
+        h.stop().await;
+    }
+
+    #[tokio::test]
+    async fn max_rows_cuts_without_waiting_and_never_splits_a_batch() {
+        let sink = FakeSink::new();
+        let h = start(cfg(10, 60_000), 1_000, &sink);
+        let a = h.handle.try_submit(batch(4)).unwrap();
+        let b = h.handle.try_submit(batch(4)).unwrap();
+        let c = h.handle.try_submit(batch(4)).unwrap();
+        within(1_000, a).await.unwrap();
+        within(1_000, b).await.unwrap();
+        // 4 + 4 + 4 crossed max_rows: the first 8 went out, the third batch waits.
+        assert_eq!(sink.inserts(), vec![8]);
+        assert_eq!(h.handle.queued_rows(), 4);
+        h.handle.close();
+        within(1_000, c).await.unwrap();
+        assert_eq!(sink.inserts(), vec![8, 4]);
+        h.stop().await;
+    }
+
+    #[tokio::test]
+    async fn max_bytes_cuts() {
+        let sink = FakeSink::new();
+        let mut config = cfg(1_000, 60_000);
+        let one = batch(1).bytes;
+        config.max_bytes = one * 3;
+        let h = start(config, 1_000, &sink);
+        let receipts: Vec<Receipt> = (0..3)
+            .map(|_| h.handle.try_submit(batch(1)).unwrap())
+            .collect();
+        for receipt in receipts {
+            within(1_000, receipt).await.unwrap();
+        }
+        assert_eq!(sink.inserts(), vec![3]);
+        h.stop().await;
+    }
+
+    #[tokio::test]
+    async fn rejected_rows_fail_once_and_are_counted() {
+        let sink = FakeSink::new();
+        sink.then(Err(SinkError::Rejected {
+            reason: "Code: 53 type mismatch".into(),
+        }));
+        let h = start(cfg(1, 10), 5_000, &sink);
+        let err = within(1_000, h.handle.try_submit(batch(3)).unwrap())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            SinkError::Rejected {
+                reason: "Code: 53 type mismatch".into()
+            }
+        );
+        assert_eq!(sink.attempts.load(Ordering::SeqCst), 1, "never retried");
+        let s = h.stats.snapshot();
+        assert_eq!(
+            (s.rows_failed, s.insert_failures, s.inserts, s.queue_rows),
+            (3, 1, 0, 0)
+        );
+        assert!(
+            h.handle.health().is_healthy(),
+            "a rejection is not an outage"
+        );
+        h.stop().await;
+    }
+
+    #[tokio::test]
+    async fn transient_failures_are_retried_until_they_succeed() {
+        let sink = FakeSink::new();
+        for _ in 0..2 {
+            sink.then(Err(SinkError::Unavailable {
+                reason: "connection refused".into(),
+            }));
+        }
+        let h = start(cfg(1, 10), 10_000, &sink);
+        let receipt = h.handle.try_submit(batch(2)).unwrap();
+        within(5_000, receipt).await.unwrap();
+        assert_eq!(sink.attempts.load(Ordering::SeqCst), 3);
+        let s = h.stats.snapshot();
+        assert_eq!(
+            (s.insert_failures, s.inserts, s.rows_inserted, s.rows_failed),
+            (2, 1, 2, 0)
+        );
+        assert!(
+            h.handle.health().is_healthy(),
+            "a successful insert marks it up"
+        );
+        h.stop().await;
+    }
+
+    #[tokio::test]
+    async fn outage_fails_after_the_budget_refuses_submits_then_recovers() {
+        let sink = FakeSink::new();
+        sink.fail_all(Some("connection refused"));
+        sink.ping_ok.store(false, Ordering::SeqCst);
+        let h = start(cfg(1, 10), 400, &sink);
+        let started = Instant::now();
+        let err = within(3_000, h.handle.try_submit(batch(2)).unwrap())
+            .await
+            .unwrap_err();
+        let waited = started.elapsed();
+        match &err {
+            SinkError::Unavailable { reason } => {
+                assert!(reason.contains("connection refused"), "{reason}")
+            }
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+        assert!(
+            waited >= Duration::from_millis(400),
+            "gave up early: {waited:?}"
+        );
+        assert!(sink.attempts.load(Ordering::SeqCst) >= 2, "retried");
+        let health = h.handle.health();
+        let down = health.down.expect("marked down");
+        assert!(down.reason.contains("connection refused"));
+        assert!(down.since_unix_ms > 0);
+        assert_eq!(
+            h.handle.try_submit(batch(1)).unwrap_err(),
+            SubmitError::Unavailable {
+                reason: "connection refused".into()
+            }
+        );
+        assert_eq!(h.stats.snapshot().rows_failed, 2);
+        assert_eq!(h.stats.snapshot().queue_rows, 0);
+
+        // ClickHouse comes back: the prober notices within about a second.
+        sink.fail_all(None);
+        sink.ping_ok.store(true, Ordering::SeqCst);
+        within(3_000, async {
+            while !h.handle.health().is_healthy() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        within(2_000, h.handle.try_submit(batch(1)).unwrap())
+            .await
+            .unwrap();
+        h.stop().await;
+    }
+
+    #[tokio::test]
+    async fn retries_wake_up_when_the_sink_recovers() {
+        let sink = FakeSink::new();
+        sink.fail_all(Some("down"));
+        sink.ping_ok.store(false, Ordering::SeqCst);
+        let h = start(cfg(1, 10), 60_000, &sink);
+        let receipt = h.handle.try_submit(batch(1)).unwrap();
+        // Let it fail a few times so the backoff grows to seconds.
+        tokio::time::sleep(Duration::from_millis(1_600)).await;
+        sink.fail_all(None);
+        sink.ping_ok.store(true, Ordering::SeqCst);
+        // Prober (≤ 1 s) marks it up and wakes the sleeping retry.
+        within(2_500, receipt).await.unwrap();
+        h.stop().await;
+    }
+
+    #[tokio::test]
+    async fn queued_batches_expire_while_down() {
+        let sink = FakeSink::new();
+        sink.fail_all(Some("down"));
+        sink.ping_ok.store(false, Ordering::SeqCst);
+        let mut config = cfg(1, 10);
+        config.max_inflight_inserts = 1;
+        let h = start(config, 300, &sink);
+        let first = h.handle.try_submit(batch(1)).unwrap();
+        let second = h.handle.try_submit(batch(1)).unwrap();
+        // Both fail within about one budget, not two.
+        let started = Instant::now();
+        assert!(matches!(
+            within(2_000, first).await,
+            Err(SinkError::Unavailable { .. })
+        ));
+        assert!(matches!(
+            within(2_000, second).await,
+            Err(SinkError::Unavailable { .. })
+        ));
+        assert!(
+            started.elapsed() < Duration::from_millis(550),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(h.stats.snapshot().rows_failed, 2);
+        assert_eq!(h.handle.queued_rows(), 0);
+        h.stop().await;
+    }
+
+    #[tokio::test]
+    async fn full_queue_refuses_without_queueing() {
+        let sink = FakeSink::new();
+        let mut config = cfg(1_000, 60_000);
+        config.max_queue_rows = 10;
+        let h = start(config, 1_000, &sink);
+        let _a = h.handle.try_submit(batch(6)).unwrap();
+        assert_eq!(
+            h.handle.try_submit(batch(5)).unwrap_err(),
+            SubmitError::Full { queued_rows: 6 }
+        );
+        let _b = h.handle.try_submit(batch(4)).unwrap();
+        assert_eq!(h.handle.queued_rows(), 10);
+        // An empty batch needs no room and is done at once.
+        within(100, h.handle.try_submit(Batch::default()).unwrap())
+            .await
+            .unwrap();
+        h.stop().await;
+        assert_eq!(sink.inserts(), vec![10], "shutdown flushed the queue");
+    }
+
+    #[tokio::test]
+    async fn inflight_inserts_are_capped() {
+        let sink = FakeSink::new();
+        *sink.insert_delay.lock().unwrap() = Duration::from_millis(100);
+        let h = start(cfg(1, 10), 5_000, &sink);
+        let receipts: Vec<Receipt> = (0..6)
+            .map(|_| h.handle.try_submit(batch(1)).unwrap())
+            .collect();
+        for receipt in receipts {
+            within(3_000, receipt).await.unwrap();
+        }
+        assert_eq!(sink.max_running.load(Ordering::SeqCst), 2);
+        assert_eq!(sink.inserts().iter().sum::<usize>(), 6);
+        h.stop().await;
+    }
+
+    #[tokio::test]
+    async fn close_flushes_everything_and_refuses_new_batches() {
+        let sink = FakeSink::new();
+        let h = start(cfg(1_000, 60_000), 1_000, &sink);
+        let receipts: Vec<Receipt> = (0..4)
+            .map(|_| h.handle.try_submit(batch(2)).unwrap())
+            .collect();
+        h.handle.close();
+        assert!(h.handle.is_closed());
+        assert_eq!(
+            h.handle.try_submit(batch(1)).unwrap_err(),
+            SubmitError::Closed
+        );
+        for receipt in receipts {
+            within(1_000, receipt).await.unwrap();
+        }
+        assert_eq!(sink.inserts(), vec![8]);
+        h.tracker.close();
+        within(2_000, h.tracker.wait()).await;
+    }
+
+    #[tokio::test]
+    async fn shutdown_token_closes_and_drains() {
+        let sink = FakeSink::new();
+        let h = start(cfg(1_000, 60_000), 1_000, &sink);
+        let receipt = h.handle.try_submit(batch(3)).unwrap();
+        let handle = h.handle.clone();
+        h.stop().await;
+        within(100, receipt).await.unwrap();
+        assert_eq!(
+            handle.try_submit(batch(1)).unwrap_err(),
+            SubmitError::Closed
+        );
+        assert_eq!(sink.inserts(), vec![3]);
+    }
+
+    #[tokio::test]
+    async fn heartbeat_ticks_while_idle() {
+        let sink = FakeSink::new();
+        let h = start(cfg(1_000, 60_000), 1_000, &sink);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let first = h.handle.heartbeat();
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        let later = h.handle.heartbeat();
+        assert!(later > first, "heartbeat did not move while idle");
+        assert!(later.elapsed() < Duration::from_millis(700));
+        h.stop().await;
+    }
+
+    #[tokio::test]
+    async fn dropped_loop_resolves_receipts_as_closed() {
+        let (tx, rx) = oneshot::channel::<Result<(), SinkError>>();
+        drop(tx);
+        assert_eq!(Receipt::waiting(rx).await, Err(SinkError::Closed));
+    }
+}

@@ -1,0 +1,330 @@
+//! [`ClickHouseSink`]: one INSERT attempt at a time, through the official `clickhouse`
+//! crate (HTTP, RowBinary, LZ4), plus start-up and `ping`.
+//!
+//! Start-up ([`ClickHouseSink::connect`]) asks the server's version once, creates the
+//! database and table when configured to (DDL from [`schema`]), then reads the table's
+//! real columns and picks the matching row [`Layout`]. Nothing is retried here: the
+//! batcher owns retries, and a worker that cannot connect at start-up should fail loudly.
+//!
+//! The client is built `with_validation(false)`: the crate's schema check uses a setting
+//! that ClickHouse 18.16 does not know, and we check the table ourselves at start-up.
+//! Rows are encoded straight from `&Record` into borrowed row structs (no string copies).
+
+use std::time::Duration;
+
+use clickhouse::{Client, Row, RowWrite};
+use serde::Deserialize;
+
+use super::retry::{self, Class};
+use super::schema::{self, DateTime64MapRow, DateTime64NestedRow, Features, Layout, LegacyRow};
+use super::{Sink, SinkError};
+use crate::config::ClickHouseConfig;
+use crate::record::Record;
+
+/// How long start-up queries and pings may take when `insert_timeout` is longer.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Writes rows to one ClickHouse table.
+pub struct ClickHouseSink {
+    client: Client,
+    url: String,
+    /// `` `database`.`table` ``, already quoted.
+    table: String,
+    version: String,
+    layout: Layout,
+    insert_timeout: Duration,
+    control_timeout: Duration,
+}
+
+impl std::fmt::Debug for ClickHouseSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not derived: the client carries the password.
+        f.debug_struct("ClickHouseSink")
+            .field("url", &self.url)
+            .field("table", &self.table)
+            .field("version", &self.version)
+            .field("layout", &self.layout)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Row, Deserialize)]
+struct ColumnRow {
+    name: String,
+    #[serde(rename = "type")]
+    ty: String,
+}
+
+impl ClickHouseSink {
+    /// Connects, detects the server version, creates the database and table when
+    /// `cfg.create_table`, and checks that the table's columns fit a known layout.
+    ///
+    /// Errors: [`SinkError::Unavailable`] when ClickHouse cannot be reached (the message
+    /// names the URL and what to check), [`SinkError::Rejected`] when it answers but
+    /// refuses (credentials, missing table, incompatible columns).
+    pub async fn connect(cfg: &ClickHouseConfig) -> Result<ClickHouseSink, SinkError> {
+        let mut client = Client::default()
+            .with_url(cfg.url.as_str())
+            .with_compression(clickhouse::Compression::Lz4)
+            .with_validation(false)
+            .with_user(cfg.user.as_str());
+        if !cfg.password.is_empty() {
+            client = client.with_password(cfg.password.as_str());
+        }
+        let mut sink = ClickHouseSink {
+            client,
+            url: cfg.url.clone(),
+            table: schema::qualified_table(&cfg.database, &cfg.table),
+            version: String::new(),
+            layout: Layout::Legacy,
+            insert_timeout: cfg.insert_timeout,
+            control_timeout: cfg.insert_timeout.min(CONTROL_TIMEOUT),
+        };
+
+        let version: String = sink
+            .control(sink.client.query("SELECT version()").fetch_one())
+            .await
+            .map_err(|e| sink.startup_error("asking its version", e))?;
+        let features = match schema::ServerVersion::parse(&version) {
+            Some(parsed) => Features::of(parsed),
+            None => {
+                tracing::warn!(
+                    version = %version,
+                    "cannot parse the ClickHouse version; creating tables with the legacy schema"
+                );
+                Features::oldest()
+            }
+        };
+        sink.version = version;
+
+        if cfg.create_table {
+            for ddl in [
+                schema::create_database_sql(&cfg.database),
+                schema::create_table_sql(&cfg.database, &cfg.table, features),
+            ] {
+                sink.control(sink.client.query(&ddl).execute())
+                    .await
+                    .map_err(|e| sink.startup_error("creating the table", e))?;
+            }
+        }
+
+        let columns: Vec<ColumnRow> = sink
+            .control(
+                sink.client
+                    .query("SELECT name, type FROM system.columns WHERE database = ? AND table = ?")
+                    .bind(cfg.database.as_str())
+                    .bind(cfg.table.as_str())
+                    .fetch_all(),
+            )
+            .await
+            .map_err(|e| sink.startup_error("reading the table's columns", e))?;
+        if columns.is_empty() {
+            return Err(SinkError::Rejected {
+                reason: format!(
+                    "table {} does not exist on ClickHouse at {}; create it (schema in the \
+                     README) or enable table creation",
+                    sink.table, sink.url
+                ),
+            });
+        }
+        let columns: Vec<(String, String)> = columns.into_iter().map(|c| (c.name, c.ty)).collect();
+        sink.layout = schema::detect_layout(&columns).map_err(|problems| SinkError::Rejected {
+            reason: format!(
+                "table {} on ClickHouse at {} does not fit any zero-logs schema: {problems}; \
+                 point the sink at a new table to have it created, or fix the columns",
+                sink.table, sink.url
+            ),
+        })?;
+
+        tracing::info!(
+            url = %sink.url,
+            version = %sink.version,
+            table = %sink.table,
+            layout = %sink.layout,
+            "connected to ClickHouse"
+        );
+        Ok(sink)
+    }
+
+    /// Writes `rows` in one INSERT (one attempt, no retry). An empty slice is a no-op.
+    pub async fn insert(&self, rows: &[Record]) -> Result<(), SinkError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let result = match self.layout {
+            Layout::Legacy => self.insert_as::<LegacyRow<'static>>(rows).await,
+            Layout::DateTime64Nested => self.insert_as::<DateTime64NestedRow<'static>>(rows).await,
+            Layout::DateTime64Map => self.insert_as::<DateTime64MapRow<'static>>(rows).await,
+        };
+        result.map_err(|e| self.insert_error(e))
+    }
+
+    /// `SELECT 1`, bounded by the control timeout.
+    pub async fn ping(&self) -> Result<(), SinkError> {
+        self.control(self.client.query("SELECT 1").execute())
+            .await
+            .map_err(|e| self.unavailable_or_rejected("ping", e))
+    }
+
+    /// What `SELECT version()` answered at start-up, e.g. `18.16.1`.
+    pub fn server_version(&self) -> &str {
+        &self.version
+    }
+
+    /// The row layout detected from the table.
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// The table written to, quoted: `` `db`.`table` ``.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    async fn insert_as<R>(&self, rows: &[Record]) -> Result<(), clickhouse::error::Error>
+    where
+        R: Row + RowWrite + EncodeRow,
+    {
+        let attempt = async {
+            let mut insert = self
+                .client
+                .insert_unescaped::<R>(&self.table)
+                .await?
+                .with_timeouts(Some(self.insert_timeout), Some(self.insert_timeout));
+            for record in rows {
+                insert.write(&R::encode(record)).await?;
+            }
+            insert.end().await
+        };
+        // Backstop over the crate's per-chunk timeouts: the whole INSERT, including
+        // connecting, never outlives `insert_timeout` by much.
+        match tokio::time::timeout(self.insert_timeout + self.control_timeout, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(clickhouse::error::Error::TimedOut),
+        }
+    }
+
+    async fn control<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, clickhouse::error::Error>>,
+    ) -> Result<T, clickhouse::error::Error> {
+        match tokio::time::timeout(self.control_timeout, fut).await {
+            Ok(result) => result,
+            Err(_) => Err(clickhouse::error::Error::TimedOut),
+        }
+    }
+
+    fn insert_error(&self, error: clickhouse::error::Error) -> SinkError {
+        self.unavailable_or_rejected("INSERT", error)
+    }
+
+    fn unavailable_or_rejected(&self, what: &str, error: clickhouse::error::Error) -> SinkError {
+        let class = retry::classify(&error);
+        let detail = describe(&error);
+        match class {
+            Class::Transient => SinkError::Unavailable {
+                reason: format!("{what} to ClickHouse at {} failed: {detail}", self.url),
+            },
+            Class::Permanent => SinkError::Rejected {
+                reason: format!("{what} into {}: {detail}", self.table),
+            },
+        }
+    }
+
+    fn startup_error(&self, step: &str, error: clickhouse::error::Error) -> SinkError {
+        let detail = describe(&error);
+        match retry::classify(&error) {
+            Class::Transient => SinkError::Unavailable {
+                reason: format!(
+                    "cannot reach ClickHouse at {} ({step}): {detail}; check CLICKHOUSE_URL \
+                     and that ClickHouse is running",
+                    self.url
+                ),
+            },
+            Class::Permanent => SinkError::Rejected {
+                reason: format!(
+                    "ClickHouse at {} refused {step}: {detail}; check CLICKHOUSE_USER, \
+                     CLICKHOUSE_PASSWORD and CLICKHOUSE_DATABASE",
+                    self.url
+                ),
+            },
+        }
+    }
+}
+
+impl Sink for ClickHouseSink {
+    fn insert(
+        &self,
+        rows: &[Record],
+    ) -> impl std::future::Future<Output = Result<(), SinkError>> + Send {
+        ClickHouseSink::insert(self, rows)
+    }
+
+    fn ping(&self) -> impl std::future::Future<Output = Result<(), SinkError>> + Send {
+        ClickHouseSink::ping(self)
+    }
+}
+
+/// An error's text with its source chain (hyper's "client error (Connect)" alone says
+/// little; the cause says "Connection refused"), and without 18.16's
+/// `, e.what() = DB::Exception` noise.
+fn describe(error: &clickhouse::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    if let Some(cut) = text.find(", e.what() = ") {
+        text.truncate(cut);
+    }
+    text.trim().to_string()
+}
+
+/// Builds the borrowed row of a layout from a record.
+trait EncodeRow: Row {
+    fn encode(record: &Record) -> Self::Value<'_>;
+}
+
+impl EncodeRow for LegacyRow<'static> {
+    #[inline]
+    fn encode(record: &Record) -> LegacyRow<'_> {
+        LegacyRow::new(record)
+    }
+}
+
+impl EncodeRow for DateTime64NestedRow<'static> {
+    #[inline]
+    fn encode(record: &Record) -> DateTime64NestedRow<'_> {
+        DateTime64NestedRow::new(record)
+    }
+}
+
+impl EncodeRow for DateTime64MapRow<'static> {
+    #[inline]
+    fn encode(record: &Record) -> DateTime64MapRow<'_> {
+        DateTime64MapRow::new(record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describe_strips_old_exception_noise() {
+        let e = clickhouse::error::Error::BadResponse(
+            "Code: 60, e.displayText() = DB::Exception: Table t.x doesn't exist., e.what() = \
+             DB::Exception"
+                .into(),
+        );
+        assert_eq!(
+            describe(&e),
+            "bad response: Code: 60, e.displayText() = DB::Exception: Table t.x doesn't exist."
+        );
+    }
+}

@@ -1,0 +1,778 @@
+//! Table schemas: which DDL fits a ClickHouse version, how a [`Record`] is encoded as a
+//! RowBinary row for each layout, and which layout an existing table has.
+//!
+//! The server version (`SELECT version()`) is detected once at start-up and picks the
+//! DDL for a table we create. The row encoding is then taken from the table as it
+//! really is (`system.columns`), so a table created by an older server keeps working
+//! after ClickHouse is upgraded, and a table that fits no layout is refused at start-up
+//! with a precise message instead of receiving misaligned RowBinary.
+//!
+//! # Modern schema (ClickHouse ≥ 22.1)
+//!
+//! ```sql
+//! CREATE TABLE IF NOT EXISTS `logs`.`logs` (
+//!     timestamp  DateTime64(9, 'UTC'),
+//!     level      LowCardinality(String),
+//!     service    LowCardinality(String),
+//!     message    String,
+//!     trace_id   String,
+//!     span_id    String,
+//!     attributes Map(String, String)
+//! ) ENGINE = MergeTree
+//! PARTITION BY toDate(timestamp)
+//! ORDER BY (service, timestamp)
+//! ```
+//!
+//! Servers from 20.1 (first with `DateTime64`) up to 21.x, where `Map` was still behind
+//! `allow_experimental_map_type`, get the same table with
+//! `attributes Nested(key String, value String)` instead of the `Map`.
+//!
+//! # Legacy schema (ClickHouse < 20.1, e.g. Debian's 18.16)
+//!
+//! ```sql
+//! CREATE TABLE IF NOT EXISTS `logs`.`logs` (
+//!     timestamp    DateTime('UTC'),
+//!     timestamp_ns UInt64,
+//!     level        String,
+//!     service      String,
+//!     message      String,
+//!     trace_id     String,
+//!     span_id      String,
+//!     attributes   Nested(key String, value String)
+//! ) ENGINE = MergeTree
+//! PARTITION BY toDate(timestamp)
+//! ORDER BY (service, timestamp)
+//! ```
+//!
+//! `DateTime` holds whole seconds only, so `timestamp_ns` keeps the exact event time as
+//! nanoseconds since the Unix epoch (`timestamp` is `timestamp_ns` rounded down to the
+//! second, for partitioning, the primary key and human-readable queries). From 19.3,
+//! where `LowCardinality` is production ready, `level` and `service` are
+//! `LowCardinality(String)`; that changes nothing on the wire.
+//!
+//! # Common to both
+//!
+//! - `level` is one of `trace`, `debug`, `info`, `warn`, `error`, `fatal`.
+//! - `trace_id` / `span_id` are lower-case hex, or the empty string when absent.
+//! - attributes keep the client's order (and duplicates): `attributes.key[i]` belongs to
+//!   `attributes.value[i]`; with `Map`, `attributes['key']` looks a value up.
+//! - Daily partitions and `ORDER BY (service, timestamp)`: log queries filter by time
+//!   range and usually by service; dropping old days is `ALTER TABLE … DROP PARTITION`.
+//! - `DateTime` stores seconds from 1970 to 2106: the legacy layout clamps event times
+//!   outside that range to its ends (validation should refuse such records first).
+
+use std::fmt::{self, Write as _};
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+
+use crate::record::Record;
+
+// === ServerVersion ===
+
+/// `major.minor.patch` of a ClickHouse server (the build number is ignored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServerVersion {
+    pub major: u32,
+    pub minor: u32,
+    pub patch: u32,
+}
+
+impl ServerVersion {
+    pub const fn new(major: u32, minor: u32, patch: u32) -> ServerVersion {
+        ServerVersion {
+            major,
+            minor,
+            patch,
+        }
+    }
+
+    /// Parses what `SELECT version()` returns: `18.16.1`, `23.8.2.7`, `24.3.1.2672`,
+    /// tolerating a suffix after the numbers (`21.8.15.7-lts`, `22.1 (official build)`).
+    pub fn parse(text: &str) -> Option<ServerVersion> {
+        let mut parts = text.trim().split('.');
+        let number = |part: Option<&str>| -> Option<u32> {
+            let part = part?;
+            let digits = part
+                .find(|c: char| !c.is_ascii_digit())
+                .map_or(part, |end| &part[..end]);
+            digits.parse().ok()
+        };
+        let major = number(parts.next())?;
+        let minor = number(parts.next())?;
+        // Some builds report only `major.minor`.
+        let patch = number(parts.next()).unwrap_or(0);
+        Some(ServerVersion::new(major, minor, patch))
+    }
+}
+
+impl fmt::Display for ServerVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+// === Features ===
+
+/// What a server version supports, as far as our DDL is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Features {
+    /// `DateTime64(9)`: since 20.1.
+    pub datetime64: bool,
+    /// `LowCardinality(String)` without `allow_experimental_low_cardinality_type`:
+    /// since 19.3 (ClickHouse PR #4323 removed the setting).
+    pub low_cardinality: bool,
+    /// `Map(String, String)` without `allow_experimental_map_type`. Map appeared in
+    /// 21.1 behind that setting (still required on 21.7); we use it from 22.1.
+    pub map: bool,
+}
+
+impl Features {
+    pub const DATETIME64_SINCE: ServerVersion = ServerVersion::new(20, 1, 0);
+    pub const LOW_CARDINALITY_SINCE: ServerVersion = ServerVersion::new(19, 3, 0);
+    pub const MAP_SINCE: ServerVersion = ServerVersion::new(22, 1, 0);
+
+    pub fn of(version: ServerVersion) -> Features {
+        Features {
+            datetime64: version >= Self::DATETIME64_SINCE,
+            low_cardinality: version >= Self::LOW_CARDINALITY_SINCE,
+            map: version >= Self::MAP_SINCE,
+        }
+    }
+
+    /// What to assume when the version string cannot be parsed: the legacy layout
+    /// works on every ClickHouse version.
+    pub fn oldest() -> Features {
+        Features {
+            datetime64: false,
+            low_cardinality: false,
+            map: false,
+        }
+    }
+
+    /// The row layout of a table created with [`create_table_sql`] for these features.
+    pub fn layout(self) -> Layout {
+        match (self.datetime64, self.map) {
+            (true, true) => Layout::DateTime64Map,
+            (true, false) => Layout::DateTime64Nested,
+            (false, _) => Layout::Legacy,
+        }
+    }
+}
+
+// === Layout ===
+
+/// How rows are encoded; one variant per supported table shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// `timestamp DateTime` + `timestamp_ns UInt64`, `attributes Nested(key, value)`.
+    Legacy,
+    /// `timestamp DateTime64(9)`, `attributes Nested(key, value)`.
+    DateTime64Nested,
+    /// `timestamp DateTime64(9)`, `attributes Map(String, String)`.
+    DateTime64Map,
+}
+
+impl Layout {
+    /// The columns an INSERT of this layout names, in order.
+    pub fn column_names(self) -> &'static [&'static str] {
+        use clickhouse::Row;
+        match self {
+            Layout::Legacy => LegacyRow::COLUMN_NAMES,
+            Layout::DateTime64Nested => DateTime64NestedRow::COLUMN_NAMES,
+            Layout::DateTime64Map => DateTime64MapRow::COLUMN_NAMES,
+        }
+    }
+}
+
+impl fmt::Display for Layout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Layout::Legacy => "legacy (DateTime + timestamp_ns, Nested attributes)",
+            Layout::DateTime64Nested => "DateTime64(9), Nested attributes",
+            Layout::DateTime64Map => "DateTime64(9), Map attributes",
+        })
+    }
+}
+
+// === DDL ===
+
+/// Quotes an identifier for ClickHouse SQL (backticks, with `\` and `` ` `` escaped).
+pub fn quote_identifier(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 2);
+    out.push('`');
+    for c in name.chars() {
+        if c == '`' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('`');
+    out
+}
+
+/// `` `database`.`table` ``.
+pub fn qualified_table(database: &str, table: &str) -> String {
+    format!("{}.{}", quote_identifier(database), quote_identifier(table))
+}
+
+pub fn create_database_sql(database: &str) -> String {
+    format!(
+        "CREATE DATABASE IF NOT EXISTS {}",
+        quote_identifier(database)
+    )
+}
+
+/// The `CREATE TABLE IF NOT EXISTS` for a server with `features` (schemas in the
+/// module documentation).
+pub fn create_table_sql(database: &str, table: &str, features: Features) -> String {
+    let short = if features.low_cardinality {
+        "LowCardinality(String)"
+    } else {
+        "String"
+    };
+    let mut sql = format!(
+        "CREATE TABLE IF NOT EXISTS {} (\n",
+        qualified_table(database, table)
+    );
+    let mut column = |name: &str, ty: &str| {
+        // Writing to a String cannot fail.
+        let _ = writeln!(sql, "    {name} {ty},");
+    };
+    if features.datetime64 {
+        column("timestamp", "DateTime64(9, 'UTC')");
+    } else {
+        column("timestamp", "DateTime('UTC')");
+        column("timestamp_ns", "UInt64");
+    }
+    column("level", short);
+    column("service", short);
+    column("message", "String");
+    column("trace_id", "String");
+    column("span_id", "String");
+    if features.map {
+        column("attributes", "Map(String, String)");
+    } else {
+        column("attributes", "Nested(key String, value String)");
+    }
+    // Drop the last ",\n" to close the column list.
+    sql.truncate(sql.len() - 2);
+    sql.push_str(
+        "\n) ENGINE = MergeTree\nPARTITION BY toDate(timestamp)\nORDER BY (service, timestamp)",
+    );
+    sql
+}
+
+// === Table check ===
+
+/// Finds the layout of an existing table from its `(name, type)` columns, as listed by
+/// `system.columns`. Extra columns are fine (they get their defaults); ours must have a
+/// type whose RowBinary encoding is the one we send. The error lists every problem.
+pub fn detect_layout(columns: &[(String, String)]) -> Result<Layout, String> {
+    let find = |name: &str| -> Option<String> {
+        columns
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, ty)| wire_type(ty))
+    };
+    let mut problems: Vec<String> = Vec::new();
+    let mut expect = |name: &str, wanted: &str, hint: &str| match find(name) {
+        Some(ty) if ty == wanted => {}
+        Some(_) => {
+            let found = columns
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or("", |(_, ty)| ty.as_str());
+            problems.push(format!("column `{name}` is {found}, expected {hint}"));
+        }
+        None => problems.push(format!("column `{name}` is missing ({hint})")),
+    };
+
+    let datetime64 = match find("timestamp").as_deref() {
+        Some("DateTime64(9)") => true,
+        Some("DateTime") => {
+            expect("timestamp_ns", "UInt64", "UInt64");
+            false
+        }
+        Some(_) => {
+            expect(
+                "timestamp",
+                "DateTime64(9)",
+                "DateTime64(9) or DateTime with a timestamp_ns UInt64 column",
+            );
+            false
+        }
+        None => {
+            expect("timestamp", "DateTime64(9)", "DateTime64(9) or DateTime");
+            false
+        }
+    };
+    for name in ["level", "service", "message", "trace_id", "span_id"] {
+        expect(name, "String", "String or LowCardinality(String)");
+    }
+    let map = match find("attributes").as_deref() {
+        Some("Map(String,String)") => true,
+        Some(_) => {
+            expect("attributes", "Map(String,String)", "Map(String, String)");
+            true
+        }
+        None => {
+            let hint = "Array(String), from attributes Nested(key String, value String)";
+            expect("attributes.key", "Array(String)", hint);
+            expect("attributes.value", "Array(String)", hint);
+            false
+        }
+    };
+    if !datetime64 && map && problems.is_empty() {
+        problems
+            .push("a DateTime timestamp with Map attributes is not a supported combination".into());
+    }
+    if !problems.is_empty() {
+        return Err(problems.join("; "));
+    }
+    Ok(if !datetime64 {
+        Layout::Legacy
+    } else if map {
+        Layout::DateTime64Map
+    } else {
+        Layout::DateTime64Nested
+    })
+}
+
+/// Reduces a ClickHouse type to what matters for RowBinary: no spaces, no
+/// `LowCardinality(…)` wrapper (same wire format as the inner type), no time zone on
+/// `DateTime`/`DateTime64` (the stored value is UTC either way).
+fn wire_type(ty: &str) -> String {
+    let mut t: String = ty.chars().filter(|c| !c.is_whitespace()).collect();
+    const LC: &str = "LowCardinality(";
+    while let Some(start) = t.find(LC) {
+        let inner_start = start + LC.len();
+        let mut depth = 1usize;
+        let mut end = None;
+        for (i, c) in t[inner_start..].char_indices() {
+            match c {
+                '(' => depth += 1,
+                ')' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = Some(inner_start + i);
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let Some(end) = end else { break };
+        t = format!("{}{}{}", &t[..start], &t[inner_start..end], &t[end + 1..]);
+    }
+    if let Some(args) = t.strip_prefix("DateTime64(") {
+        let precision: String = args.chars().take_while(char::is_ascii_digit).collect();
+        return format!("DateTime64({precision})");
+    }
+    if t.starts_with("DateTime(") {
+        return "DateTime".to_string();
+    }
+    t
+}
+
+// === Rows ===
+//
+// One borrowed row struct per layout: encoding a `Record` copies no string, it only
+// points at the record's fields. Field order is column order (RowBinary has no names).
+
+/// Row of the [`Layout::Legacy`] table.
+#[derive(Debug, clickhouse::Row, serde::Serialize)]
+pub struct LegacyRow<'a> {
+    /// `DateTime`: seconds since the epoch, clamped to `DateTime`'s range.
+    pub timestamp: u32,
+    /// Nanoseconds since the epoch.
+    pub timestamp_ns: u64,
+    pub level: &'static str,
+    pub service: &'a str,
+    pub message: &'a str,
+    pub trace_id: &'a str,
+    pub span_id: &'a str,
+    #[serde(rename = "attributes.key")]
+    pub attribute_keys: AttributeKeys<'a>,
+    #[serde(rename = "attributes.value")]
+    pub attribute_values: AttributeValues<'a>,
+}
+
+/// Row of the [`Layout::DateTime64Nested`] table.
+#[derive(Debug, clickhouse::Row, serde::Serialize)]
+pub struct DateTime64NestedRow<'a> {
+    /// `DateTime64(9)`: nanoseconds since the epoch.
+    pub timestamp: i64,
+    pub level: &'static str,
+    pub service: &'a str,
+    pub message: &'a str,
+    pub trace_id: &'a str,
+    pub span_id: &'a str,
+    #[serde(rename = "attributes.key")]
+    pub attribute_keys: AttributeKeys<'a>,
+    #[serde(rename = "attributes.value")]
+    pub attribute_values: AttributeValues<'a>,
+}
+
+/// Row of the [`Layout::DateTime64Map`] table.
+#[derive(Debug, clickhouse::Row, serde::Serialize)]
+pub struct DateTime64MapRow<'a> {
+    /// `DateTime64(9)`: nanoseconds since the epoch.
+    pub timestamp: i64,
+    pub level: &'static str,
+    pub service: &'a str,
+    pub message: &'a str,
+    pub trace_id: &'a str,
+    pub span_id: &'a str,
+    pub attributes: AttributeMap<'a>,
+}
+
+impl<'a> LegacyRow<'a> {
+    #[inline]
+    pub fn new(record: &'a Record) -> LegacyRow<'a> {
+        let ns = record.timestamp_ns.max(0) as u64;
+        LegacyRow {
+            timestamp: u32::try_from(ns / 1_000_000_000).unwrap_or(u32::MAX),
+            timestamp_ns: ns,
+            level: record.level.as_str(),
+            service: &record.service,
+            message: &record.message,
+            trace_id: &record.trace_id,
+            span_id: &record.span_id,
+            attribute_keys: AttributeKeys(&record.attributes),
+            attribute_values: AttributeValues(&record.attributes),
+        }
+    }
+}
+
+impl<'a> DateTime64NestedRow<'a> {
+    #[inline]
+    pub fn new(record: &'a Record) -> DateTime64NestedRow<'a> {
+        DateTime64NestedRow {
+            timestamp: record.timestamp_ns,
+            level: record.level.as_str(),
+            service: &record.service,
+            message: &record.message,
+            trace_id: &record.trace_id,
+            span_id: &record.span_id,
+            attribute_keys: AttributeKeys(&record.attributes),
+            attribute_values: AttributeValues(&record.attributes),
+        }
+    }
+}
+
+impl<'a> DateTime64MapRow<'a> {
+    #[inline]
+    pub fn new(record: &'a Record) -> DateTime64MapRow<'a> {
+        DateTime64MapRow {
+            timestamp: record.timestamp_ns,
+            level: record.level.as_str(),
+            service: &record.service,
+            message: &record.message,
+            trace_id: &record.trace_id,
+            span_id: &record.span_id,
+            attributes: AttributeMap(&record.attributes),
+        }
+    }
+}
+
+/// The keys of a record's attributes as an `Array(String)`, without collecting them.
+#[derive(Debug, Clone, Copy)]
+pub struct AttributeKeys<'a>(pub &'a [(String, String)]);
+
+/// The values of a record's attributes as an `Array(String)`, without collecting them.
+#[derive(Debug, Clone, Copy)]
+pub struct AttributeValues<'a>(pub &'a [(String, String)]);
+
+/// A record's attributes as a `Map(String, String)`, in the client's order.
+#[derive(Debug, Clone, Copy)]
+pub struct AttributeMap<'a>(pub &'a [(String, String)]);
+
+impl Serialize for AttributeKeys<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // A slice iterator has an exact length, which RowBinary needs up front.
+        serializer.collect_seq(self.0.iter().map(|(key, _)| key.as_str()))
+    }
+}
+
+impl Serialize for AttributeValues<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|(_, value)| value.as_str()))
+    }
+}
+
+impl Serialize for AttributeMap<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // Not `collect_map`: serde's default would be fine, but being explicit keeps the
+        // length known and the client's order (and duplicate keys) untouched.
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (key, value) in self.0 {
+            map.serialize_entry(key.as_str(), value.as_str())?;
+        }
+        map.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Level;
+
+    fn v(text: &str) -> ServerVersion {
+        ServerVersion::parse(text).unwrap_or_else(|| panic!("cannot parse {text:?}"))
+    }
+
+    #[test]
+    fn parses_versions_as_servers_report_them() {
+        assert_eq!(v("18.16.1"), ServerVersion::new(18, 16, 1));
+        assert_eq!(v("19.17.4.11"), ServerVersion::new(19, 17, 4));
+        assert_eq!(v("20.3.21.2"), ServerVersion::new(20, 3, 21));
+        assert_eq!(v("23.8.2.7"), ServerVersion::new(23, 8, 2));
+        assert_eq!(v("24.3.1.2672"), ServerVersion::new(24, 3, 1));
+        assert_eq!(v(" 21.8.15.7-lts\n"), ServerVersion::new(21, 8, 15));
+        assert_eq!(v("22.1"), ServerVersion::new(22, 1, 0));
+        assert_eq!(ServerVersion::parse(""), None);
+        assert_eq!(ServerVersion::parse("abc"), None);
+        assert_eq!(ServerVersion::parse("18"), None);
+        assert!(v("19.17.4") < v("20.1.2.4"));
+        assert!(v("9.9") < v("18.16.1"));
+    }
+
+    #[test]
+    fn features_follow_the_version() {
+        let f = Features::of(v("18.16.1"));
+        assert_eq!(f, Features::oldest());
+        assert_eq!(f.layout(), Layout::Legacy);
+
+        let f = Features::of(v("19.17.4.11"));
+        assert!(f.low_cardinality && !f.datetime64 && !f.map);
+        assert_eq!(f.layout(), Layout::Legacy);
+
+        let f = Features::of(v("20.3.21.2"));
+        assert!(f.low_cardinality && f.datetime64 && !f.map);
+        assert_eq!(f.layout(), Layout::DateTime64Nested);
+
+        let f = Features::of(v("21.8.15.7"));
+        assert_eq!(f.layout(), Layout::DateTime64Nested);
+
+        for modern in ["22.1.3.7", "23.8.2.7", "24.3.1.2672", "24.12.1"] {
+            let f = Features::of(v(modern));
+            assert!(f.low_cardinality && f.datetime64 && f.map, "{modern}");
+            assert_eq!(f.layout(), Layout::DateTime64Map, "{modern}");
+        }
+    }
+
+    #[test]
+    fn legacy_ddl_uses_only_types_18_16_knows() {
+        let sql = create_table_sql("logs", "logs", Features::of(v("18.16.1")));
+        assert!(
+            sql.starts_with("CREATE TABLE IF NOT EXISTS `logs`.`logs` ("),
+            "{sql}"
+        );
+        assert!(sql.contains("timestamp DateTime('UTC'),"), "{sql}");
+        assert!(sql.contains("timestamp_ns UInt64,"), "{sql}");
+        assert!(sql.contains("level String,"), "{sql}");
+        assert!(
+            sql.contains("attributes Nested(key String, value String)\n)"),
+            "{sql}"
+        );
+        for modern in ["DateTime64", "LowCardinality", "Map("] {
+            assert!(!sql.contains(modern), "{modern} in {sql}");
+        }
+        assert!(sql.ends_with("ORDER BY (service, timestamp)"), "{sql}");
+    }
+
+    #[test]
+    fn ddl_for_19_17_adds_low_cardinality_only() {
+        let sql = create_table_sql("db", "t", Features::of(v("19.17.4.11")));
+        assert!(sql.contains("level LowCardinality(String),"), "{sql}");
+        assert!(sql.contains("service LowCardinality(String),"), "{sql}");
+        assert!(sql.contains("timestamp_ns UInt64"), "{sql}");
+        assert!(!sql.contains("DateTime64"), "{sql}");
+    }
+
+    #[test]
+    fn ddl_for_20_3_uses_datetime64_and_nested() {
+        let sql = create_table_sql("db", "t", Features::of(v("20.3.21.2")));
+        assert!(sql.contains("timestamp DateTime64(9, 'UTC'),"), "{sql}");
+        assert!(!sql.contains("timestamp_ns"), "{sql}");
+        assert!(
+            sql.contains("attributes Nested(key String, value String)"),
+            "{sql}"
+        );
+    }
+
+    #[test]
+    fn modern_ddl_uses_map() {
+        for version in ["23.8.2.7", "24.3.1.2672"] {
+            let sql = create_table_sql("db", "t", Features::of(v(version)));
+            assert!(sql.contains("timestamp DateTime64(9, 'UTC'),"), "{sql}");
+            assert!(sql.contains("level LowCardinality(String),"), "{sql}");
+            assert!(sql.contains("attributes Map(String, String)\n)"), "{sql}");
+            assert!(sql.contains("PARTITION BY toDate(timestamp)"), "{sql}");
+        }
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_identifier("logs"), "`logs`");
+        assert_eq!(quote_identifier("a`b\\c"), "`a\\`b\\\\c`");
+        assert_eq!(
+            create_database_sql("x y"),
+            "CREATE DATABASE IF NOT EXISTS `x y`"
+        );
+    }
+
+    fn cols(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect()
+    }
+
+    const LEGACY: &[(&str, &str)] = &[
+        ("timestamp", "DateTime('UTC')"),
+        ("timestamp_ns", "UInt64"),
+        ("level", "String"),
+        ("service", "LowCardinality(String)"),
+        ("message", "String"),
+        ("trace_id", "String"),
+        ("span_id", "String"),
+        ("attributes.key", "Array(String)"),
+        ("attributes.value", "Array(LowCardinality(String))"),
+    ];
+
+    #[test]
+    fn detects_each_layout() {
+        assert_eq!(detect_layout(&cols(LEGACY)), Ok(Layout::Legacy));
+
+        let mut nested = cols(LEGACY);
+        nested.retain(|(n, _)| n != "timestamp_ns");
+        nested[0].1 = "DateTime64(9, 'UTC')".into();
+        assert_eq!(detect_layout(&nested), Ok(Layout::DateTime64Nested));
+
+        let mut map = nested.clone();
+        map.retain(|(n, _)| !n.starts_with("attributes"));
+        map.push((
+            "attributes".into(),
+            "Map(LowCardinality(String), String)".into(),
+        ));
+        map.push(("extra".into(), "UInt8".into()));
+        assert_eq!(detect_layout(&map), Ok(Layout::DateTime64Map));
+    }
+
+    #[test]
+    fn every_created_table_is_detected_as_its_layout() {
+        // The DDL and the table check must agree, or start-up would refuse its own table.
+        let parse_columns = |sql: &str| -> Vec<(String, String)> {
+            let body = &sql[sql.find('(').unwrap() + 1..sql.rfind("\n)").unwrap()];
+            let mut out = Vec::new();
+            for line in body.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                let line = line.trim_end_matches(',');
+                let (name, ty) = line.split_once(' ').unwrap();
+                if ty.starts_with("Nested(") {
+                    out.push((format!("{name}.key"), "Array(String)".to_string()));
+                    out.push((format!("{name}.value"), "Array(String)".to_string()));
+                } else {
+                    out.push((name.to_string(), ty.to_string()));
+                }
+            }
+            out
+        };
+        for version in [
+            "18.16.1", "19.17.4", "20.3.21", "21.8.15", "23.8.2", "24.3.1",
+        ] {
+            let features = Features::of(v(version));
+            let sql = create_table_sql("db", "t", features);
+            let columns = parse_columns(&sql);
+            assert_eq!(detect_layout(&columns), Ok(features.layout()), "{version}");
+            let names: Vec<&str> = columns.iter().map(|(n, _)| n.as_str()).collect();
+            assert_eq!(names, features.layout().column_names(), "{version}");
+        }
+    }
+
+    #[test]
+    fn mismatched_tables_are_explained() {
+        let mut bad = cols(LEGACY);
+        bad[2].1 = "UInt8".into(); // level
+        bad.retain(|(n, _)| n != "span_id");
+        let err = detect_layout(&bad).unwrap_err();
+        assert!(
+            err.contains("column `level` is UInt8, expected String"),
+            "{err}"
+        );
+        assert!(err.contains("column `span_id` is missing"), "{err}");
+
+        let mut no_ns = cols(LEGACY);
+        no_ns.retain(|(n, _)| n != "timestamp_ns");
+        let err = detect_layout(&no_ns).unwrap_err();
+        assert!(err.contains("`timestamp_ns` is missing"), "{err}");
+
+        let mut nullable = cols(LEGACY);
+        nullable[4].1 = "Nullable(String)".into();
+        assert!(detect_layout(&nullable).unwrap_err().contains("`message`"));
+
+        let mut ms = cols(LEGACY);
+        ms[0].1 = "DateTime64(3)".into();
+        assert!(detect_layout(&ms)
+            .unwrap_err()
+            .contains("`timestamp` is DateTime64(3)"));
+
+        assert!(detect_layout(&[])
+            .unwrap_err()
+            .contains("`timestamp` is missing"));
+    }
+
+    fn record() -> Record {
+        Record {
+            timestamp_ns: 1_700_000_000_123_456_789,
+            level: Level::Warn,
+            service: "api".into(),
+            message: "héllo".into(),
+            trace_id: String::new(),
+            span_id: "00f067aa0ba902b7".into(),
+            attributes: vec![("b".into(), "2".into()), ("a".into(), "1".into())],
+        }
+    }
+
+    #[test]
+    fn legacy_row_keeps_nanoseconds_and_clamps_to_datetime_range() {
+        let r = record();
+        let row = LegacyRow::new(&r);
+        assert_eq!(row.timestamp, 1_700_000_000);
+        assert_eq!(row.timestamp_ns, 1_700_000_000_123_456_789);
+        assert_eq!(row.level, "warn");
+
+        let mut early = record();
+        early.timestamp_ns = -5;
+        let row = LegacyRow::new(&early);
+        assert_eq!((row.timestamp, row.timestamp_ns), (0, 0));
+
+        let mut late = record();
+        late.timestamp_ns = i64::MAX;
+        assert_eq!(LegacyRow::new(&late).timestamp, u32::MAX);
+    }
+
+    #[test]
+    fn rows_serialize_to_row_binary_in_column_order() {
+        // serde_json drives the same Serialize impls: the attribute helpers must keep the
+        // client's order and pair keys with values.
+        let r = record();
+        let json = serde_json::to_value(DateTime64MapRow::new(&r)).unwrap();
+        assert_eq!(json["attributes"], serde_json::json!({"b": "2", "a": "1"}));
+        let json = serde_json::to_value(LegacyRow::new(&r)).unwrap();
+        assert_eq!(json["attributes.key"], serde_json::json!(["b", "a"]));
+        assert_eq!(json["attributes.value"], serde_json::json!(["2", "1"]));
+        // serde_json may or may not keep insertion order (feature `preserve_order`), so
+        // compare as sets; the order itself is checked against ClickHouse in
+        // tests/sink_clickhouse.rs.
+        let mut keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        let mut expected = Layout::Legacy.column_names().to_vec();
+        expected.sort_unstable();
+        assert_eq!(keys, expected);
+    }
+}

@@ -1,0 +1,232 @@
+//! One worker process: build every component from the `Config`, serve, drain.
+//!
+//! Owns the shutdown order. `accepting` is cancelled on SIGTERM/SIGINT: the
+//! listeners stop accepting and hyper finishes in-flight requests (each of
+//! which waits for its rows to be acknowledged); then the batcher is closed
+//! and flushes what it holds; everything runs under one [`TaskTracker`] and
+//! the whole drain is bounded by `GRACEFUL_SHUTDOWN_TIMEOUT`.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use axum::serve::ListenerExt;
+use clap::{Parser, Subcommand};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admin::{self, AdminState};
+use crate::config::{Config, ProcessEnv, ServeFlags};
+use crate::ingest::{self, Ingest};
+use crate::listen;
+use crate::notify;
+use crate::sink::{Batcher, ClickHouseSink, SinkError};
+use crate::stats::Stats;
+use crate::telemetry;
+
+/// zero-logs worker: receives structured logs over HTTP (JSON/NDJSON) and
+/// gRPC, validates them and writes them to ClickHouse.
+///
+/// Every setting is an environment variable (as in /etc/zero-logs/zero-logs.env)
+/// and a flag; flags win. Durations are milliseconds, sizes bytes (512K, 10MB…).
+#[derive(Debug, Parser)]
+#[command(name = "zero-logs", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one worker: adopt systemd's sockets (LISTEN_FDS) or bind --listen,
+    /// serve POST /api/v1/logs, gRPC zerologs.v1.LogService, /health, /stats, /metrics.
+    #[command(after_help = SERVE_ENV_ONLY)]
+    Serve(ServeFlags),
+}
+
+const SERVE_ENV_ONLY: &str = "\
+Environment only:
+  CLICKHOUSE_PASSWORD  ClickHouse password (no flag, so it never shows in ps) [default: empty]
+  RUST_LOG             log filter, e.g. info or zero_logs=debug [default: info]
+
+Exit status: 0 after a clean stop, 1 on a runtime failure (e.g. ClickHouse unreachable
+at start), 2 for an invalid setting.";
+
+/// What stopped a worker.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Listen(#[from] listen::ListenError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error(transparent)]
+    Pool(#[from] ingest::PoolError),
+    #[error("cannot bind the admin socket {path}: {source}")]
+    AdminSocket {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// Entry point of the `zero-logs` binary. Exit 2 for bad configuration.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Command::Serve(flags) = cli.command;
+    let cfg = match Config::load(&flags, &ProcessEnv) {
+        Ok(cfg) => cfg,
+        Err(err) => {
+            eprintln!("zero-logs: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let target = telemetry::init(&cfg.admin.worker_id);
+    tracing::debug!(?target, "logging initialised");
+    match serve(cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %err, "worker failed");
+            eprintln!("zero-logs: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(cfg: Config) -> Result<(), WorkerError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("zero-logs")
+        .build()
+        .map_err(WorkerError::Runtime)?;
+    runtime.block_on(async {
+        let (listeners, origin) = listen::listeners(&cfg.listen.addrs)?;
+        let shutdown = CancellationToken::new();
+        tokio::spawn(watch_signals(shutdown.clone()));
+        let addrs: Vec<SocketAddr> = listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
+        tracing::info!(?addrs, ?origin, worker_id = %cfg.admin.worker_id, "listening");
+        run(cfg, listeners, shutdown).await
+    })
+}
+
+/// SIGTERM/SIGINT start the drain; a second one ends the process at once.
+async fn watch_signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return;
+    };
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    tracing::info!("stop requested: draining");
+    shutdown.cancel();
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    tracing::warn!("second stop signal: exiting without finishing the drain");
+    std::process::exit(1);
+}
+
+/// Serves `listeners` until `shutdown` is cancelled, then drains.
+pub async fn run(
+    cfg: Config,
+    listeners: Vec<std::net::TcpListener>,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    let started = Instant::now();
+    let stats = Arc::new(Stats::default());
+    let tracker = TaskTracker::new();
+    let hard_stop = CancellationToken::new();
+
+    let sink = Arc::new(ClickHouseSink::connect(&cfg.clickhouse).await?);
+    let clickhouse_version = sink.server_version().to_string();
+    let batcher = Batcher::spawn(
+        cfg.batch.clone(),
+        cfg.clickhouse.retry_budget,
+        sink,
+        stats.clone(),
+        &tracker,
+        hard_stop.clone(),
+    );
+
+    let ingest = Arc::new(Ingest::new(
+        &cfg.ingest,
+        batcher.clone(),
+        stats.clone(),
+        shutdown.clone(),
+    )?);
+    let admin_state = Arc::new(AdminState {
+        stats: stats.clone(),
+        batcher: batcher.clone(),
+        worker_id: cfg.admin.worker_id.clone(),
+        started,
+        clickhouse_version,
+        accepting: shutdown.clone(),
+    });
+    let router = ingest::router(ingest, admin::routes(admin_state.clone()));
+
+    let mut servers = JoinSet::new();
+    for listener in listeners {
+        let listener = tokio::net::TcpListener::from_std(listener).map_err(|source| {
+            WorkerError::Listen(listen::ListenError::Adopt { index: 0, source })
+        })?;
+        let listener = listener.tap_io(|tcp| {
+            // Small responses (202) must not wait for Nagle.
+            let _ = tcp.set_nodelay(true);
+        });
+        let server = axum::serve(listener, router.clone())
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        servers.spawn(async move { server.await });
+    }
+    // The admin socket stays up through the drain so the control tool sees it.
+    if let Some(path) = &cfg.admin.socket {
+        let unix = admin::bind_socket(path).map_err(|source| WorkerError::AdminSocket {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let admin_router = admin::routes(admin_state.clone());
+        let stop = hard_stop.clone();
+        tracker.spawn(async move {
+            let _ = axum::serve(unix, admin_router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+        });
+    }
+
+    notify::ready("serving");
+    tracing::info!("ready");
+    shutdown.cancelled().await;
+    notify::stopping();
+    let deadline = cfg.shutdown_timeout;
+    let drained = tokio::time::timeout(deadline, async {
+        while servers.join_next().await.is_some() {}
+        batcher.close();
+        hard_stop.cancel();
+        tracker.close();
+        tracker.wait().await;
+    })
+    .await;
+    let counters = stats.snapshot();
+    match drained {
+        Ok(()) => tracing::info!(
+            rows_inserted = counters.rows_inserted,
+            records_accepted = counters.records_accepted,
+            "drained; exiting"
+        ),
+        Err(_) => tracing::warn!(
+            timeout_ms = deadline.as_millis() as u64,
+            queue_rows = counters.queue_rows,
+            "drain did not finish within GRACEFUL_SHUTDOWN_TIMEOUT; unacknowledged requests were cut off"
+        ),
+    }
+    if let Some(path) = &cfg.admin.socket {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}

@@ -1,0 +1,126 @@
+//! The binary's edges: `--help`, configuration errors (exit 2, naming the
+//! variable), an unreachable ClickHouse (exit 1, naming the URL), and socket
+//! activation with fds passed the systemd way (`systemd-socket-activate`).
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use zero_logs::testing::ClickHouseServer;
+
+const BIN: &str = env!("CARGO_BIN_EXE_zero-logs");
+
+#[test]
+fn help_documents_every_setting() {
+    let out = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for var in [
+        "LISTEN_ADDRS",
+        "ADMIN_SOCKET",
+        "WORKER_ID",
+        "CLICKHOUSE_URL",
+        "CLICKHOUSE_DATABASE",
+        "CLICKHOUSE_TABLE",
+        "CLICKHOUSE_USER",
+        "CLICKHOUSE_PASSWORD",
+        "CLICKHOUSE_CREATE_TABLE",
+        "CLICKHOUSE_RETRY_BUDGET",
+        "CLICKHOUSE_INSERT_TIMEOUT",
+        "BATCH_MAX_ROWS",
+        "BATCH_MAX_BYTES",
+        "BATCH_MAX_AGE",
+        "BATCH_MAX_INFLIGHT_INSERTS",
+        "BATCH_MAX_QUEUE_ROWS",
+        "MAX_BODY_BYTES",
+        "MAX_INFLIGHT_BYTES",
+        "MAX_BATCH_RECORDS",
+        "MAX_MESSAGE_BYTES",
+        "MAX_SERVICE_BYTES",
+        "MAX_ATTRIBUTES",
+        "MAX_ATTRIBUTE_KEY_BYTES",
+        "MAX_ATTRIBUTE_VALUE_BYTES",
+        "ENABLE_WORKER_VALIDATION",
+        "WORKER_POOL_MIN_WORKERS",
+        "WORKER_POOL_MAX_WORKERS",
+        "GRACEFUL_SHUTDOWN_TIMEOUT",
+    ] {
+        assert!(help.contains(var), "--help does not mention {var}:\n{help}");
+    }
+}
+
+#[test]
+fn invalid_setting_exits_2_naming_the_variable() {
+    let out = Command::new(BIN)
+        .arg("serve")
+        .env("BATCH_MAX_ROWS", "lots")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("BATCH_MAX_ROWS") && err.contains("lots") && err.contains("whole number"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unreachable_clickhouse_exits_1_naming_the_url() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .env("CLICKHOUSE_URL", &url)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&url), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adopts_every_socket_passed_by_systemd() {
+    let ch = ClickHouseServer::start().expect("start ClickHouse");
+    let db = ch.fresh_database();
+    let (a, b) = (free_port(), free_port());
+    let mut child = Command::new("systemd-socket-activate")
+        .args([
+            "-l",
+            &format!("127.0.0.1:{a}"),
+            "-l",
+            &format!("127.0.0.1:{b}"),
+        ])
+        .args(["-E", &format!("CLICKHOUSE_URL={}", ch.http_url())])
+        .args(["-E", &format!("CLICKHOUSE_DATABASE={db}")])
+        .args(["-E", "BATCH_MAX_AGE=50"])
+        // The configured address must be ignored when systemd passes sockets.
+        .args([BIN, "serve", "--listen", "127.0.0.1:1"])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("systemd-socket-activate (package systemd) must be installed");
+    let client = client();
+    let body = r#"[{"service":"sock","message":"via an inherited fd"}]"#;
+    for port in [a, b] {
+        let url = format!("http://127.0.0.1:{port}/api/v1/logs");
+        // systemd-socket-activate starts the worker on the first connection.
+        let mut reply = Err(String::new());
+        for _ in 0..100 {
+            reply = post(&client, &url, &[], body).await;
+            if matches!(reply, Ok((202, _, _))) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(matches!(reply, Ok((202, _, _))), "port {port}: {reply:?}");
+    }
+    signal(child.id(), "TERM");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(count_rows(&ch, &db), 2);
+}

@@ -1,0 +1,175 @@
+//! Shared helpers of the integration tests: a real `zero-logs serve` process
+//! against a real ClickHouse the test started, and a small HTTP client.
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use zero_logs::testing::ClickHouseServer;
+
+pub type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+pub fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(64)
+        .build_http()
+}
+
+/// A free loopback port (bound then released; the worker binds it right after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `zero-logs serve` child process, killed by PID on drop.
+pub struct Worker {
+    pub child: Option<Child>,
+    pub port: u16,
+    pub base: String,
+}
+
+impl Worker {
+    /// Starts the worker binary against `ch`/`database` and waits for `/health`.
+    pub async fn start(ch: &ClickHouseServer, database: &str, env: &[(&str, &str)]) -> Worker {
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_zero-logs"));
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info")
+            .env("CLICKHOUSE_URL", ch.http_url())
+            .env("CLICKHOUSE_DATABASE", database)
+            .env("BATCH_MAX_AGE", "50")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start zero-logs binary");
+        let worker = Worker {
+            child: Some(child),
+            port,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        worker.wait_healthy(Duration::from_secs(30)).await;
+        worker
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub async fn wait_healthy(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        let client = client();
+        loop {
+            if let Ok((200, _, _)) = get(&client, &format!("{}/health", self.base)).await {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "worker on port {} not healthy within {within:?}",
+                self.port
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGTERM by PID and wait for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        signal(child.id(), "TERM");
+        child.wait().expect("wait worker")
+    }
+
+    pub async fn stats(&self) -> serde_json::Value {
+        let (status, _, body) = get(&client(), &format!("{}/stats", self.base))
+            .await
+            .unwrap();
+        assert_eq!(status, 200);
+        serde_json::from_slice(&body).unwrap()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Sends a signal to one PID we started.
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
+
+/// Response as (status, headers, body).
+pub type Reply = (u16, http::HeaderMap, Bytes);
+
+pub async fn get(client: &HttpClient, url: &str) -> Result<Reply, String> {
+    let req = http::Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    send(client, req).await
+}
+
+pub async fn post(
+    client: &HttpClient,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Result<Reply, String> {
+    let mut req = http::Request::post(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    send(client, req.body(Full::new(body.into())).unwrap()).await
+}
+
+async fn send(client: &HttpClient, req: http::Request<Full<Bytes>>) -> Result<Reply, String> {
+    let resp = tokio::time::timeout(Duration::from_secs(60), client.request(req))
+        .await
+        .map_err(|_| "request timed out".to_string())?
+        .map_err(|e| format!("{e:?}"))?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, headers, body))
+}
+
+/// Number of rows in `database.logs`.
+pub fn count_rows(ch: &ClickHouseServer, database: &str) -> u64 {
+    ch.query(&format!("SELECT count() FROM {database}.logs"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}

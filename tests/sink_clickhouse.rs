@@ -1,0 +1,568 @@
+//! The ClickHouse sink against a real server that each test starts for itself
+//! (`zero_logs::testing::ClickHouseServer`, Debian's 18.16 here): field-by-field round
+//! trip, batching, permanent rejections, outage and recovery, start-up errors.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use serde_json::Value;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use zero_logs::config::{BatchConfig, ClickHouseConfig};
+use zero_logs::record::{Batch, Level, Record};
+use zero_logs::sink::{Batcher, BatcherHandle, ClickHouseSink, Layout, SinkError, SubmitError};
+use zero_logs::stats::Stats;
+use zero_logs::testing::ClickHouseServer;
+
+fn config(ch_url: &str, database: &str) -> ClickHouseConfig {
+    ClickHouseConfig {
+        url: ch_url.to_string(),
+        database: database.to_string(),
+        table: "logs".to_string(),
+        user: "default".to_string(),
+        password: String::new(),
+        create_table: true,
+        retry_budget: Duration::from_millis(1500),
+        insert_timeout: Duration::from_secs(5),
+    }
+}
+
+fn record(ns: i64, level: Level, service: &str, message: &str) -> Record {
+    Record {
+        timestamp_ns: ns,
+        level,
+        service: service.to_string(),
+        message: message.to_string(),
+        trace_id: String::new(),
+        span_id: String::new(),
+        attributes: Vec::new(),
+    }
+}
+
+fn records(n: usize, tag: &str) -> Vec<Record> {
+    (0..n)
+        .map(|i| {
+            let mut r = record(
+                1_700_000_000_000_000_000 + i as i64,
+                Level::Info,
+                "batching",
+                &format!("{tag} {i}"),
+            );
+            r.attributes = vec![("i".into(), i.to_string())];
+            r
+        })
+        .collect()
+}
+
+fn count(ch: &ClickHouseServer, db: &str) -> u64 {
+    ch.query(&format!("SELECT count() FROM {db}.logs"))
+        .expect("count rows")
+        .trim()
+        .parse()
+        .expect("a number")
+}
+
+struct Pipeline {
+    handle: BatcherHandle,
+    stats: Arc<Stats>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl Pipeline {
+    fn start(sink: ClickHouseSink, batch: BatchConfig, retry_budget: Duration) -> Pipeline {
+        let stats = Arc::new(Stats::default());
+        let tracker = TaskTracker::new();
+        let shutdown = CancellationToken::new();
+        let handle = Batcher::spawn(
+            batch,
+            retry_budget,
+            Arc::new(sink),
+            Arc::clone(&stats),
+            &tracker,
+            shutdown.clone(),
+        );
+        Pipeline {
+            handle,
+            stats,
+            tracker,
+            shutdown,
+        }
+    }
+
+    async fn shut_down(self) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        tokio::time::timeout(Duration::from_secs(20), self.tracker.wait())
+            .await
+            .expect("batcher drains and stops");
+    }
+}
+
+fn batch_config(max_rows: usize, max_age: Duration) -> BatchConfig {
+    BatchConfig {
+        max_rows,
+        max_bytes: 32 * 1024 * 1024,
+        max_age,
+        max_inflight_inserts: 2,
+        max_queue_rows: 100_000,
+    }
+}
+
+#[tokio::test]
+async fn round_trip_keeps_every_field() -> Result<()> {
+    let ch = ClickHouseServer::start()?;
+    let db = ch.fresh_database();
+    let sink = ClickHouseSink::connect(&config(&ch.http_url(), &db)).await?;
+    let version = zero_logs::sink::ServerVersion::parse(sink.server_version())
+        .with_context(|| format!("version {:?}", sink.server_version()))?;
+    if version < zero_logs::sink::ServerVersion::new(20, 1, 0) {
+        assert_eq!(sink.layout(), Layout::Legacy, "{}", sink.server_version());
+    }
+
+    let levels = [
+        Level::Trace,
+        Level::Debug,
+        Level::Info,
+        Level::Warn,
+        Level::Error,
+        Level::Fatal,
+    ];
+    let messages = [
+        "plain ascii",
+        "ünïcödé — 日本語 — עברית — emoji 🚀🔥",
+        "tab\tnewline\nquote' double\" backslash\\ backtick`",
+        "",
+        "nul \u{0} inside",
+        "last one",
+    ];
+    let mut sent = Vec::new();
+    for (i, (level, message)) in levels.iter().zip(messages).enumerate() {
+        let mut r = record(
+            1_700_000_000_123_456_789 + i as i64 * 1_000_000_001,
+            *level,
+            "round-trip",
+            message,
+        );
+        if i % 2 == 0 {
+            r.trace_id = "4bf92f3577b34da6a3ce929d0e0e4736".into();
+            r.span_id = "00f067aa0ba902b7".into();
+        }
+        r.attributes = match i {
+            0 => vec![],
+            1 => vec![("z".into(), "last".into()), ("a".into(), "first".into())],
+            2 => vec![
+                ("dup".into(), "1".into()),
+                ("dup".into(), "2".into()),
+                ("ключ".into(), "значение 🙂".into()),
+                ("empty".into(), String::new()),
+            ],
+            _ => vec![("i".into(), i.to_string())],
+        };
+        sent.push(r);
+    }
+    sink.insert(&sent).await?;
+
+    let body = ch.query(&format!(
+        "SELECT toString(timestamp_ns) AS ns, toString(toUInt32(timestamp)) AS secs, level, \
+         service, message, trace_id, span_id, `attributes.key` AS k, `attributes.value` AS v \
+         FROM {db}.logs ORDER BY timestamp_ns FORMAT JSONEachRow"
+    ))?;
+    let rows: Vec<Value> = body
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    assert_eq!(rows.len(), sent.len());
+    for (got, want) in rows.iter().zip(&sent) {
+        let ns: i64 = got["ns"].as_str().unwrap().parse()?;
+        assert_eq!(ns, want.timestamp_ns, "nanoseconds survive");
+        let secs: i64 = got["secs"].as_str().unwrap().parse()?;
+        assert_eq!(
+            secs,
+            want.timestamp_ns / 1_000_000_000,
+            "DateTime holds the seconds"
+        );
+        assert_eq!(got["level"], want.level.as_str());
+        assert_eq!(got["service"], want.service.as_str());
+        assert_eq!(got["message"], want.message.as_str());
+        assert_eq!(got["trace_id"], want.trace_id.as_str());
+        assert_eq!(got["span_id"], want.span_id.as_str());
+        let strings = |key: &str| -> Vec<String> {
+            got[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_str().unwrap().to_string())
+                .collect()
+        };
+        let attributes: Vec<(String, String)> =
+            strings("k").into_iter().zip(strings("v")).collect();
+        assert_eq!(
+            attributes, want.attributes,
+            "attributes in order, duplicates kept"
+        );
+    }
+    assert_eq!(
+        rows[0]["ns"].as_str(),
+        Some("1700000000123456789"),
+        "the …123456789 timestamp exactly"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn bulk_insert_spans_many_chunks() -> Result<()> {
+    let ch = ClickHouseServer::start()?;
+    let db = ch.fresh_database();
+    let sink = ClickHouseSink::connect(&config(&ch.http_url(), &db)).await?;
+    let rows: Vec<Record> = records(100_000, "bulk");
+    let started = Instant::now();
+    sink.insert(&rows).await?;
+    let elapsed = started.elapsed();
+    eprintln!(
+        "inserted {} rows in {elapsed:?} ({:.0} rows/s, debug build, includes the server)",
+        rows.len(),
+        rows.len() as f64 / elapsed.as_secs_f64()
+    );
+    assert_eq!(count(&ch, &db), 100_000);
+    let max = ch.query(&format!(
+        "SELECT max(toUInt64(`attributes.value`[1])) FROM {db}.logs"
+    ))?;
+    assert_eq!(max.trim(), "99999");
+    Ok(())
+}
+
+#[tokio::test]
+async fn connect_is_repeatable_and_checks_the_table() -> Result<()> {
+    let ch = ClickHouseServer::start()?;
+    let db = ch.fresh_database();
+    let cfg = config(&ch.http_url(), &db);
+    ClickHouseSink::connect(&cfg).await?;
+    // CREATE … IF NOT EXISTS: a second worker (or a restart) connects to the same table.
+    ClickHouseSink::connect(&cfg).await?;
+    let existing = ClickHouseConfig {
+        create_table: false,
+        ..cfg.clone()
+    };
+    ClickHouseSink::connect(&existing).await?;
+
+    let missing = ClickHouseConfig {
+        create_table: false,
+        table: "absent".into(),
+        ..cfg.clone()
+    };
+    match ClickHouseSink::connect(&missing).await {
+        Err(SinkError::Rejected { reason }) => {
+            assert!(
+                reason.contains("`absent`") && reason.contains("does not exist"),
+                "{reason}"
+            )
+        }
+        other => panic!("expected Rejected for a missing table, got {other:?}"),
+    }
+
+    // A table the test made with an incompatible column type is refused at start-up,
+    // before any RowBinary could be misread.
+    ch.query(&format!(
+        "CREATE TABLE {db}.wrong (timestamp DateTime, timestamp_ns UInt64, level UInt8, \
+         service String, message String, trace_id String, span_id String, \
+         attributes Nested(key String, value String)) ENGINE = MergeTree \
+         ORDER BY timestamp"
+    ))?;
+    let wrong = ClickHouseConfig {
+        table: "wrong".into(),
+        ..cfg
+    };
+    match ClickHouseSink::connect(&wrong).await {
+        Err(SinkError::Rejected { reason }) => {
+            assert!(
+                reason.contains("column `level` is UInt8, expected String"),
+                "{reason}"
+            )
+        }
+        other => panic!("expected Rejected for an incompatible table, got {other:?}"),
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn batches_by_rows_and_by_age() -> Result<()> {
+    let ch = ClickHouseServer::start()?;
+    let db = ch.fresh_database();
+    let sink = ClickHouseSink::connect(&config(&ch.http_url(), &db)).await?;
+    let max_age = Duration::from_millis(1500);
+    let p = Pipeline::start(sink, batch_config(100, max_age), Duration::from_secs(5));
+
+    // By rows: 50 + 50 reaches max_rows, so one INSERT goes out long before max_age.
+    let started = Instant::now();
+    let a = p.handle.try_submit(Batch::new(records(50, "rows-a")))?;
+    let b = p.handle.try_submit(Batch::new(records(50, "rows-b")))?;
+    a.await?;
+    b.await?;
+    assert!(
+        started.elapsed() < max_age,
+        "row cut took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(p.stats.snapshot().inserts, 1);
+    assert_eq!(count(&ch, &db), 100);
+
+    // By age: three small submits wait for max_age and become one more INSERT.
+    let started = Instant::now();
+    let receipts: Vec<_> = (0..3)
+        .map(|i| {
+            p.handle
+                .try_submit(Batch::new(records(10, &format!("age-{i}"))))
+        })
+        .collect::<Result<_, _>>()?;
+    for receipt in receipts {
+        receipt.await?;
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited >= max_age - Duration::from_millis(50),
+        "age cut after {waited:?}"
+    );
+    let stats = p.stats.snapshot();
+    assert_eq!((stats.inserts, stats.rows_inserted), (2, 130), "{stats:?}");
+    assert_eq!(stats.queue_rows, 0);
+    assert!(stats.last_flush_unix_ms > 0);
+    assert_eq!(count(&ch, &db), 130);
+
+    // Shutdown flushes what is queued without waiting for max_age.
+    let last = p.handle.try_submit(Batch::new(records(7, "shutdown")))?;
+    let handle = p.handle.clone();
+    let started = Instant::now();
+    p.shut_down().await;
+    last.await?;
+    assert!(
+        started.elapsed() < max_age,
+        "shutdown flush took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(count(&ch, &db), 137);
+    assert_eq!(
+        handle
+            .try_submit(Batch::new(records(1, "late")))
+            .unwrap_err(),
+        SubmitError::Closed
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn permanent_rejection_fails_fast_and_is_counted() -> Result<()> {
+    let ch = ClickHouseServer::start()?;
+    let db = ch.fresh_database();
+    let sink = ClickHouseSink::connect(&config(&ch.http_url(), &db)).await?;
+    // The schema drifts under a running worker: ClickHouse now refuses every INSERT
+    // naming that column (Code: 16, NO_SUCH_COLUMN_IN_TABLE).
+    ch.query(&format!("ALTER TABLE {db}.logs DROP COLUMN span_id"))?;
+
+    let retry_budget = Duration::from_secs(10);
+    let p = Pipeline::start(
+        sink,
+        batch_config(1, Duration::from_millis(10)),
+        retry_budget,
+    );
+    let started = Instant::now();
+    let receipt = p.handle.try_submit(Batch::new(records(3, "poison")))?;
+    match receipt.await {
+        Err(SinkError::Rejected { reason }) => {
+            assert!(reason.contains("Code: 16"), "{reason}");
+            assert!(reason.contains("span_id"), "{reason}");
+        }
+        other => panic!("expected Rejected, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "not retried: {:?}",
+        started.elapsed()
+    );
+    let stats = p.stats.snapshot();
+    assert_eq!(
+        (stats.rows_failed, stats.insert_failures, stats.inserts),
+        (3, 1, 0),
+        "{stats:?}"
+    );
+    assert_eq!(stats.queue_rows, 0);
+    assert!(
+        p.handle.health().is_healthy(),
+        "a rejection is not an outage"
+    );
+    // The pipeline is not blocked behind the poison batch.
+    assert!(p.handle.try_submit(Batch::new(records(1, "next"))).is_ok());
+    p.shut_down().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn outage_gives_unavailable_after_budget_then_recovers() -> Result<()> {
+    let mut ch = ClickHouseServer::start()?;
+    let db = ch.fresh_database();
+    let cfg = config(&ch.http_url(), &db);
+    let sink = ClickHouseSink::connect(&cfg).await?;
+    let p = Pipeline::start(
+        sink,
+        batch_config(1, Duration::from_millis(10)),
+        cfg.retry_budget,
+    );
+    p.handle
+        .try_submit(Batch::new(records(5, "before")))?
+        .await?;
+
+    ch.stop();
+    let started = Instant::now();
+    let receipt = p.handle.try_submit(Batch::new(records(4, "during")))?;
+    match receipt.await {
+        Err(SinkError::Unavailable { reason }) => {
+            assert!(reason.contains(&ch.http_url()), "names the URL: {reason}")
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited >= cfg.retry_budget,
+        "gave up before the budget: {waited:?}"
+    );
+    assert!(
+        waited < cfg.retry_budget + Duration::from_secs(6),
+        "took {waited:?}"
+    );
+
+    let health = p.handle.health();
+    let down = health.down.as_ref().expect("health is down");
+    assert!(down.reason.contains(&ch.http_url()), "{}", down.reason);
+    assert!(health.last_flush.is_some());
+    let started = Instant::now();
+    match p.handle.try_submit(Batch::new(records(1, "refused"))) {
+        Err(SubmitError::Unavailable { .. }) => {}
+        other => panic!("expected an immediate Unavailable, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_millis(50));
+    let stats = p.stats.snapshot();
+    assert!(stats.insert_failures >= 2, "retried: {stats:?}");
+    assert_eq!(
+        (stats.rows_failed, stats.rows_inserted),
+        (4, 5),
+        "{stats:?}"
+    );
+
+    ch.restart()?;
+    let started = Instant::now();
+    while !p.handle.health().is_healthy() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "still down after restart"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    p.handle
+        .try_submit(Batch::new(records(6, "after")))?
+        .await?;
+    assert_eq!(count(&ch, &db), 11, "exactly the committed rows");
+    p.shut_down().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn connect_to_a_dead_port_is_a_clear_error() -> Result<()> {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.local_addr()?.port()
+    };
+    let url = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    match ClickHouseSink::connect(&config(&url, "nowhere")).await {
+        Err(SinkError::Unavailable { reason }) => {
+            assert!(reason.contains(&url), "names the URL: {reason}");
+            assert!(reason.contains("refused"), "gives the cause: {reason}");
+            assert!(
+                reason.contains("check CLICKHOUSE_URL"),
+                "says what to do: {reason}"
+            );
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    Ok(())
+}
+
+#[tokio::test]
+async fn wrong_credentials_are_rejected_at_connect() -> Result<()> {
+    let ch = ClickHouseServer::start()?;
+    let cfg = ClickHouseConfig {
+        password: "not-the-password".into(),
+        ..config(&ch.http_url(), "x")
+    };
+    match ClickHouseSink::connect(&cfg).await {
+        Err(SinkError::Rejected { reason }) => {
+            assert!(reason.contains("CLICKHOUSE_PASSWORD"), "{reason}");
+            assert!(
+                !reason.contains("not-the-password"),
+                "leaks the password: {reason}"
+            );
+        }
+        other => panic!("expected Rejected, got {other:?}"),
+    }
+    Ok(())
+}
+
+/// Process CPU time (user + system) from /proc/self/stat, in clock ticks of 10 ms.
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let after = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}
+
+/// Not a timed test: prints the sink's CPU cost per row (run it in release:
+/// `cargo test --release --features test-support --test sink_clickhouse -- --ignored
+/// --nocapture`). Covers encoding, LZ4 and HTTP; ClickHouse runs in its own process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, not a check; run in release with --ignored"]
+async fn insert_cpu_per_row() -> Result<()> {
+    let ch = ClickHouseServer::start()?;
+    let db = ch.fresh_database();
+    let sink = ClickHouseSink::connect(&config(&ch.http_url(), &db)).await?;
+    let rows: Vec<Record> = (0..200_000)
+        .map(|i| Record {
+            timestamp_ns: 1_700_000_000_000_000_000 + i * 1_000_003,
+            level: Level::Info,
+            service: format!("service-{}", i % 7),
+            message: format!(
+                "GET /api/v1/items/{i} completed with status 200 in {} ms",
+                i % 97
+            ),
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+            span_id: "00f067aa0ba902b7".into(),
+            attributes: vec![
+                ("http.method".into(), "GET".into()),
+                ("http.status".into(), "200".into()),
+                ("user".into(), format!("u{}", i % 1000)),
+            ],
+        })
+        .collect();
+    sink.insert(&rows[..1000]).await?; // warm up the connection
+    let mut total = 0usize;
+    let cpu = process_cpu();
+    let started = Instant::now();
+    for _ in 0..5 {
+        for chunk in rows.chunks(50_000) {
+            sink.insert(chunk).await?;
+            total += chunk.len();
+        }
+    }
+    let cpu = process_cpu() - cpu;
+    let wall = started.elapsed();
+    eprintln!(
+        "{total} rows: {:.0} rows/s wall, {:.3} µs CPU per row in this process",
+        total as f64 / wall.as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / total as f64
+    );
+    Ok(())
+}
