@@ -23,8 +23,21 @@ pub struct Config {
     pub clickhouse: ClickHouseConfig,
     pub batch: BatchConfig,
     pub admin: AdminConfig,
+    pub supervision: SupervisionConfig,
     /// `GRACEFUL_SHUTDOWN_TIMEOUT`: how long a stop may take to drain.
     pub shutdown_timeout: Duration,
+}
+
+/// How the worker cooperates with its supervisor (systemd).
+#[derive(Debug, Clone)]
+pub struct SupervisionConfig {
+    /// `WORKER_MEMORY_LIMIT`: above this RSS the worker drains and exits so that
+    /// systemd starts a fresh one. `None` = no limit.
+    pub memory_limit: Option<u64>,
+    /// systemd's `WatchdogSec` (`WATCHDOG_USEC`, when `WATCHDOG_PID` is ours).
+    pub watchdog: Option<Duration>,
+    /// How often the `STATUS=` line and the memory check are refreshed.
+    pub check_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -240,6 +253,10 @@ pub struct ServeFlags {
     /// Validation pool threads at most. [env: WORKER_POOL_MAX_WORKERS] [default: CPU cores]
     #[arg(long, value_name = "N")]
     pub worker_pool_max_workers: Option<String>,
+    /// Resident memory above which the worker drains and exits for systemd to start
+    /// a fresh one (0 = no limit). [env: WORKER_MEMORY_LIMIT] [default: 1GiB]
+    #[arg(long, value_name = "BYTES")]
+    pub worker_memory_limit: Option<String>,
     /// Longest a stop may take to finish requests and flush, in ms.
     /// [env: GRACEFUL_SHUTDOWN_TIMEOUT] [default: 30000]
     #[arg(long, value_name = "MS")]
@@ -519,6 +536,18 @@ impl Config {
                 worker_id,
             )?,
         };
+        let memory_limit = r.parse(
+            &flags.worker_memory_limit,
+            "worker-memory-limit",
+            "WORKER_MEMORY_LIMIT",
+            1 << 30,
+            bytes,
+        )?;
+        let supervision = SupervisionConfig {
+            memory_limit: (memory_limit > 0).then_some(memory_limit as u64),
+            watchdog: watchdog(env),
+            check_interval: Duration::from_secs(1),
+        };
         let shutdown_timeout = r.parse(
             &flags.graceful_shutdown_timeout,
             "graceful-shutdown-timeout",
@@ -532,9 +561,21 @@ impl Config {
             clickhouse,
             batch,
             admin,
+            supervision,
             shutdown_timeout,
         })
     }
+}
+
+/// systemd's watchdog interval, if it is meant for this process.
+fn watchdog(env: &dyn Lookup) -> Option<Duration> {
+    let usec: u64 = env.get("WATCHDOG_USEC")?.parse().ok()?;
+    if let Some(pid) = env.get("WATCHDOG_PID") {
+        if pid.parse::<u32>().ok()? != std::process::id() {
+            return None;
+        }
+    }
+    (usec > 0).then(|| Duration::from_micros(usec))
 }
 
 fn listen_addrs(flags: &ServeFlags, env: &dyn Lookup) -> Result<Vec<SocketAddr>, ConfigError> {

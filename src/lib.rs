@@ -13,6 +13,8 @@
 //! - [`stats`]: live counters.
 //! - [`notify`]: `sd_notify` messages to systemd.
 //! - [`telemetry`]: journald or stderr logging.
+//! - [`watchdog`]: `WATCHDOG=1` from runtime and flusher heartbeats, `STATUS=`,
+//!   graceful restart above `WORKER_MEMORY_LIMIT`.
 //! - [`worker`]: builds it all from `Config`, serves, drains on SIGTERM.
 #![forbid(unsafe_code)]
 
@@ -26,7 +28,10 @@ pub mod record;
 pub mod sink;
 pub mod stats;
 pub mod telemetry;
+#[cfg(feature = "test-hooks")]
+pub mod test_hooks;
 pub mod validate;
+pub mod watchdog;
 pub mod worker;
 
 #[cfg(feature = "test-support")]

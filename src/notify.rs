@@ -4,6 +4,8 @@
 //! Failures are logged, never fatal: systemd itself reports a worker that
 //! never became ready.
 
+use std::time::Duration;
+
 use sd_notify::NotifyState;
 
 fn send(states: &[NotifyState<'_>]) {
@@ -25,4 +27,15 @@ pub fn status(status: &str) {
 /// SIGTERM received: draining.
 pub fn stopping() {
     send(&[NotifyState::Stopping, NotifyState::Status("draining")]);
+}
+
+/// Liveness ping for `WatchdogSec`.
+pub fn watchdog() {
+    send(&[NotifyState::Watchdog]);
+}
+
+/// Asks systemd for `extension` more time to finish stopping.
+pub fn extend_timeout(extension: Duration) {
+    let usec = u32::try_from(extension.as_micros()).unwrap_or(u32::MAX);
+    send(&[NotifyState::ExtendTimeoutUsec(usec)]);
 }

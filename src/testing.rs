@@ -4,15 +4,16 @@
 //!   config (root `<yandex>`, understood by 18.16 and by current releases), free loopback
 //!   ports, a temp directory for data and logs. Dropping it kills the process by PID
 //!   and removes the directory, whether the test passed or failed.
-//! - [`MemorySink`]: a [`Sink`](crate::sink::Sink) that keeps rows in memory and fails on
+//! - [`MemorySink`]: a [`Sink`] that keeps rows in memory and fails on
 //!   command, for tests of the stages above the sink.
 //!
 //! The server runs as the current user (18.16 starts fine as root; the data directory is
 //! ours, so newer servers' owner check passes too). When `setpriv` is available it is
 //! started with a parent-death signal, so a test binary killed outright (timeout, `kill
-//! -9`) does not leave servers behind; the signal is tied to the *thread* that started
-//! (or restarted) it, which in tests is the test's own thread. Start-up takes about a
-//! quarter of a second with Debian's 18.16.
+//! -9`) does not leave servers behind (the next start removes such orphans' temp
+//! directories); the signal is tied to the *thread* that started (or restarted) it,
+//! which in tests is the test's own thread. Start-up takes 70–170 ms with Debian's
+//! 18.16 (until `SELECT` answers); `stop` takes up to 2 s (see [`ClickHouseServer::stop`]).
 //!
 //! A missing server binary is an error naming the fix (`scripts/install-deps`), never
 //! a skipped test. Set `CLICKHOUSE_SERVER_BIN` to test another build (a
@@ -429,8 +430,11 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
 }
 
 fn find_server_binary() -> Result<PathBuf, FixtureError> {
-    if let Some(custom) = std::env::var_os("CLICKHOUSE_SERVER_BIN") {
-        let custom = PathBuf::from(custom);
+    locate_server_binary(std::env::var_os("CLICKHOUSE_SERVER_BIN").map(PathBuf::from))
+}
+
+fn locate_server_binary(custom: Option<PathBuf>) -> Result<PathBuf, FixtureError> {
+    if let Some(custom) = custom {
         return if custom.is_file() {
             Ok(custom)
         } else {
@@ -446,6 +450,7 @@ fn find_server_binary() -> Result<PathBuf, FixtureError> {
 
 fn make_temp_dir() -> Result<PathBuf, FixtureError> {
     let base = std::env::temp_dir();
+    remove_orphaned_dirs(&base);
     loop {
         let dir = base.join(format!(
             "zero-logs-ch-{}-{:08x}",
@@ -456,6 +461,27 @@ fn make_temp_dir() -> Result<PathBuf, FixtureError> {
             Ok(()) => return Ok(dir),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(io_error(format!("creating {}", dir.display()))(e)),
+        }
+    }
+}
+
+/// Removes directories left by test processes that were killed outright (their server
+/// died with them through the parent-death signal, but nobody ran `Drop`). A directory
+/// is orphaned when the PID in its name no longer exists.
+fn remove_orphaned_dirs(base: &Path) {
+    let Ok(entries) = fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("zero-logs-ch-")) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = fs::remove_dir_all(entry.path());
         }
     }
 }
@@ -612,6 +638,64 @@ impl Sink for MemorySink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::BatchConfig;
+    use crate::record::{Batch, Level};
+    use crate::sink::Batcher;
+    use crate::stats::Stats;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn memory_sink_behind_a_batcher() {
+        let sink = Arc::new(MemorySink::new());
+        let tracker = tokio_util::task::TaskTracker::new();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let batch = BatchConfig {
+            max_rows: 1,
+            ..BatchConfig::default()
+        };
+        let handle = Batcher::spawn(
+            batch,
+            Duration::from_millis(100),
+            Arc::clone(&sink),
+            Arc::new(Stats::default()),
+            &tracker,
+            shutdown.clone(),
+        );
+        let record = Record {
+            timestamp_ns: 1,
+            level: Level::Info,
+            service: "s".into(),
+            message: "m".into(),
+            trace_id: String::new(),
+            span_id: String::new(),
+            attributes: Vec::new(),
+        };
+        let one = || Batch::new(vec![record.clone()]);
+        handle.try_submit(one()).unwrap().await.unwrap();
+        sink.fail_next(SinkError::Rejected {
+            reason: "bad".into(),
+        });
+        let rejected = handle.try_submit(one()).unwrap().await;
+        assert_eq!(
+            rejected,
+            Err(SinkError::Rejected {
+                reason: "bad".into()
+            })
+        );
+        assert_eq!((sink.rows().len(), sink.inserts()), (1, 1));
+        shutdown.cancel();
+        tracker.close();
+        tracker.wait().await;
+    }
+
+    #[test]
+    fn a_missing_server_names_the_fix() {
+        let error = locate_server_binary(Some("/nonexistent/clickhouse-server".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("scripts/install-deps"), "{error}");
+        assert!(error.contains("/nonexistent/clickhouse-server"), "{error}");
+    }
 
     #[test]
     fn parses_plain_and_chunked_responses() {

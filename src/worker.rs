@@ -25,6 +25,7 @@ use crate::notify;
 use crate::sink::{Batcher, ClickHouseSink, SinkError};
 use crate::stats::Stats;
 use crate::telemetry;
+use crate::watchdog::{Heartbeat, StopReason, Supervisor, Watched};
 
 /// zero-logs worker: receives structured logs over HTTP (JSON/NDJSON) and
 /// gRPC, validates them and writes them to ClickHouse.
@@ -69,6 +70,8 @@ pub enum WorkerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot start the supervision thread: {0}")]
+    Supervisor(#[source] std::io::Error),
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
 }
@@ -170,6 +173,8 @@ pub async fn run(
         accepting: shutdown.clone(),
     });
     let router = ingest::router(ingest, admin::routes(admin_state.clone()));
+    #[cfg(feature = "test-hooks")]
+    let router = router.merge(crate::test_hooks::routes(batcher.clone()));
 
     let mut servers = JoinSet::new();
     for listener in listeners {
@@ -199,10 +204,32 @@ pub async fn run(
         });
     }
 
+    let supervisor = Supervisor::spawn(
+        cfg.supervision.clone(),
+        Watched {
+            runtime: Arc::new(Heartbeat::new()),
+            batcher: batcher.clone(),
+            stats: stats.clone(),
+            shutdown: shutdown.clone(),
+        },
+    )
+    .map_err(WorkerError::Supervisor)?;
+
     notify::ready("serving");
-    tracing::info!("ready");
+    tracing::info!(
+        watchdog_ms = cfg.supervision.watchdog.map(|w| w.as_millis() as u64),
+        memory_limit_bytes = cfg.supervision.memory_limit,
+        "ready"
+    );
     shutdown.cancelled().await;
     notify::stopping();
+    if let Some(StopReason::MemoryLimit { rss, limit }) = supervisor.stop_reason() {
+        tracing::info!(
+            rss_bytes = rss,
+            limit_bytes = limit,
+            "draining for a memory-limit restart"
+        );
+    }
     let deadline = cfg.shutdown_timeout;
     let drained = tokio::time::timeout(deadline, async {
         while servers.join_next().await.is_some() {}
@@ -225,6 +252,7 @@ pub async fn run(
             "drain did not finish within GRACEFUL_SHUTDOWN_TIMEOUT; unacknowledged requests were cut off"
         ),
     }
+    supervisor.stop();
     if let Some(path) = &cfg.admin.socket {
         let _ = std::fs::remove_file(path);
     }

@@ -23,7 +23,9 @@
 //!   capped exponential backoff and jitter until `retry_budget` has passed since the
 //!   first attempt; then every receipt of that INSERT fails with `Unavailable`. A
 //!   permanent failure ([`SinkError::Rejected`]) fails the receipts at once, is logged at
-//!   error level with `batch_rows` and `error`, and counted in `rows_failed`.
+//!   error level with `batch_rows` and `error`, and counted in `rows_failed`. Delivery
+//!   is at-least-once: an INSERT that timed out may still have committed, and its retry
+//!   then stores the rows twice (18.16 has no `insert_deduplication_token`).
 //! - **Health**: a transient failure marks the sink down (reason, since when). A
 //!   background task pings ClickHouse every second until it answers, then marks it
 //!   healthy and wakes sleeping retries; a successful INSERT also marks it healthy.
@@ -32,6 +34,10 @@
 //! - **Heartbeat**: the flush loop stamps [`BatcherHandle::heartbeat`] on every
 //!   iteration and wakes at least every 500 ms, so a fresh heartbeat proves the loop is
 //!   not stuck even when idle.
+//! - **Stats**: `inserts` counts successful INSERT statements and `rows_inserted` their
+//!   rows; `insert_failures` counts failed attempts (every retry); `rows_failed` counts
+//!   rows whose receipts failed; `queue_rows` is rows submitted and not yet resolved;
+//!   `last_flush_unix_ms` is the wall-clock time of the last successful INSERT.
 //! - **Shutdown**: on `shutdown` cancellation or [`close`](BatcherHandle::close), new
 //!   batches are refused, everything queued is flushed at once (with the usual retries
 //!   and budget), every receipt is resolved, and the loop ends. All tasks are spawned
@@ -107,6 +113,8 @@ impl Batcher {
             recovered: Notify::new(),
             heartbeat_base: Instant::now(),
             heartbeat_ns: AtomicU64::new(0),
+            #[cfg(feature = "test-hooks")]
+            stall_ms: AtomicU64::new(0),
         });
         let prober_stop = CancellationToken::new();
         tracker.spawn(probe(
@@ -220,6 +228,14 @@ impl BatcherHandle {
     }
 
     /// Stops taking batches; the loop flushes everything queued, then ends.
+    /// Test hook (feature `test-hooks`, never in release packages): the flush loop
+    /// hangs for `duration` at its next iteration, so its heartbeat goes stale.
+    #[cfg(feature = "test-hooks")]
+    pub fn stall_flusher(&self, duration: Duration) {
+        let ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+        self.shared.stall_ms.store(ms, Ordering::Relaxed);
+    }
+
     pub fn close(&self) {
         self.shared.closing.cancel();
     }
@@ -313,6 +329,9 @@ struct Shared {
     recovered: Notify,
     heartbeat_base: Instant,
     heartbeat_ns: AtomicU64,
+    /// Test hook: milliseconds the loop must hang at its next iteration.
+    #[cfg(feature = "test-hooks")]
+    stall_ms: AtomicU64,
 }
 
 impl Shared {
@@ -357,7 +376,10 @@ impl Shared {
                     since_unix_ms: unix_ms(),
                 });
                 drop(health);
-                tracing::warn!(error = %reason, "ClickHouse marked down; refusing new batches until it answers");
+                tracing::warn!(
+                    error = %reason,
+                    "ClickHouse marked down; refusing new batches until it answers"
+                );
                 self.went_down.notify_one();
             }
         }
@@ -413,6 +435,14 @@ impl<S: Sink> Flusher<S> {
         let mut closing = false;
         let mut queue_open = true;
         loop {
+            #[cfg(feature = "test-hooks")]
+            {
+                let stall = self.shared.stall_ms.swap(0, Ordering::Relaxed);
+                if stall > 0 {
+                    tracing::warn!(stall_ms = stall, "test hook: flush loop stalled on purpose");
+                    tokio::time::sleep(Duration::from_millis(stall)).await;
+                }
+            }
             self.shared.beat();
             let now = Instant::now();
             self.expire_while_down(now);

@@ -66,14 +66,16 @@ impl ClickHouseSink {
         let mut client = Client::default()
             .with_url(cfg.url.as_str())
             .with_compression(clickhouse::Compression::Lz4)
-            .with_validation(false)
-            .with_user(cfg.user.as_str());
+            .with_validation(false);
+        if !cfg.user.is_empty() {
+            client = client.with_user(cfg.user.as_str());
+        }
         if !cfg.password.is_empty() {
             client = client.with_password(cfg.password.as_str());
         }
         let mut sink = ClickHouseSink {
             client,
-            url: cfg.url.clone(),
+            url: redact_url(&cfg.url),
             table: schema::qualified_table(&cfg.database, &cfg.table),
             version: String::new(),
             layout: Layout::Legacy,
@@ -97,27 +99,22 @@ impl ClickHouseSink {
         };
         sink.version = version;
 
-        if cfg.create_table {
+        // Look before creating: a worker whose user may only INSERT must still start
+        // when the operator created the table beforehand.
+        let mut columns = sink.table_columns(cfg).await?;
+        if columns.is_empty() && cfg.create_table {
+            let table_ddl = schema::create_table_sql(&cfg.database, &cfg.table, features);
             for ddl in [
                 schema::create_database_sql(&cfg.database),
-                schema::create_table_sql(&cfg.database, &cfg.table, features),
+                table_ddl.clone(),
             ] {
                 sink.control(sink.client.query(&ddl).execute())
                     .await
                     .map_err(|e| sink.startup_error("creating the table", e))?;
             }
+            tracing::info!(table = %sink.table, ddl = %table_ddl, "created the ClickHouse table");
+            columns = sink.table_columns(cfg).await?;
         }
-
-        let columns: Vec<ColumnRow> = sink
-            .control(
-                sink.client
-                    .query("SELECT name, type FROM system.columns WHERE database = ? AND table = ?")
-                    .bind(cfg.database.as_str())
-                    .bind(cfg.table.as_str())
-                    .fetch_all(),
-            )
-            .await
-            .map_err(|e| sink.startup_error("reading the table's columns", e))?;
         if columns.is_empty() {
             return Err(SinkError::Rejected {
                 reason: format!(
@@ -179,6 +176,18 @@ impl ClickHouseSink {
     /// The table written to, quoted: `` `db`.`table` ``.
     pub fn table(&self) -> &str {
         &self.table
+    }
+
+    async fn table_columns(&self, cfg: &ClickHouseConfig) -> Result<Vec<ColumnRow>, SinkError> {
+        self.control(
+            self.client
+                .query("SELECT name, type FROM system.columns WHERE database = ? AND table = ?")
+                .bind(cfg.database.as_str())
+                .bind(cfg.table.as_str())
+                .fetch_all(),
+        )
+        .await
+        .map_err(|e| self.startup_error("reading the table's columns", e))
     }
 
     async fn insert_as<R>(&self, rows: &[Record]) -> Result<(), clickhouse::error::Error>
@@ -265,6 +274,21 @@ impl Sink for ClickHouseSink {
     }
 }
 
+/// The URL without credentials (`http://user:secret@host` → `http://***@host`), for
+/// messages and logs.
+fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let authority_end = url[scheme_end..]
+        .find('/')
+        .map_or(url.len(), |i| scheme_end + i);
+    match url[scheme_end..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..scheme_end], &url[scheme_end + at..]),
+        None => url.to_string(),
+    }
+}
+
 /// An error's text with its source chain (hyper's "client error (Connect)" alone says
 /// little; the cause says "Connection refused"), and without 18.16's
 /// `, e.what() = DB::Exception` noise.
@@ -314,6 +338,16 @@ impl EncodeRow for DateTime64MapRow<'static> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_lose_their_credentials() {
+        assert_eq!(redact_url("http://127.0.0.1:8123"), "http://127.0.0.1:8123");
+        assert_eq!(
+            redact_url("http://u:p@ch:8123/x@y"),
+            "http://***@ch:8123/x@y"
+        );
+        assert_eq!(redact_url("ch:8123"), "ch:8123");
+    }
 
     #[test]
     fn describe_strips_old_exception_noise() {
