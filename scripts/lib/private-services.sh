@@ -200,7 +200,7 @@ ch_stop() {
 #
 # worker_start BIN PORT LOG [ENV=VALUE...]: runs `BIN serve --listen 127.0.0.1:PORT`
 # against the private ClickHouse, in a session of its own, output to LOG (or to this
-# script's stderr, prefixed, when LOG is "-"). Waits for GET /health = 200. Sets
+# script's stderr, prefixed by a sed that ignores Ctrl-C, when LOG is "-"). Waits for GET /health = 200. Sets
 # WORKER_PID and WORKER_URL. Returns 2 if the port was taken (caller may retry).
 
 WORKER_PID='' WORKER_URL=''
@@ -210,10 +210,10 @@ worker_start() {
     shift 3
     WORKER_URL="http://127.0.0.1:$port"
     if [[ "$logfile" == - ]]; then
-        env CLICKHOUSE_URL="$CH_URL" "$@" setsid "$bin" serve --listen "127.0.0.1:$port" \
-            </dev/null 2> >(sed -u 's/^/[worker] /' >&2) >&2 &
+        env -u CLICKHOUSE_USER -u CLICKHOUSE_PASSWORD CLICKHOUSE_URL="$CH_URL" "$@" setsid "$bin" serve --listen "127.0.0.1:$port" \
+            </dev/null 2> >(trap '' INT && exec sed -u 's/^/[worker] /' >&2) >&2 &
     else
-        env CLICKHOUSE_URL="$CH_URL" "$@" setsid "$bin" serve --listen "127.0.0.1:$port" \
+        env -u CLICKHOUSE_USER -u CLICKHOUSE_PASSWORD CLICKHOUSE_URL="$CH_URL" "$@" setsid "$bin" serve --listen "127.0.0.1:$port" \
             </dev/null >"$logfile" 2>&1 &
     fi
     WORKER_PID=$!
@@ -228,7 +228,10 @@ worker_start() {
             fi
             die "zero-logs worker exited during start-up (exit status $rc)"
         fi
-        if [[ "$(http_status "$WORKER_URL/health")" == 200 ]]; then
+        # Still alive after answering: the answer came from this worker, not from
+        # another process that holds the port this one failed to bind.
+        if [[ "$(http_status "$WORKER_URL/health")" == 200 ]] && sleep 0.2 &&
+            kill -0 "$WORKER_PID" 2>/dev/null; then
             log "zero-logs worker up: $WORKER_URL (pid $WORKER_PID)"
             return 0
         fi
@@ -236,7 +239,7 @@ worker_start() {
     done
     stop_pid "$WORKER_PID" "zero-logs worker" 10
     WORKER_PID=''
-    [[ "$logfile" != - ]] && tail -n 30 "$logfile" >&2
+    if [[ "$logfile" != - ]]; then tail -n 30 "$logfile" >&2; fi
     die "zero-logs worker did not report healthy (GET $WORKER_URL/health) within 60 s"
 }
 
