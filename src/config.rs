@@ -44,6 +44,9 @@ pub struct SupervisionConfig {
 pub struct ListenConfig {
     /// Addresses bound when systemd passed no sockets.
     pub addrs: Vec<SocketAddr>,
+    /// Keep-alive connections are closed gracefully at this age, so clients
+    /// reconnect and spread over the instances again.
+    pub connection_max_age: Duration,
 }
 
 /// Limits applied to requests and records.
@@ -169,6 +172,11 @@ pub struct ServeFlags {
     /// [env: LISTEN_ADDRS, comma-separated] [default: 127.0.0.1:3000]
     #[arg(long = "listen", value_name = "ADDR")]
     pub listen: Vec<String>,
+    /// Close keep-alive connections gracefully at this age (ms), so long-lived
+    /// clients spread over instances again after restarts and scaling.
+    /// [env: CONNECTION_MAX_AGE] [default: 120000]
+    #[arg(long, value_name = "MS")]
+    pub connection_max_age: Option<String>,
     /// Per-instance admin unix socket serving /health, /stats, /metrics.
     /// [env: ADMIN_SOCKET] [default: none]
     #[arg(long, value_name = "PATH")]
@@ -326,6 +334,13 @@ impl Config {
 
         let listen = ListenConfig {
             addrs: listen_addrs(flags, env)?,
+            connection_max_age: r.parse(
+                &flags.connection_max_age,
+                "connection-max-age",
+                "CONNECTION_MAX_AGE",
+                Duration::from_secs(120),
+                millis,
+            )?,
         };
         let limits = RecordLimits {
             max_records: r.parse(

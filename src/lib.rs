@@ -4,6 +4,8 @@
 //!
 //! - [`config`]: the one typed `Config`, from flags and environment.
 //! - [`listen`]: systemd's inherited sockets, or bound addresses.
+//! - [`serve`]: accept loops, HTTP/1.1 + h2c per connection, balancing across
+//!   instances, connection max age, graceful close.
 //! - [`ingest`]: one router for HTTP/1.1, h2c and gRPC; body caps, decompression,
 //!   admission, refusals mapped to both wires.
 //! - [`validate`]: pure decoding and validation of request bodies.
@@ -25,6 +27,7 @@ pub mod listen;
 pub mod notify;
 pub mod proto;
 pub mod record;
+pub mod serve;
 pub mod sink;
 pub mod stats;
 pub mod telemetry;

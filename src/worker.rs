@@ -10,9 +10,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use clap::{Parser, Subcommand};
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -22,6 +20,7 @@ use crate::config::{Config, ProcessEnv, ServeFlags};
 use crate::ingest::{self, Ingest};
 use crate::listen;
 use crate::notify;
+use crate::serve::{ServeOptions, Server};
 use crate::sink::{Batcher, ClickHouseSink, SinkError};
 use crate::stats::Stats;
 use crate::telemetry;
@@ -114,7 +113,7 @@ fn serve(cfg: Config) -> Result<(), WorkerError> {
             .filter_map(|l| l.local_addr().ok())
             .collect();
         tracing::info!(?addrs, ?origin, worker_id = %cfg.admin.worker_id, "listening");
-        run(cfg, listeners, shutdown).await
+        run(cfg, listeners, origin, shutdown).await
     })
 }
 
@@ -140,6 +139,7 @@ async fn watch_signals(shutdown: CancellationToken) {
 pub async fn run(
     cfg: Config,
     listeners: Vec<std::net::TcpListener>,
+    origin: listen::Origin,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
     let started = Instant::now();
@@ -176,19 +176,20 @@ pub async fn run(
     #[cfg(feature = "test-hooks")]
     let router = router.merge(crate::test_hooks::routes(batcher.clone()));
 
-    let mut servers = JoinSet::new();
-    for listener in listeners {
-        let listener = tokio::net::TcpListener::from_std(listener).map_err(|source| {
-            WorkerError::Listen(listen::ListenError::Adopt { index: 0, source })
-        })?;
-        let listener = listener.tap_io(|tcp| {
-            // Small responses (202) must not wait for Nagle.
-            let _ = tcp.set_nodelay(true);
-        });
-        let server = axum::serve(listener, router.clone())
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        servers.spawn(async move { server.await });
-    }
+    let listeners = listeners
+        .into_iter()
+        .map(tokio::net::TcpListener::from_std)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| WorkerError::Listen(listen::ListenError::Adopt { index: 0, source }))?;
+    let server = Server::start(
+        listeners,
+        router,
+        ServeOptions {
+            balance: origin == listen::Origin::Systemd,
+            max_age: cfg.listen.connection_max_age,
+        },
+        shutdown.clone(),
+    );
     // The admin socket stays up through the drain so the control tool sees it.
     if let Some(path) = &cfg.admin.socket {
         let unix = admin::bind_socket(path).map_err(|source| WorkerError::AdminSocket {
@@ -232,7 +233,7 @@ pub async fn run(
     }
     let deadline = cfg.shutdown_timeout;
     let drained = tokio::time::timeout(deadline, async {
-        while servers.join_next().await.is_some() {}
+        server.wait().await;
         batcher.close();
         hard_stop.cancel();
         tracker.close();

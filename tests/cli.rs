@@ -49,6 +49,7 @@ fn help_documents_every_setting() {
         "WORKER_POOL_MIN_WORKERS",
         "WORKER_POOL_MAX_WORKERS",
         "GRACEFUL_SHUTDOWN_TIMEOUT",
+        "WORKER_MEMORY_LIMIT",
     ] {
         assert!(help.contains(var), "--help does not mention {var}:\n{help}");
     }
