@@ -1,0 +1,261 @@
+use super::*;
+use crate::record::Level;
+
+fn v(text: &str) -> ServerVersion {
+    ServerVersion::parse(text).unwrap_or_else(|| panic!("cannot parse {text:?}"))
+}
+
+#[test]
+fn parses_versions_as_servers_report_them() {
+    assert_eq!(v("18.16.1"), ServerVersion::new(18, 16, 1));
+    assert_eq!(v("19.17.4.11"), ServerVersion::new(19, 17, 4));
+    assert_eq!(v("20.3.21.2"), ServerVersion::new(20, 3, 21));
+    assert_eq!(v("23.8.2.7"), ServerVersion::new(23, 8, 2));
+    assert_eq!(v("24.3.1.2672"), ServerVersion::new(24, 3, 1));
+    assert_eq!(v(" 21.8.15.7-lts\n"), ServerVersion::new(21, 8, 15));
+    assert_eq!(v("22.1"), ServerVersion::new(22, 1, 0));
+    assert_eq!(ServerVersion::parse(""), None);
+    assert_eq!(ServerVersion::parse("abc"), None);
+    assert_eq!(ServerVersion::parse("18"), None);
+    assert!(v("19.17.4") < v("20.1.2.4"));
+    assert!(v("9.9") < v("18.16.1"));
+}
+
+#[test]
+fn features_follow_the_version() {
+    let f = Features::of(v("18.16.1"));
+    assert_eq!(f, Features::oldest());
+    assert_eq!(f.layout(), Layout::Legacy);
+
+    let f = Features::of(v("19.17.4.11"));
+    assert!(f.low_cardinality && !f.datetime64 && !f.map);
+    assert_eq!(f.layout(), Layout::Legacy);
+
+    let f = Features::of(v("20.3.21.2"));
+    assert!(f.low_cardinality && f.datetime64 && !f.map);
+    assert_eq!(f.layout(), Layout::DateTime64Nested);
+
+    let f = Features::of(v("21.8.15.7"));
+    assert_eq!(f.layout(), Layout::DateTime64Nested);
+
+    for modern in ["22.1.3.7", "23.8.2.7", "24.3.1.2672", "24.12.1"] {
+        let f = Features::of(v(modern));
+        assert!(f.low_cardinality && f.datetime64 && f.map, "{modern}");
+        assert_eq!(f.layout(), Layout::DateTime64Map, "{modern}");
+    }
+}
+
+#[test]
+fn legacy_ddl_uses_only_types_18_16_knows() {
+    let sql = create_table_sql("logs", "logs", Features::of(v("18.16.1")));
+    assert!(
+        sql.starts_with("CREATE TABLE IF NOT EXISTS `logs`.`logs` ("),
+        "{sql}"
+    );
+    assert!(sql.contains("timestamp DateTime('UTC'),"), "{sql}");
+    assert!(sql.contains("timestamp_ns UInt64,"), "{sql}");
+    assert!(sql.contains("level String,"), "{sql}");
+    assert!(
+        sql.contains("attributes Nested(key String, value String)\n)"),
+        "{sql}"
+    );
+    for modern in ["DateTime64", "LowCardinality", "Map("] {
+        assert!(!sql.contains(modern), "{modern} in {sql}");
+    }
+    assert!(sql.ends_with("ORDER BY (service, timestamp)"), "{sql}");
+}
+
+#[test]
+fn ddl_for_19_17_adds_low_cardinality_only() {
+    let sql = create_table_sql("db", "t", Features::of(v("19.17.4.11")));
+    assert!(sql.contains("level LowCardinality(String),"), "{sql}");
+    assert!(sql.contains("service LowCardinality(String),"), "{sql}");
+    assert!(sql.contains("timestamp_ns UInt64"), "{sql}");
+    assert!(!sql.contains("DateTime64"), "{sql}");
+}
+
+#[test]
+fn ddl_for_20_3_uses_datetime64_and_nested() {
+    let sql = create_table_sql("db", "t", Features::of(v("20.3.21.2")));
+    assert!(sql.contains("timestamp DateTime64(9, 'UTC'),"), "{sql}");
+    assert!(!sql.contains("timestamp_ns"), "{sql}");
+    assert!(
+        sql.contains("attributes Nested(key String, value String)"),
+        "{sql}"
+    );
+}
+
+#[test]
+fn modern_ddl_uses_map() {
+    for version in ["23.8.2.7", "24.3.1.2672"] {
+        let sql = create_table_sql("db", "t", Features::of(v(version)));
+        assert!(sql.contains("timestamp DateTime64(9, 'UTC'),"), "{sql}");
+        assert!(sql.contains("level LowCardinality(String),"), "{sql}");
+        assert!(sql.contains("attributes Map(String, String)\n)"), "{sql}");
+        assert!(sql.contains("PARTITION BY toDate(timestamp)"), "{sql}");
+    }
+}
+
+#[test]
+fn identifiers_are_quoted() {
+    assert_eq!(quote_identifier("logs"), "`logs`");
+    assert_eq!(quote_identifier("a`b\\c"), "`a\\`b\\\\c`");
+    assert_eq!(
+        create_database_sql("x y"),
+        "CREATE DATABASE IF NOT EXISTS `x y`"
+    );
+}
+
+fn cols(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(n, t)| (n.to_string(), t.to_string()))
+        .collect()
+}
+
+const LEGACY: &[(&str, &str)] = &[
+    ("timestamp", "DateTime('UTC')"),
+    ("timestamp_ns", "UInt64"),
+    ("level", "String"),
+    ("service", "LowCardinality(String)"),
+    ("message", "String"),
+    ("trace_id", "String"),
+    ("span_id", "String"),
+    ("attributes.key", "Array(String)"),
+    ("attributes.value", "Array(LowCardinality(String))"),
+];
+
+#[test]
+fn detects_each_layout() {
+    assert_eq!(detect_layout(&cols(LEGACY)), Ok(Layout::Legacy));
+
+    let mut nested = cols(LEGACY);
+    nested.retain(|(n, _)| n != "timestamp_ns");
+    nested[0].1 = "DateTime64(9, 'UTC')".into();
+    assert_eq!(detect_layout(&nested), Ok(Layout::DateTime64Nested));
+
+    let mut map = nested.clone();
+    map.retain(|(n, _)| !n.starts_with("attributes"));
+    map.push((
+        "attributes".into(),
+        "Map(LowCardinality(String), String)".into(),
+    ));
+    map.push(("extra".into(), "UInt8".into()));
+    assert_eq!(detect_layout(&map), Ok(Layout::DateTime64Map));
+}
+
+#[test]
+fn every_created_table_is_detected_as_its_layout() {
+    // The DDL and the table check must agree, or start-up would refuse its own table.
+    let parse_columns = |sql: &str| -> Vec<(String, String)> {
+        let body = &sql[sql.find('(').unwrap() + 1..sql.rfind("\n)").unwrap()];
+        let mut out = Vec::new();
+        for line in body.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let line = line.trim_end_matches(',');
+            let (name, ty) = line.split_once(' ').unwrap();
+            if ty.starts_with("Nested(") {
+                out.push((format!("{name}.key"), "Array(String)".to_string()));
+                out.push((format!("{name}.value"), "Array(String)".to_string()));
+            } else {
+                out.push((name.to_string(), ty.to_string()));
+            }
+        }
+        out
+    };
+    for version in [
+        "18.16.1", "19.17.4", "20.3.21", "21.8.15", "23.8.2", "24.3.1",
+    ] {
+        let features = Features::of(v(version));
+        let sql = create_table_sql("db", "t", features);
+        let columns = parse_columns(&sql);
+        assert_eq!(detect_layout(&columns), Ok(features.layout()), "{version}");
+        let names: Vec<&str> = columns.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, features.layout().column_names(), "{version}");
+    }
+}
+
+#[test]
+fn mismatched_tables_are_explained() {
+    let mut bad = cols(LEGACY);
+    bad[2].1 = "UInt8".into(); // level
+    bad.retain(|(n, _)| n != "span_id");
+    let err = detect_layout(&bad).unwrap_err();
+    assert!(
+        err.contains("column `level` is UInt8, expected String"),
+        "{err}"
+    );
+    assert!(err.contains("column `span_id` is missing"), "{err}");
+
+    let mut no_ns = cols(LEGACY);
+    no_ns.retain(|(n, _)| n != "timestamp_ns");
+    let err = detect_layout(&no_ns).unwrap_err();
+    assert!(err.contains("`timestamp_ns` is missing"), "{err}");
+
+    let mut nullable = cols(LEGACY);
+    nullable[4].1 = "Nullable(String)".into();
+    assert!(detect_layout(&nullable).unwrap_err().contains("`message`"));
+
+    let mut ms = cols(LEGACY);
+    ms[0].1 = "DateTime64(3)".into();
+    assert!(detect_layout(&ms)
+        .unwrap_err()
+        .contains("`timestamp` is DateTime64(3)"));
+
+    assert!(detect_layout(&[])
+        .unwrap_err()
+        .contains("`timestamp` is missing"));
+}
+
+fn record() -> Record {
+    Record {
+        timestamp_ns: 1_700_000_000_123_456_789,
+        level: Level::Warn,
+        service: "api".into(),
+        message: "héllo".into(),
+        trace_id: String::new(),
+        span_id: "00f067aa0ba902b7".into(),
+        attributes: vec![("b".into(), "2".into()), ("a".into(), "1".into())],
+    }
+}
+
+#[test]
+fn legacy_row_keeps_nanoseconds_and_clamps_to_datetime_range() {
+    let r = record();
+    let row = LegacyRow::new(&r);
+    assert_eq!(row.timestamp, 1_700_000_000);
+    assert_eq!(row.timestamp_ns, 1_700_000_000_123_456_789);
+    assert_eq!(row.level, "warn");
+
+    let mut early = record();
+    early.timestamp_ns = -5;
+    let row = LegacyRow::new(&early);
+    assert_eq!((row.timestamp, row.timestamp_ns), (0, 0));
+
+    let mut late = record();
+    late.timestamp_ns = i64::MAX;
+    assert_eq!(LegacyRow::new(&late).timestamp, u32::MAX);
+}
+
+#[test]
+fn rows_serialize_to_row_binary_in_column_order() {
+    // serde_json drives the same Serialize impls: the attribute helpers must keep the
+    // client's order and pair keys with values.
+    let r = record();
+    let json = serde_json::to_value(DateTime64MapRow::new(&r)).unwrap();
+    assert_eq!(json["attributes"], serde_json::json!({"b": "2", "a": "1"}));
+    let json = serde_json::to_value(LegacyRow::new(&r)).unwrap();
+    assert_eq!(json["attributes.key"], serde_json::json!(["b", "a"]));
+    assert_eq!(json["attributes.value"], serde_json::json!(["2", "1"]));
+    // serde_json may or may not keep insertion order (feature `preserve_order`), so
+    // compare as sets; the order itself is checked against ClickHouse in
+    // tests/sink_clickhouse.rs.
+    let mut keys: Vec<&str> = json
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    let mut expected = Layout::Legacy.column_names().to_vec();
+    expected.sort_unstable();
+    assert_eq!(keys, expected);
+}
