@@ -125,3 +125,40 @@ async fn adopts_every_socket_passed_by_systemd() {
     assert!(status.success(), "{status:?}");
     assert_eq!(count_rows(&ch, &db), 2);
 }
+
+/// The shipped env file lists every setting of `serve --help`, commented with its default.
+#[test]
+fn shipped_env_file_lists_every_setting() {
+    let out = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    let env_file = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/zero-logs.env"
+    ))
+    .unwrap();
+    let vars: Vec<&str> = help
+        .split("[env: ")
+        .skip(1)
+        .filter_map(|rest| {
+            rest.split(|c: char| !(c.is_ascii_uppercase() || c == '_'))
+                .next()
+        })
+        .chain(["CLICKHOUSE_PASSWORD"])
+        .collect();
+    assert!(vars.len() > 25, "{vars:?}");
+    let missing: Vec<&&str> = vars
+        .iter()
+        .filter(|v| {
+            !env_file
+                .lines()
+                .any(|l| l.starts_with(&format!("#{v}=")) || l.starts_with(&format!("{v}=")))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "systemd/zero-logs.env lacks {missing:?}"
+    );
+}
