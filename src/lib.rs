@@ -11,6 +11,8 @@
 //! - [`validate`]: pure decoding and validation of request bodies.
 //! - [`record`]: `Record`, `Level`, `Batch` — the validated row type.
 //! - [`sink`]: batching and the ClickHouse inserter (DDL by server version).
+//! - [`spool`]: durable per-instance spool: group-committed appends, replay,
+//!   quarantine of corrupt frames, adoption of orphaned spools (not yet wired in).
 //! - [`admin`]: `/health`, `/stats`, `/metrics`, also on a per-instance unix socket.
 //! - [`stats`]: live counters.
 //! - [`notify`]: `sd_notify` messages to systemd.
@@ -29,6 +31,7 @@ pub mod proto;
 pub mod record;
 pub mod serve;
 pub mod sink;
+pub mod spool;
 pub mod stats;
 pub mod telemetry;
 #[cfg(feature = "test-hooks")]
