@@ -20,10 +20,12 @@
 //! - [`watchdog`]: `WATCHDOG=1` from runtime and flusher heartbeats, `STATUS=`,
 //!   graceful restart above `WORKER_MEMORY_LIMIT`.
 //! - [`worker`]: builds it all from `Config`, serves, drains on SIGTERM.
+//! - [`ctl`]: `zero-logs-ctl` — status, stats, health, scale, rolling restart via systemd's D-Bus API.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod config;
+pub mod ctl;
 pub mod ingest;
 pub mod listen;
 pub mod notify;
