@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! test process ── keeper thread ── setpriv --pdeathsig TERM
-//!                                   └ timeout -k 15 <lifetime> unshare --mount --pid --fork --kill-child
+//!                                   └ timeout -k 15 <lifetime> unshare --mount --pid --fork --kill-child --mount-proc
 //!                                      └ sh launch.sh  (PID 1 of a new PID namespace, private mount namespace)
 //!                                         1. moves itself into its own cgroup  <own cgroup>/zl-systest-<pid>-<n>
 //!                                         2. tmpfs on <work>/base; overlay lowerdir=/ upper/work in the tmpfs
@@ -28,6 +28,13 @@
 //!   namespace, its death makes the kernel kill everything inside, the container
 //!   included; `unshare --kill-child` ties that to the `unshare` process, which
 //!   `timeout --kill-after` kills when the lifetime runs out.
+//! - **A `/proc` of that PID namespace (`--mount-proc`).** nspawn looks its
+//!   children up in `/proc` by the PIDs it sees; with the host's `/proc` it read
+//!   `/proc/<host PID with the same number>`, and the boot failed with "Failed to
+//!   get container cgroup path: No such process" whenever that host PID did not
+//!   exist — which depended only on how many processes the launch script had
+//!   forked (observed: installing one more binary broke every boot of a test;
+//!   one more `sleep` mended it).
 //! - **`setpriv --pdeathsig TERM`** on `timeout`, spawned from a keeper thread that
 //!   lives exactly as long as the container: if the test process dies without running
 //!   `Drop` (killed, aborted), `timeout` gets SIGTERM and forwards it to its process
@@ -174,11 +181,12 @@ impl Default for BootOptions {
 
 impl BootOptions {
     /// The repository's units, the freshly built binaries (`zero-logs`, and
-    /// `zero-logs-ctl` once that binary exists), an empty env file, a free port.
+    /// `zero-logs-ctl` once that binary exists; see [`build_binary`]), an empty
+    /// env file, a free port.
     pub fn new() -> BootOptions {
-        let mut binaries = vec![PathBuf::from(env!("CARGO_BIN_EXE_zero-logs"))];
+        let mut binaries = vec![build_binary(env!("CARGO_BIN_EXE_zero-logs"))];
         if let Some(ctl) = option_env!("CARGO_BIN_EXE_zero-logs-ctl") {
-            binaries.push(PathBuf::from(ctl));
+            binaries.push(build_binary(ctl));
         }
         BootOptions {
             units: UnitFiles::Repo,
@@ -252,6 +260,45 @@ impl BootOptions {
         self.lifetime = lifetime;
         self
     }
+}
+
+/// This test process's own copy of a binary cargo built for it, taken the first
+/// time it is asked for and used by every container of the process.
+///
+/// `CARGO_BIN_EXE_*` names the shared `target/debug/<bin>`, which any other cargo
+/// command on the same target directory rewrites — with *its* features: a plain
+/// `cargo build` drops the dev-dependency features (`test-hooks`), so a container
+/// booted after it would run a worker without the `/debug/…` hooks (observed
+/// while another session built concurrently). A hard link keeps the inode cargo
+/// built for this run (cargo and the linker replace the file, they do not write
+/// into it); a copy when linking fails. Kept in `<tmp>/zl-systest-<pid>-bin/`,
+/// which the next run's orphan sweep removes.
+pub fn build_binary(path: &str) -> PathBuf {
+    static SNAPSHOTS: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut snapshots = lock(&SNAPSHOTS);
+    if let Some(done) = snapshots.get(path) {
+        return done.clone();
+    }
+    let src = PathBuf::from(path);
+    let dir = std::env::temp_dir().join(format!("zl-systest-{}-bin", std::process::id()));
+    let dest = dir.join(src.file_name().unwrap_or_default());
+    let made = fs::create_dir_all(&dir).and_then(|()| {
+        let _ = fs::remove_file(&dest);
+        fs::hard_link(&src, &dest).or_else(|_| fs::copy(&src, &dest).map(|_| ()))
+    });
+    let chosen = match made {
+        Ok(()) => dest,
+        Err(e) => {
+            eprintln!(
+                "[system] cannot snapshot {} into {} ({e}); using it in place",
+                src.display(),
+                dir.display()
+            );
+            src
+        }
+    };
+    snapshots.insert(path.to_string(), chosen.clone());
+    chosen
 }
 
 /// State of one `zero-logs@<instance>.service`, from `systemctl show`.
@@ -407,6 +454,19 @@ impl Nsenter {
     }
 }
 
+/// How [`SystemdContainer::debug_post`] reached the instance.
+#[derive(Debug, Clone)]
+pub struct DebugPost {
+    /// "admin socket", or the shared port on a pinned connection.
+    pub via: String,
+    /// What the admin socket answered first (the final status when `via` is it).
+    pub admin_socket_status: u16,
+    pub status: u16,
+    /// Response header lines (through the shared port only).
+    pub headers: Vec<String>,
+    pub body: String,
+}
+
 /// `$ args` + exit status + stdout + stderr, for assertion messages.
 pub fn describe(args: &[&str], out: &Output) -> String {
     format!(
@@ -483,6 +543,7 @@ impl SystemdContainer {
                 "--pid",
                 "--fork",
                 "--kill-child",
+                "--mount-proc",
                 "--propagation",
                 "private",
                 "sh",
@@ -492,6 +553,11 @@ impl SystemdContainer {
             .env("PATH", PATH_INSIDE)
             .env("LANG", "C.UTF-8")
             .env("TERM", "dumb")
+            .envs(
+                // nspawn's own debug log into the console log, for boot failures.
+                std::env::var_os("ZERO_LOGS_SYSTEM_TESTS_NSPAWN_DEBUG")
+                    .map(|_| ("SYSTEMD_LOG_LEVEL", "debug")),
+            )
             .stdin(Stdio::null())
             .stdout(
                 log_file
@@ -754,6 +820,19 @@ impl SystemdContainer {
             .collect()
     }
 
+    /// `journalctl --no-pager -o json ARGS…` (after `journalctl --sync`), parsed,
+    /// oldest first: e.g. `&["-u", "zero-logs@*", "WORKER_ID=2"]`.
+    pub fn journal_query(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        let _ = self.exec(&["journalctl", "--sync"]);
+        let mut full = vec!["journalctl", "--no-pager", "-o", "json"];
+        full.extend_from_slice(args);
+        let out = self.exec_ok(&full);
+        out.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("journal line {l:?}: {e}")))
+            .collect()
+    }
+
     /// Every loaded `zero-logs@*.service`, by instance name.
     pub fn instances(&self) -> BTreeMap<String, InstanceState> {
         let list = self.systemctl_ok(&[
@@ -889,6 +968,23 @@ impl SystemdContainer {
     /// `GET <path>` on an instance's admin socket (curl inside the container);
     /// returns (HTTP status, body).
     pub fn admin_get(&self, instance: &str, path: &str) -> Result<(u16, String), String> {
+        self.admin_request(instance, "GET", path)
+    }
+
+    /// `POST <path>` (empty body) on an instance's admin socket; (status, body).
+    pub fn admin_post(&self, instance: &str, path: &str) -> Result<(u16, String), String> {
+        self.admin_request(instance, "POST", path)
+    }
+
+    /// `method <path>` on an instance's admin socket (curl inside the container);
+    /// returns (HTTP status, body). `Err` when the instance has no admin socket or
+    /// curl fails (connection refused, timeout).
+    pub fn admin_request(
+        &self,
+        instance: &str,
+        method: &str,
+        path: &str,
+    ) -> Result<(u16, String), String> {
         let socket = self
             .admin_socket(instance)
             .ok_or_else(|| format!("instance {instance} has no admin socket (not running?)"))?;
@@ -899,6 +995,8 @@ impl SystemdContainer {
                 "-sS",
                 "--max-time",
                 "5",
+                "-X",
+                method,
                 "--unix-socket",
                 &socket,
                 "-w",
@@ -908,7 +1006,10 @@ impl SystemdContainer {
             Duration::from_secs(10),
         );
         if !out.status.success() {
-            return Err(describe(&["curl", "--unix-socket", &socket, &url], &out));
+            return Err(describe(
+                &["curl", "-X", method, "--unix-socket", &socket, &url],
+                &out,
+            ));
         }
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
@@ -917,6 +1018,35 @@ impl SystemdContainer {
             .parse()
             .map_err(|_| format!("curl printed no status: {text:?}"))?;
         Ok((code, body.to_string()))
+    }
+
+    /// `POST <path>` to one instance's test hook (`/debug/…`): on its admin socket
+    /// when that serves the path; otherwise (404/405 there) through the shared
+    /// port on a connection [`Pinned`](super::Pinned) to that instance. Returns
+    /// which way it went, the HTTP status and the body.
+    pub fn debug_post(&self, instance: &str, path: &str) -> Result<DebugPost, String> {
+        let (status, body) = self.admin_post(instance, path)?;
+        if status != 404 && status != 405 {
+            return Ok(DebugPost {
+                via: "admin socket".into(),
+                admin_socket_status: status,
+                status,
+                headers: Vec::new(),
+                body,
+            });
+        }
+        let mut pinned = super::Pinned::to_instance(self.port, instance, 200)?;
+        let answer = pinned.request("POST", path, None)?;
+        Ok(DebugPost {
+            via: format!(
+                "shared port, connection pinned to instance {instance} (after {} connections)",
+                pinned.attempts
+            ),
+            admin_socket_status: status,
+            status: answer.status,
+            headers: answer.headers,
+            body: answer.body,
+        })
     }
 
     /// `/stats` of one instance, over its admin socket.

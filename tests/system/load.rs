@@ -31,6 +31,8 @@ use hyper_util::rt::TokioExecutor;
 pub const MAX_DURATION: Duration = Duration::from_secs(300);
 /// Most clients allowed.
 pub const MAX_CLIENTS: usize = 256;
+/// Width of one [`LoadReport::timeline`] bucket.
+pub const TIMELINE_BUCKET: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone)]
 pub struct LoadSpec {
@@ -74,12 +76,16 @@ pub struct LoadReport {
     pub statuses: BTreeMap<u16, u64>,
     /// Transport failures by kind (`connect`, `timeout`, `closed`, `other`).
     pub errors: BTreeMap<String, u64>,
-    /// Up to 10 examples of failures, for messages.
+    /// Up to 10 examples of failures (`+<ms since the load started, when the
+    /// request was sent> <what>`), for messages.
     pub samples: Vec<String>,
     pub elapsed: Duration,
     pub latency_p50: Duration,
     pub latency_p99: Duration,
     pub latency_max: Duration,
+    /// Acknowledged requests per [`TIMELINE_BUCKET`] since the start, by when
+    /// their answer came: shows pauses (restarts, stalls) in the throughput.
+    pub timeline: Vec<u64>,
 }
 
 impl LoadReport {
@@ -106,6 +112,16 @@ impl LoadReport {
         )
     }
 
+    /// The timeline as `+0.0s:12 +0.5s:30 …`.
+    pub fn timeline(&self) -> String {
+        self.timeline
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("+{:.1}s:{n}", (TIMELINE_BUCKET * i as u32).as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     pub fn assert_no_failures(&self) {
         assert_eq!(self.failed_requests, 0, "{}", self.summary());
         assert!(self.requests > 0, "no request was made: {}", self.summary());
@@ -122,6 +138,7 @@ struct Tally {
     errors: BTreeMap<String, u64>,
     samples: Vec<String>,
     latencies_us: Vec<u32>,
+    timeline: Vec<u64>,
 }
 
 /// A load in progress.
@@ -151,7 +168,9 @@ pub fn start(base_url: &str, spec: LoadSpec) -> RunningLoad {
             let spec = spec.clone();
             let stop = Arc::clone(&stop);
             let url = url.clone();
-            tokio::spawn(async move { client_loop(client, url, spec, stop, deadline).await })
+            tokio::spawn(
+                async move { client_loop(client, url, spec, stop, started, deadline).await },
+            )
         })
         .collect();
     RunningLoad {
@@ -167,6 +186,11 @@ pub async fn run(base_url: &str, spec: LoadSpec) -> LoadReport {
 }
 
 impl RunningLoad {
+    /// When the clients started (failure samples count from here).
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
     /// Asks every client to stop after its current request; returns the report.
     pub async fn stop(self) -> LoadReport {
         self.stop.store(true, Ordering::Relaxed);
@@ -195,6 +219,12 @@ impl RunningLoad {
                 }
             }
             latencies.extend(t.latencies_us);
+            if report.timeline.len() < t.timeline.len() {
+                report.timeline.resize(t.timeline.len(), 0);
+            }
+            for (i, n) in t.timeline.into_iter().enumerate() {
+                report.timeline[i] += n;
+            }
         }
         report.elapsed = self.started.elapsed();
         latencies.sort_unstable();
@@ -231,6 +261,7 @@ async fn client_loop(
     url: String,
     spec: LoadSpec,
     stop: Arc<AtomicBool>,
+    started: Instant,
     deadline: Instant,
 ) -> Tally {
     let http: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
@@ -290,11 +321,18 @@ async fn client_loop(
                 if status == 202 && accepted == Some(spec.records_per_request as u64) {
                     tally.acknowledged += 1;
                     tally.records += spec.records_per_request as u64;
+                    let bucket =
+                        (started.elapsed().as_millis() / TIMELINE_BUCKET.as_millis()) as usize;
+                    if tally.timeline.len() <= bucket {
+                        tally.timeline.resize(bucket + 1, 0);
+                    }
+                    tally.timeline[bucket] += 1;
                 } else {
                     tally.failed += 1;
                     if tally.samples.len() < 3 {
                         tally.samples.push(format!(
-                            "HTTP {status}: {}",
+                            "+{} ms HTTP {status}: {}",
+                            sent.duration_since(started).as_millis(),
                             String::from_utf8_lossy(&bytes)
                                 .chars()
                                 .take(200)
@@ -308,7 +346,8 @@ async fn client_loop(
                 *tally.errors.entry(kind.to_string()).or_default() += 1;
                 if tally.samples.len() < 3 {
                     tally.samples.push(format!(
-                        "{kind}: {}",
+                        "+{} ms {kind}: {}",
+                        sent.duration_since(started).as_millis(),
                         message.chars().take(300).collect::<String>()
                     ));
                 }

@@ -18,6 +18,8 @@
 //!   journal, per-instance admin sockets; torn down by `Drop`, pass or fail.
 //! - [`load`]: a bounded loopback load generator counting acknowledged records and
 //!   failed requests.
+//! - [`pinned`]: a keep-alive connection to the shared port known to be served by
+//!   one given instance (to reach that worker through the public port).
 //!
 //! Requirements (checked at boot, failing loudly with the fix `scripts/install-deps`,
 //! never skipping): root, `systemd-nspawn` (package `systemd-container`), `unshare`,
@@ -43,11 +45,14 @@
 
 pub mod container;
 pub mod load;
+pub mod pinned;
 
 #[allow(unused_imports)]
 pub use container::{BootOptions, ContainerError, InstanceState, SystemdContainer, UnitFiles};
 #[allow(unused_imports)]
 pub use load::{LoadReport, LoadSpec, RunningLoad};
+#[allow(unused_imports)]
+pub use pinned::Pinned;
 
 use std::time::{Duration, Instant};
 
