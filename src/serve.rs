@@ -12,14 +12,23 @@
 //! - **connection age**: a connection is closed gracefully (after its current
 //!   request) once older than `CONNECTION_MAX_AGE`, so long-lived clients
 //!   spread again after restarts and scaling.
-//! - **drain**: on shutdown the accept loops stop, each connection finishes
-//!   its in-flight request and closes, and [`Server::wait`] resolves when
-//!   the last one is gone.
+//! - **drain without dropped requests**: on shutdown (or at max age) a
+//!   connection is not cut at once — a keep-alive client may already have its
+//!   next request on the wire, and hyper's immediate graceful close drops
+//!   it. For [`DRAIN_LINGER`] the connection is still served and every
+//!   HTTP/1 response says `Connection: close`; then idle connections are
+//!   closed gracefully and in-flight requests finish. [`Server::wait`]
+//!   resolves when the last connection is gone.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::convert::Infallible;
+
+use axum::http::{header, HeaderValue, Request, Version};
+use hyper::body::Incoming;
+use hyper::service::Service as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
@@ -33,6 +42,8 @@ pub const MAX_ACCEPT_PAUSE: Duration = Duration::from_millis(2);
 const PAUSE_PER_CONNECTION: Duration = Duration::from_micros(20);
 /// A client must send its request headers within this time (slowloris guard).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a closing connection is still served (answers say `Connection: close`).
+pub const DRAIN_LINGER: Duration = Duration::from_millis(500);
 
 /// How connections are served.
 #[derive(Debug, Clone)]
@@ -106,6 +117,8 @@ impl AcceptLoop {
     async fn run(self) {
         loop {
             let accepted = tokio::select! {
+                // A stopped worker must not take one more connection from the shared socket.
+                biased;
                 () = self.stop.cancelled() => break,
                 accepted = self.listener.accept() => accepted,
             };
@@ -131,9 +144,10 @@ impl AcceptLoop {
     fn spawn_connection(&self, stream: TcpStream) {
         // Small responses (202) must not wait for Nagle.
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(self.router.clone());
+        // Cancelled by the worker's stop, or by this connection's age.
+        let close_soon = self.stop.child_token();
+        let service = closing_service(self.router.clone(), close_soon.clone());
         let builder = Arc::clone(&self.builder);
-        let stop = self.stop.clone();
         let max_age = self.options.max_age;
         let open = Arc::clone(&self.open);
         open.fetch_add(1, Ordering::Relaxed);
@@ -142,6 +156,7 @@ impl AcceptLoop {
             tokio::pin!(conn);
             let age = tokio::time::sleep(max_age);
             tokio::pin!(age);
+            let mut linger_until: Option<tokio::time::Instant> = None;
             let mut closing = false;
             loop {
                 tokio::select! {
@@ -151,11 +166,11 @@ impl AcceptLoop {
                         }
                         break;
                     }
-                    () = stop.cancelled(), if !closing => {
-                        closing = true;
-                        conn.as_mut().graceful_shutdown();
+                    () = &mut age, if !close_soon.is_cancelled() => close_soon.cancel(),
+                    () = close_soon.cancelled(), if linger_until.is_none() => {
+                        linger_until = Some(tokio::time::Instant::now() + DRAIN_LINGER);
                     }
-                    () = &mut age, if !closing => {
+                    () = sleep_until_opt(linger_until), if linger_until.is_some() && !closing => {
                         closing = true;
                         conn.as_mut().graceful_shutdown();
                     }
@@ -164,4 +179,41 @@ impl AcceptLoop {
             open.fetch_sub(1, Ordering::Relaxed);
         });
     }
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    if let Some(deadline) = deadline {
+        tokio::time::sleep_until(deadline).await;
+    }
+}
+
+/// The router as a hyper service that marks HTTP/1 answers `Connection: close`
+/// once `close_soon` is cancelled, so clients stop reusing the connection
+/// before it is closed. (HTTP/2 forbids the header; its graceful close is a GOAWAY.)
+fn closing_service(
+    router: axum::Router,
+    close_soon: CancellationToken,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = axum::response::Response,
+    Error = Infallible,
+    Future = impl std::future::Future<Output = Result<axum::response::Response, Infallible>>
+                 + Send
+                 + 'static,
+> + Clone {
+    let inner = TowerToHyperService::new(router);
+    hyper::service::service_fn(move |req: Request<Incoming>| {
+        let http1 = req.version() <= Version::HTTP_11;
+        let response = inner.call(req);
+        let close_soon = close_soon.clone();
+        async move {
+            let mut response = response.await?;
+            if http1 && close_soon.is_cancelled() {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok(response)
+        }
+    })
 }

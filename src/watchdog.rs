@@ -129,6 +129,7 @@ impl Supervisor {
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
             let _ = thread.join();
         }
     }
@@ -177,7 +178,8 @@ impl Loop {
                 self.report_status();
                 status_due = Instant::now() + self.cfg.check_interval;
             }
-            std::thread::sleep(period);
+            // Parked, not slept: `Supervisor::stop` unparks it so exit is not delayed.
+            std::thread::park_timeout(period);
         }
     }
 

@@ -1,8 +1,10 @@
 //! One worker process: build every component from the `Config`, serve, drain.
 //!
-//! Owns the shutdown order. `accepting` is cancelled on SIGTERM/SIGINT: the
-//! listeners stop accepting and hyper finishes in-flight requests (each of
-//! which waits for its rows to be acknowledged); then the batcher is closed
+//! Owns the shutdown order. The shutdown token is cancelled on SIGTERM/SIGINT
+//! (or by the supervisor at the memory limit): the accept loops stop, open
+//! connections are served a little longer with `Connection: close` and then
+//! closed once their in-flight requests (each waiting for its rows to be
+//! acknowledged) are answered — see [`crate::serve`]; then the batcher is closed
 //! and flushes what it holds; everything runs under one [`TaskTracker`] and
 //! the whole drain is bounded by `GRACEFUL_SHUTDOWN_TIMEOUT`.
 
@@ -158,12 +160,7 @@ pub async fn run(
         hard_stop.clone(),
     );
 
-    let ingest = Arc::new(Ingest::new(
-        &cfg.ingest,
-        batcher.clone(),
-        stats.clone(),
-        shutdown.clone(),
-    )?);
+    let ingest = Arc::new(Ingest::new(&cfg.ingest, batcher.clone(), stats.clone())?);
     let admin_state = Arc::new(AdminState {
         stats: stats.clone(),
         batcher: batcher.clone(),
@@ -197,6 +194,8 @@ pub async fn run(
             source,
         })?;
         let admin_router = admin::routes(admin_state.clone());
+        #[cfg(feature = "test-hooks")]
+        let admin_router = admin_router.merge(crate::test_hooks::routes(batcher.clone()));
         let stop = hard_stop.clone();
         tracker.spawn(async move {
             let _ = axum::serve(unix, admin_router)

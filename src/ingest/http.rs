@@ -47,7 +47,6 @@ async fn handle(
     body: Body,
     body_bytes: &mut usize,
 ) -> Result<usize, super::reject::Rejection> {
-    ingest.check_accepting()?;
     let format = body::format(headers)?;
     let encoding = body::encoding(headers)?;
     let max = ingest.max_body_bytes;

@@ -15,7 +15,6 @@ pub mod reject;
 use std::sync::Arc;
 
 use tokio::sync::{oneshot, Semaphore};
-use tokio_util::sync::CancellationToken;
 
 use crate::config::{IngestConfig, RecordLimits};
 use crate::record::Batch;
@@ -38,8 +37,6 @@ pub struct Ingest {
     max_inflight_bytes: usize,
     batcher: BatcherHandle,
     pub stats: Arc<Stats>,
-    /// Cancelled when the worker stops accepting: new requests get 503.
-    accepting: CancellationToken,
 }
 
 /// The validation pool could not be built.
@@ -56,7 +53,6 @@ impl Ingest {
         cfg: &IngestConfig,
         batcher: BatcherHandle,
         stats: Arc<Stats>,
-        accepting: CancellationToken,
     ) -> Result<Ingest, PoolError> {
         let validator = if cfg.pool_validation {
             // rayon keeps its threads for the life of the pool; idle ones sleep on a
@@ -81,16 +77,7 @@ impl Ingest {
             max_inflight_bytes: cfg.max_inflight_bytes,
             batcher,
             stats,
-            accepting,
         })
-    }
-
-    /// Refuses early when the worker is stopping.
-    pub fn check_accepting(&self) -> Result<(), Rejection> {
-        if self.accepting.is_cancelled() {
-            return Err(reject::shutting_down());
-        }
-        Ok(())
     }
 
     /// Admits `cost` bytes, validates with `decode`, submits and waits for the
@@ -99,7 +86,6 @@ impl Ingest {
     where
         F: FnOnce(&RecordLimits) -> Result<Batch, Rejection> + Send + 'static,
     {
-        self.check_accepting()?;
         let permits = u32::try_from(cost.clamp(1, self.max_inflight_bytes)).unwrap_or(u32::MAX);
         let _permit = self.inflight.try_acquire_many(permits).map_err(|_| {
             Rejection::new(
