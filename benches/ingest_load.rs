@@ -416,26 +416,7 @@ fn hex(rng: &mut StdRng, len: usize) -> String {
 
 /// RFC 3339 UTC with nanoseconds, from nanoseconds since the epoch.
 fn rfc3339(epoch_ns: u128) -> String {
-    let secs = (epoch_ns / 1_000_000_000) as i64;
-    let nanos = (epoch_ns % 1_000_000_000) as u32;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        rem / 3_600,
-        rem % 3_600 / 60,
-        rem % 60
-    )
+    zero_logs::validate::format_rfc3339(epoch_ns as i128, 9)
 }
 
 fn record(rng: &mut StdRng, now_ns: u128) -> Value {

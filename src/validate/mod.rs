@@ -24,6 +24,8 @@ mod fields;
 mod json;
 mod timestamp;
 
+pub use self::timestamp::format_rfc3339;
+
 #[cfg(test)]
 mod tests;
 

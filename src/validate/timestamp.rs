@@ -405,6 +405,23 @@ pub(super) fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
+/// RFC 3339 in UTC with exactly `frac_digits` (0–9) fractional digits, truncated:
+/// `format_rfc3339(0, 3)` is `1970-01-01T00:00:00.000Z`.
+pub fn format_rfc3339(epoch_ns: i128, frac_digits: u32) -> String {
+    let digits = frac_digits.min(9);
+    let secs = epoch_ns.div_euclid(i128::from(NANOS_PER_SEC));
+    let frac = epoch_ns.rem_euclid(i128::from(NANOS_PER_SEC)) / 10i128.pow(9 - digits);
+    let days = i64::try_from(secs.div_euclid(i128::from(SECS_PER_DAY))).unwrap_or(0);
+    let tod = secs.rem_euclid(i128::from(SECS_PER_DAY));
+    let (y, mo, d) = civil_from_days(days);
+    let (h, mi, s) = (tod / 3600, tod / 60 % 60, tod % 60);
+    if digits == 0 {
+        return format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z");
+    }
+    let width = digits as usize;
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{frac:0width$}Z")
+}
+
 /// RFC 3339 in UTC, for error messages (values may be far outside the accepted range).
 pub(super) fn format_ns(ns: i128) -> String {
     let secs = ns.div_euclid(i128::from(NANOS_PER_SEC));
@@ -429,6 +446,28 @@ pub(super) fn format_ns(ns: i128) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn format_rfc3339_has_fixed_digits_and_round_trips() {
+        assert_eq!(format_rfc3339(0, 3), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            format_rfc3339(951_782_400_123_456_789, 3),
+            "2000-02-29T00:00:00.123Z"
+        );
+        assert_eq!(
+            format_rfc3339(951_782_400_123_456_789, 0),
+            "2000-02-29T00:00:00Z"
+        );
+        for ns in [
+            0i64,
+            1,
+            1_714_564_800_123_456_789,
+            4_102_444_799_999_999_999,
+        ] {
+            let text = format_rfc3339(i128::from(ns), 9);
+            assert_eq!(parse_rfc3339(&text), Ok(ns), "{text}");
+        }
+    }
 
     const S: i64 = NANOS_PER_SEC;
     /// 2024-05-01T12:00:00Z
