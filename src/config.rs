@@ -13,7 +13,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Args;
+mod flags;
+mod parse;
+mod spool;
+
+pub use flags::ServeFlags;
+pub use parse::bytes;
+pub use spool::{AckMode, SpoolConfig};
+
+use parse::{boolean, check_url, count, identifier, millis, positive, worker_id, Reader};
 
 /// Everything a worker needs, parsed and checked.
 #[derive(Debug, Clone)]
@@ -26,6 +34,10 @@ pub struct Config {
     pub supervision: SupervisionConfig,
     /// `GRACEFUL_SHUTDOWN_TIMEOUT`: how long a stop may take to drain.
     pub shutdown_timeout: Duration,
+    /// `ACK_MODE`: where a request is acknowledged.
+    pub ack_mode: AckMode,
+    /// Used when `ack_mode` is [`AckMode::Spool`].
+    pub spool: SpoolConfig,
 }
 
 /// How the worker cooperates with its supervisor (systemd).
@@ -162,165 +174,6 @@ impl Lookup for ProcessEnv {
 impl Lookup for HashMap<String, String> {
     fn get(&self, name: &str) -> Option<String> {
         HashMap::get(self, name).cloned()
-    }
-}
-
-/// Flags of `zero-logs serve`. Each overrides the environment variable named in its help.
-#[derive(Debug, Default, Clone, Args)]
-pub struct ServeFlags {
-    /// Address to listen on when systemd passes no sockets; repeat for several.
-    /// [env: LISTEN_ADDRS, comma-separated] [default: 127.0.0.1:3000]
-    #[arg(long = "listen", value_name = "ADDR")]
-    pub listen: Vec<String>,
-    /// Close keep-alive connections gracefully at this age (ms), so long-lived
-    /// clients spread over instances again after restarts and scaling.
-    /// [env: CONNECTION_MAX_AGE] [default: 120000]
-    #[arg(long, value_name = "MS")]
-    pub connection_max_age: Option<String>,
-    /// Per-instance admin unix socket serving /health, /stats, /metrics.
-    /// [env: ADMIN_SOCKET] [default: none]
-    #[arg(long, value_name = "PATH")]
-    pub admin_socket: Option<String>,
-    /// Instance number, reported in /stats and as WORKER_ID in the journal.
-    /// [env: WORKER_ID] [default: 1]
-    #[arg(long, value_name = "N")]
-    pub worker_id: Option<String>,
-    /// ClickHouse HTTP interface URL. [env: CLICKHOUSE_URL] [default: http://127.0.0.1:8123]
-    #[arg(long, value_name = "URL")]
-    pub clickhouse_url: Option<String>,
-    /// Database (created if absent). [env: CLICKHOUSE_DATABASE] [default: logs]
-    #[arg(long, value_name = "NAME")]
-    pub clickhouse_database: Option<String>,
-    /// Table (created if absent). [env: CLICKHOUSE_TABLE] [default: logs]
-    #[arg(long, value_name = "NAME")]
-    pub clickhouse_table: Option<String>,
-    /// ClickHouse user. [env: CLICKHOUSE_USER] [default: default]
-    #[arg(long, value_name = "NAME")]
-    pub clickhouse_user: Option<String>,
-    /// Create the database and table when absent (true|false).
-    /// [env: CLICKHOUSE_CREATE_TABLE] [default: true]
-    #[arg(long, value_name = "BOOL")]
-    pub clickhouse_create_table: Option<String>,
-    /// How long one batch may retry a failing ClickHouse before its requests get 503,
-    /// in ms. [env: CLICKHOUSE_RETRY_BUDGET] [default: 10000]
-    #[arg(long, value_name = "MS")]
-    pub clickhouse_retry_budget: Option<String>,
-    /// Timeout of one INSERT, in ms. [env: CLICKHOUSE_INSERT_TIMEOUT] [default: 30000]
-    #[arg(long, value_name = "MS")]
-    pub clickhouse_insert_timeout: Option<String>,
-    /// Rows per INSERT at most. [env: BATCH_MAX_ROWS] [default: 100000]
-    #[arg(long, value_name = "N")]
-    pub batch_max_rows: Option<String>,
-    /// Bytes per INSERT at most. [env: BATCH_MAX_BYTES] [default: 32MiB]
-    #[arg(long, value_name = "BYTES")]
-    pub batch_max_bytes: Option<String>,
-    /// Oldest row's age that forces a flush, in ms. [env: BATCH_MAX_AGE] [default: 1000]
-    #[arg(long, value_name = "MS")]
-    pub batch_max_age: Option<String>,
-    /// INSERTs in flight at once. [env: BATCH_MAX_INFLIGHT_INSERTS] [default: 2]
-    #[arg(long, value_name = "N")]
-    pub batch_max_inflight_inserts: Option<String>,
-    /// Rows waiting for ClickHouse before new requests get 429.
-    /// [env: BATCH_MAX_QUEUE_ROWS] [default: 1000000]
-    #[arg(long, value_name = "N")]
-    pub batch_max_queue_rows: Option<String>,
-    /// Largest request body, also after decompression (413 beyond).
-    /// [env: MAX_BODY_BYTES] [default: 10MiB]
-    #[arg(long, value_name = "BYTES")]
-    pub max_body_bytes: Option<String>,
-    /// Request bytes being processed at once before new requests get 429.
-    /// [env: MAX_INFLIGHT_BYTES] [default: 256MiB]
-    #[arg(long, value_name = "BYTES")]
-    pub max_inflight_bytes: Option<String>,
-    /// Records per request at most. [env: MAX_BATCH_RECORDS] [default: 10000]
-    #[arg(long, value_name = "N")]
-    pub max_batch_records: Option<String>,
-    /// Largest message. [env: MAX_MESSAGE_BYTES] [default: 64KiB]
-    #[arg(long, value_name = "BYTES")]
-    pub max_message_bytes: Option<String>,
-    /// Largest service name. [env: MAX_SERVICE_BYTES] [default: 256]
-    #[arg(long, value_name = "BYTES")]
-    pub max_service_bytes: Option<String>,
-    /// Attributes per record at most. [env: MAX_ATTRIBUTES] [default: 64]
-    #[arg(long, value_name = "N")]
-    pub max_attributes: Option<String>,
-    /// Largest attribute key. [env: MAX_ATTRIBUTE_KEY_BYTES] [default: 128]
-    #[arg(long, value_name = "BYTES")]
-    pub max_attribute_key_bytes: Option<String>,
-    /// Largest attribute value. [env: MAX_ATTRIBUTE_VALUE_BYTES] [default: 4096]
-    #[arg(long, value_name = "BYTES")]
-    pub max_attribute_value_bytes: Option<String>,
-    /// Validate on a dedicated CPU pool instead of inline (true|false).
-    /// [env: ENABLE_WORKER_VALIDATION] [default: true]
-    #[arg(long, value_name = "BOOL")]
-    pub enable_worker_validation: Option<String>,
-    /// Validation pool threads kept at least (must be <= max).
-    /// [env: WORKER_POOL_MIN_WORKERS] [default: 1]
-    #[arg(long, value_name = "N")]
-    pub worker_pool_min_workers: Option<String>,
-    /// Validation pool threads at most. [env: WORKER_POOL_MAX_WORKERS] [default: CPU cores]
-    #[arg(long, value_name = "N")]
-    pub worker_pool_max_workers: Option<String>,
-    /// Resident memory above which the worker drains and exits for systemd to start
-    /// a fresh one (0 = no limit). [env: WORKER_MEMORY_LIMIT] [default: 1GiB]
-    #[arg(long, value_name = "BYTES")]
-    pub worker_memory_limit: Option<String>,
-    /// Longest a stop may take to finish requests and flush, in ms.
-    /// [env: GRACEFUL_SHUTDOWN_TIMEOUT] [default: 30000]
-    #[arg(long, value_name = "MS")]
-    pub graceful_shutdown_timeout: Option<String>,
-}
-
-/// Reads one setting: flag, else environment, else none.
-struct Reader<'a> {
-    env: &'a dyn Lookup,
-}
-
-/// One raw value and the name to blame when it is wrong.
-struct Raw {
-    name: String,
-    value: String,
-}
-
-impl Reader<'_> {
-    fn raw(&self, flag: &Option<String>, flag_name: &str, var: &str) -> Option<Raw> {
-        if let Some(value) = flag {
-            return Some(Raw {
-                name: format!("--{flag_name}"),
-                value: value.clone(),
-            });
-        }
-        self.env
-            .get(var)
-            .filter(|v| !v.trim().is_empty())
-            .map(|value| Raw {
-                name: var.to_string(),
-                value,
-            })
-    }
-
-    fn parse<T>(
-        &self,
-        flag: &Option<String>,
-        flag_name: &str,
-        var: &str,
-        default: T,
-        parse: fn(&str) -> Result<T, String>,
-    ) -> Result<T, ConfigError> {
-        match self.raw(flag, flag_name, var) {
-            None => Ok(default),
-            Some(raw) => parse(raw.value.trim()).map_err(|reason| ConfigError {
-                source_name: raw.name,
-                value: raw.value,
-                reason,
-            }),
-        }
-    }
-
-    fn string(&self, flag: &Option<String>, flag_name: &str, var: &str, default: &str) -> String {
-        self.raw(flag, flag_name, var)
-            .map(|r| r.value)
-            .unwrap_or_else(|| default.to_string())
     }
 }
 
@@ -570,7 +423,10 @@ impl Config {
             Duration::from_secs(30),
             millis,
         )?;
+        let (ack_mode, spool) = spool::load(&r, flags, &admin.worker_id)?;
         Ok(Config {
+            ack_mode,
+            spool,
             listen,
             ingest,
             clickhouse,
@@ -614,88 +470,6 @@ fn listen_addrs(flags: &ServeFlags, env: &dyn Lookup) -> Result<Vec<SocketAddr>,
             })
         })
         .collect()
-}
-
-fn count(text: &str) -> Result<usize, String> {
-    text.parse::<usize>()
-        .map_err(|_| "expected a whole number, e.g. 64".to_string())
-}
-
-fn positive(text: &str) -> Result<usize, String> {
-    match count(text)? {
-        0 => Err("expected a whole number of at least 1".into()),
-        n => Ok(n),
-    }
-}
-
-fn millis(text: &str) -> Result<Duration, String> {
-    text.parse::<u64>()
-        .map(Duration::from_millis)
-        .map_err(|_| "expected milliseconds as a whole number, e.g. 5000".to_string())
-}
-
-fn boolean(text: &str) -> Result<bool, String> {
-    match text.to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err("expected true or false".into()),
-    }
-}
-
-/// Bytes as a whole number with an optional unit: `512`, `64K`, `10MB`, `1GiB`.
-/// Decimal and binary prefixes both mean powers of 1024, as the old deployment did.
-pub fn bytes(text: &str) -> Result<usize, String> {
-    const FORM: &str = "expected bytes, e.g. 1048576, 512K, 10MB or 1GiB";
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let n: usize = digits.parse().map_err(|_| FORM.to_string())?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        _ => return Err(FORM.into()),
-    };
-    n.checked_mul(1usize << shift)
-        .ok_or_else(|| FORM.to_string())
-}
-
-fn identifier(text: &str) -> Result<String, String> {
-    let ok = !text.is_empty()
-        && text.len() <= 128
-        && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && !text.starts_with(|c: char| c.is_ascii_digit());
-    if ok {
-        Ok(text.to_string())
-    } else {
-        Err("expected an identifier of letters, digits and _, not starting with a digit".into())
-    }
-}
-
-fn worker_id(text: &str) -> Result<String, String> {
-    let ok = !text.is_empty()
-        && text.len() <= 64
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if ok {
-        Ok(text.to_string())
-    } else {
-        Err("expected a short name of letters, digits, - and _ (systemd's %i), e.g. 3".into())
-    }
-}
-
-fn check_url(url: &str) -> Result<(), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
-        .ok_or("expected an http:// or https:// URL of ClickHouse's HTTP interface, e.g. http://127.0.0.1:8123")?;
-    if rest.is_empty() || rest.starts_with('/') {
-        return Err("the URL has no host, e.g. http://127.0.0.1:8123".into());
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -110,3 +110,65 @@ fn byte_sizes() {
     assert!(bytes("").is_err());
     assert!(bytes("-1").is_err());
 }
+
+#[test]
+fn spool_defaults_follow_systemd_state_directory() {
+    let cfg = Config::load(
+        &ServeFlags::default(),
+        &env(&[
+            ("STATE_DIRECTORY", "/var/lib/zero-logs"),
+            ("WORKER_ID", "3"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(cfg.ack_mode, AckMode::Spool);
+    assert_eq!(cfg.spool.root, PathBuf::from("/var/lib/zero-logs/spool"));
+    assert_eq!(cfg.spool.dir(), PathBuf::from("/var/lib/zero-logs/spool/3"));
+    assert_eq!(cfg.spool.max_bytes, 1 << 30);
+
+    let cfg = Config::load(&ServeFlags::default(), &env(&[("HOME", "/home/op")])).unwrap();
+    assert_eq!(
+        cfg.spool.root,
+        PathBuf::from("/home/op/.local/state/zero-logs/spool")
+    );
+}
+
+#[test]
+fn spool_settings_parse_and_flags_win() {
+    let flags = ServeFlags {
+        spool_dir: Some("/srv/spool".into()),
+        ack_mode: Some("ClickHouse".into()),
+        ..ServeFlags::default()
+    };
+    let cfg = Config::load(
+        &flags,
+        &env(&[
+            ("SPOOL_DIR", "/elsewhere"),
+            ("ACK_MODE", "spool"),
+            ("SPOOL_MAX_BYTES", "64MiB"),
+            ("SPOOL_SEGMENT_BYTES", "1M"),
+            ("SPOOL_COMMIT_WINDOW", "5"),
+            ("SPOOL_ADOPT_IDLE", "1000"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(cfg.ack_mode, AckMode::ClickHouse);
+    assert_eq!(cfg.spool.root, PathBuf::from("/srv/spool"));
+    assert_eq!(cfg.spool.max_bytes, 64 << 20);
+    assert_eq!(cfg.spool.segment_bytes, 1 << 20);
+    assert_eq!(cfg.spool.commit_window, Duration::from_millis(5));
+    assert_eq!(cfg.spool.orphan_min_idle, Duration::from_secs(1));
+}
+
+#[test]
+fn bad_spool_settings_name_the_variable() {
+    for (var, value, hint) in [
+        ("ACK_MODE", "disk", "spool or clickhouse"),
+        ("SPOOL_MAX_BYTES", "1000", "at least 1MiB"),
+        ("SPOOL_ADOPT_INTERVAL", "0", "at least 1"),
+    ] {
+        let err = Config::load(&ServeFlags::default(), &env(&[(var, value)])).unwrap_err();
+        assert_eq!(err.source_name, var);
+        assert!(err.reason.contains(hint), "{var}: {}", err.reason);
+    }
+}

@@ -9,10 +9,12 @@
 //!
 //! # Rules
 //!
-//! - **Admission** (never waits): `Closed` after [`close`](BatcherHandle::close) or
-//!   shutdown; `Unavailable` while the sink is known to be down; `Full` when the rows
-//!   queued or in flight would exceed `max_queue_rows`. That row count is the only
-//!   queue bound and it covers every submitted row until its receipt resolves.
+//! - **Admission**: [`try_submit`](BatcherHandle::try_submit) never waits: `Closed`
+//!   after [`close`](BatcherHandle::close) or shutdown; `Unavailable` while the sink is
+//!   known to be down; `Full` when the rows queued or in flight would exceed
+//!   `max_queue_rows`. That row count is the only queue bound and it covers every
+//!   submitted row until its receipt resolves. [`submit`](BatcherHandle::submit) (the
+//!   spool's feeder) waits for room instead and queues even while the sink is down.
 //! - **Cutting**: an INSERT is cut when the queued rows reach `max_rows`, their bytes
 //!   reach `max_bytes`, or the oldest queued batch is `max_age` old. A submitted batch
 //!   is never split, so each request's rows land in one INSERT (all or nothing); an
@@ -21,9 +23,14 @@
 //!   task; meanwhile the next batch accumulates.
 //! - **Retries**: a transient failure ([`SinkError::Unavailable`]) is retried with
 //!   capped exponential backoff and jitter until `retry_budget` has passed since the
-//!   first attempt; then every receipt of that INSERT fails with `Unavailable`. A
-//!   permanent failure ([`SinkError::Rejected`]) fails the receipts at once, is logged at
-//!   error level with `batch_rows` and `error`, and counted in `rows_failed`. Delivery
+//!   first attempt; then every receipt of that INSERT fails with `Unavailable`. A budget
+//!   of `Duration::MAX` retries for ever (the spool feeds the batcher: its rows are
+//!   durable, so giving up would only throw them away). A permanent failure
+//!   ([`SinkError::Rejected`]) of an INSERT holding several batches is retried once per
+//!   batch, so that one bad request does not take the others down; a batch refused on
+//!   its own fails its receipt at once (handing the batch back through
+//!   [`Receipt::returning`]), is logged at error level with `batch_rows` and `error`,
+//!   and counted in `rows_failed`. Delivery
 //!   is at-least-once: an INSERT that timed out may still have committed, and its retry
 //!   then stores the rows twice (18.16 has no `insert_deduplication_token`).
 //! - **Health**: a transient failure marks the sink down (reason, since when). A
@@ -64,6 +71,10 @@ use super::{Sink, SinkDown, SinkError, SinkHealth};
 use crate::config::BatchConfig;
 use crate::record::{Batch, Record};
 use crate::stats::Stats;
+
+/// What a submitter learns: committed, or why not (with the batch when the sink
+/// refused it for good and the submitter may want to keep it).
+type Outcome = Result<(), (SinkError, Option<Batch>)>;
 
 /// The flush loop wakes at least this often, so its heartbeat stays fresh when idle.
 const HEARTBEAT_PERIOD: Duration = Duration::from_millis(500);
@@ -111,6 +122,7 @@ impl Batcher {
             health: Mutex::new(HealthState::default()),
             went_down: Notify::new(),
             recovered: Notify::new(),
+            room: Notify::new(),
             heartbeat_base: Instant::now(),
             heartbeat_ns: AtomicU64::new(0),
             #[cfg(feature = "test-hooks")]
@@ -177,23 +189,49 @@ impl BatcherHandle {
                 reason: down.reason.clone(),
             });
         }
-        let rows = batch.len();
-        if rows == 0 {
+        if batch.is_empty() {
             return Ok(Receipt::ready(Ok(())));
         }
-        // Reserve the rows before queueing, so concurrent submitters cannot overshoot.
-        let reserved =
-            shared
-                .queued_rows
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
-                    queued
-                        .checked_add(rows)
-                        .filter(|&total| total <= shared.max_queue_rows)
-                });
-        if let Err(queued_rows) = reserved {
+        if let Err(queued_rows) = shared.reserve_rows(batch.len()) {
             return Err(SubmitError::Full { queued_rows });
         }
-        shared
+        self.enqueue(batch)
+    }
+
+    /// Queues a batch, waiting while the queue is full; queues even while the sink is
+    /// down (its INSERT then retries). Only `Err(Closed)` after close or shutdown. For
+    /// the spool's feeder, whose batches are durable and must not be refused.
+    pub async fn submit(&self, batch: Batch) -> Result<Receipt, SubmitError> {
+        let shared = &*self.shared;
+        if batch.is_empty() {
+            return Ok(Receipt::ready(Ok(())));
+        }
+        // A batch larger than the whole queue still goes in, alone.
+        let rows = batch.len().min(shared.max_queue_rows);
+        loop {
+            if shared.closing.is_cancelled() {
+                return Err(SubmitError::Closed);
+            }
+            let room = shared.room.notified();
+            if shared.reserve_rows(rows).is_ok() {
+                break;
+            }
+            tokio::select! {
+                () = room => {}
+                () = shared.closing.cancelled() => return Err(SubmitError::Closed),
+            }
+        }
+        let extra = batch.len() - rows;
+        if extra > 0 {
+            shared.queued_rows.fetch_add(extra, Ordering::AcqRel);
+        }
+        self.enqueue(batch)
+    }
+
+    /// Sends a batch whose rows are reserved to the flush loop.
+    fn enqueue(&self, batch: Batch) -> Result<Receipt, SubmitError> {
+        let rows = batch.len();
+        self.shared
             .stats
             .queue_rows
             .fetch_add(rows as i64, Ordering::Relaxed);
@@ -205,7 +243,7 @@ impl BatcherHandle {
         };
         if self.tx.send(submission).is_err() {
             // The loop closed its queue between our check and the send.
-            shared.release_rows(rows);
+            self.shared.release_rows(rows);
             return Err(SubmitError::Closed);
         }
         Ok(Receipt::waiting(receipt))
@@ -257,20 +295,38 @@ pub struct Receipt {
 
 #[derive(Debug)]
 enum ReceiptState {
-    Ready(Option<Result<(), SinkError>>),
-    Waiting(oneshot::Receiver<Result<(), SinkError>>),
+    Ready(Option<Outcome>),
+    Waiting(oneshot::Receiver<Outcome>),
 }
 
 impl Receipt {
     fn ready(result: Result<(), SinkError>) -> Receipt {
         Receipt {
-            state: ReceiptState::Ready(Some(result)),
+            state: ReceiptState::Ready(Some(result.map_err(|e| (e, None)))),
         }
     }
 
-    fn waiting(rx: oneshot::Receiver<Result<(), SinkError>>) -> Receipt {
+    fn waiting(rx: oneshot::Receiver<Outcome>) -> Receipt {
         Receipt {
             state: ReceiptState::Waiting(rx),
+        }
+    }
+
+    /// Like awaiting the receipt, but a batch the sink refused for good
+    /// ([`SinkError::Rejected`]) comes back with the error, so that its owner can keep
+    /// it (the spool quarantines it).
+    pub fn returning(self) -> Returning {
+        Returning(self)
+    }
+
+    fn poll_outcome(&mut self, cx: &mut Context<'_>) -> Poll<Outcome> {
+        match &mut self.state {
+            ReceiptState::Ready(result) => {
+                Poll::Ready(result.take().unwrap_or(Err((SinkError::Closed, None))))
+            }
+            ReceiptState::Waiting(rx) => Pin::new(rx)
+                .poll(cx)
+                .map(|result| result.unwrap_or(Err((SinkError::Closed, None)))),
         }
     }
 }
@@ -279,14 +335,23 @@ impl Future for Receipt {
     type Output = Result<(), SinkError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match &mut self.get_mut().state {
-            ReceiptState::Ready(result) => {
-                Poll::Ready(result.take().unwrap_or(Err(SinkError::Closed)))
-            }
-            ReceiptState::Waiting(rx) => Pin::new(rx)
-                .poll(cx)
-                .map(|result| result.unwrap_or(Err(SinkError::Closed))),
-        }
+        self.get_mut()
+            .poll_outcome(cx)
+            .map(|outcome| outcome.map_err(|(error, _)| error))
+    }
+}
+
+/// [`Receipt::returning`]: resolves to `Err((error, Some(batch)))` when the sink
+/// refused the batch for good.
+#[derive(Debug)]
+#[must_use = "a receipt tells whether the rows reached ClickHouse"]
+pub struct Returning(Receipt);
+
+impl Future for Returning {
+    type Output = Result<(), (SinkError, Option<Batch>)>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.get_mut().0.poll_outcome(cx)
     }
 }
 
@@ -295,7 +360,7 @@ impl Future for Receipt {
 struct Submission {
     batch: Batch,
     submitted: Instant,
-    done: oneshot::Sender<Result<(), SinkError>>,
+    done: oneshot::Sender<Outcome>,
 }
 
 #[derive(Default)]
@@ -327,6 +392,8 @@ struct Shared {
     went_down: Notify,
     /// Wakes retries sleeping in backoff when the sink is back.
     recovered: Notify,
+    /// Wakes a [`BatcherHandle::submit`] waiting for queue room.
+    room: Notify,
     heartbeat_base: Instant,
     heartbeat_ns: AtomicU64,
     /// Test hook: milliseconds the loop must hang at its next iteration.
@@ -353,11 +420,24 @@ impl Shared {
         self.heartbeat_ns.store(ns, Ordering::Relaxed);
     }
 
+    /// Reserves room for `rows` before queueing, so concurrent submitters cannot
+    /// overshoot `max_queue_rows`; `Err(queued rows)` when there is none.
+    fn reserve_rows(&self, rows: usize) -> Result<usize, usize> {
+        self.queued_rows
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                queued
+                    .checked_add(rows)
+                    .filter(|&total| total <= self.max_queue_rows)
+            })
+    }
+
     fn release_rows(&self, rows: usize) {
         self.queued_rows.fetch_sub(rows, Ordering::AcqRel);
         self.stats
             .queue_rows
             .fetch_sub(rows as i64, Ordering::Relaxed);
+        // One waiter at most (the spool feeder); a stored permit covers a race.
+        self.room.notify_one();
     }
 
     fn mark_down(&self, reason: &str) {
@@ -508,7 +588,11 @@ impl<S: Sink> Flusher<S> {
     fn next_deadline(&self) -> Option<Instant> {
         let oldest = self.pending.front()?.submitted;
         let age_cut = (self.inflight.len() < self.max_inflight).then(|| oldest + self.cfg.max_age);
-        let expiry = self.shared.is_down().then(|| oldest + self.retry_budget);
+        let expiry = self
+            .shared
+            .is_down()
+            .then(|| oldest.checked_add(self.retry_budget))
+            .flatten();
         match (age_cut, expiry) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -521,7 +605,11 @@ impl<S: Sink> Flusher<S> {
         let Some(oldest) = self.pending.front() else {
             return;
         };
-        if now < oldest.submitted + self.retry_budget {
+        // `Duration::MAX` (the spool's batcher): nothing expires.
+        let Some(expires) = oldest.submitted.checked_add(self.retry_budget) else {
+            return;
+        };
+        if now < expires {
             return;
         }
         let Some(reason) = self.shared.down_reason() else {
@@ -541,12 +629,15 @@ impl<S: Sink> Flusher<S> {
             self.pending_bytes -= submission.batch.bytes;
             expired_rows += rows;
             expired_batches += 1;
-            let _ = submission.done.send(Err(SinkError::Unavailable {
-                reason: format!(
-                    "{reason} (queued for {:?} while ClickHouse was down)",
-                    self.retry_budget
-                ),
-            }));
+            let _ = submission.done.send(Err((
+                SinkError::Unavailable {
+                    reason: format!(
+                        "{reason} (queued for {:?} while ClickHouse was down)",
+                        self.retry_budget
+                    ),
+                },
+                None,
+            )));
         }
         self.shared.release_rows(expired_rows);
         Stats::add(&self.shared.stats.rows_failed, expired_rows as u64);
@@ -614,11 +705,12 @@ async fn insert_with_retries<S: Sink>(
         shared: Arc::clone(&shared),
         rows: row_count,
     };
-    let stats = Arc::clone(&shared.stats);
     let mut receipts = Vec::with_capacity(submissions.len());
+    let mut sizes = Vec::with_capacity(submissions.len());
     let mut rows: Vec<Record> = Vec::new();
     for submission in submissions {
         receipts.push(submission.done);
+        sizes.push(submission.batch.len());
         let mut records = submission.batch.records;
         if rows.is_empty() {
             // The common single-request INSERT moves its records without copying.
@@ -628,29 +720,95 @@ async fn insert_with_retries<S: Sink>(
             rows.append(&mut records);
         }
     }
+    match insert_one(&*sink, &shared, &rows, retry_budget).await {
+        Err(SinkError::Rejected { reason }) if receipts.len() > 1 => {
+            tracing::warn!(
+                batch_rows = row_count,
+                batches = receipts.len(),
+                error = %reason,
+                "ClickHouse rejected an insert; retrying its requests one by one"
+            );
+            for (receipt, records) in receipts.into_iter().zip(split_rows(rows, &sizes)) {
+                let outcome = insert_one(&*sink, &shared, &records, retry_budget).await;
+                resolve(&shared, receipt, outcome, records);
+            }
+        }
+        outcome => match receipts.len() {
+            1 => resolve(&shared, receipts.remove(0), outcome, rows),
+            _ => {
+                if outcome.is_err() {
+                    Stats::add(&shared.stats.rows_failed, row_count as u64);
+                }
+                for receipt in receipts {
+                    // A submitter that stopped waiting is fine: the outcome is counted.
+                    let _ = receipt.send(outcome.clone().map_err(|e| (e, None)));
+                }
+            }
+        },
+    }
+}
 
-    let deadline = Instant::now() + retry_budget;
+/// Tells one submitter how its rows ended, handing back rows refused for good.
+fn resolve(
+    shared: &Shared,
+    receipt: oneshot::Sender<Outcome>,
+    outcome: Result<(), SinkError>,
+    records: Vec<Record>,
+) {
+    let outcome = match outcome {
+        Ok(()) => Ok(()),
+        Err(error) => {
+            Stats::add(&shared.stats.rows_failed, records.len() as u64);
+            let batch = matches!(error, SinkError::Rejected { .. }).then(|| Batch::new(records));
+            Err((error, batch))
+        }
+    };
+    let _ = receipt.send(outcome);
+}
+
+/// Cuts the rows of a merged INSERT back into the submitted batches.
+fn split_rows(mut rows: Vec<Record>, sizes: &[usize]) -> Vec<Vec<Record>> {
+    let mut parts = Vec::with_capacity(sizes.len());
+    for &size in sizes.iter().rev() {
+        let tail = rows.split_off(rows.len() - size);
+        parts.push(tail);
+    }
+    parts.reverse();
+    parts
+}
+
+/// One INSERT with retries of transient failures until `retry_budget` is spent
+/// (`Duration::MAX`: for ever). Counts inserts and failed attempts; the caller counts
+/// failed rows.
+async fn insert_one<S: Sink>(
+    sink: &S,
+    shared: &Shared,
+    rows: &[Record],
+    retry_budget: Duration,
+) -> Result<(), SinkError> {
+    let stats = &shared.stats;
+    let row_count = rows.len();
+    let deadline = Instant::now().checked_add(retry_budget);
     let mut backoff = Backoff::for_inserts();
     let mut attempts = 0u32;
-    let outcome = loop {
+    loop {
         attempts += 1;
-        let reason = match sink.insert(&rows).await {
+        let reason = match sink.insert(rows).await {
             Ok(()) => {
                 Stats::add(&stats.inserts, 1);
                 Stats::add(&stats.rows_inserted, row_count as u64);
                 stats.last_flush_unix_ms.store(unix_ms(), Ordering::Relaxed);
                 shared.mark_flushed();
-                break Ok(());
+                return Ok(());
             }
             Err(SinkError::Rejected { reason }) => {
                 Stats::add(&stats.insert_failures, 1);
-                Stats::add(&stats.rows_failed, row_count as u64);
                 tracing::error!(
                     batch_rows = row_count,
                     error = %reason,
-                    "ClickHouse rejected an insert; failing its requests without retrying"
+                    "ClickHouse rejected an insert; not retrying it"
                 );
-                break Err(SinkError::Rejected { reason });
+                return Err(SinkError::Rejected { reason });
             }
             Err(SinkError::Unavailable { reason }) => reason,
             Err(SinkError::Closed) => SinkError::Closed.to_string(),
@@ -658,19 +816,23 @@ async fn insert_with_retries<S: Sink>(
         Stats::add(&stats.insert_failures, 1);
         shared.mark_down(&reason);
         let now = Instant::now();
-        if now >= deadline {
-            Stats::add(&stats.rows_failed, row_count as u64);
-            tracing::error!(
-                batch_rows = row_count,
-                attempts,
-                error = %reason,
-                "ClickHouse unavailable for the whole retry budget; failing the insert's requests"
-            );
-            break Err(SinkError::Unavailable {
-                reason: format!("{reason} (gave up after {attempts} attempts in {retry_budget:?})"),
-            });
+        let mut delay = backoff.next_delay();
+        if let Some(deadline) = deadline {
+            if now >= deadline {
+                tracing::error!(
+                    batch_rows = row_count,
+                    attempts,
+                    error = %reason,
+                    "ClickHouse unavailable for the whole retry budget; failing the insert's requests"
+                );
+                return Err(SinkError::Unavailable {
+                    reason: format!(
+                        "{reason} (gave up after {attempts} attempts in {retry_budget:?})"
+                    ),
+                });
+            }
+            delay = delay.min(deadline - now);
         }
-        let delay = backoff.next_delay().min(deadline - now);
         tracing::debug!(
             batch_rows = row_count,
             attempts,
@@ -683,10 +845,6 @@ async fn insert_with_retries<S: Sink>(
             () = tokio::time::sleep(delay) => {}
             () = recovered => {}
         }
-    };
-    for receipt in receipts {
-        // A submitter that stopped waiting is fine: the outcome is counted above.
-        let _ = receipt.send(outcome.clone());
     }
 }
 

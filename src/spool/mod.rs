@@ -104,7 +104,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
@@ -136,56 +135,7 @@ use self::state_file::{SpoolState, StateFile};
 use self::writer::{AppendRequest, Writer, WriterMsg};
 use crate::record::Batch;
 
-/// Where and how one instance spools. (Belongs in `config.rs` as `SpoolConfig`; kept
-/// here until the config owner moves it.)
-#[derive(Debug, Clone)]
-pub struct SpoolConfig {
-    /// `SPOOL_DIR`: the root holding one directory per instance, e.g.
-    /// `/var/lib/zero-logs/spool`.
-    pub root: PathBuf,
-    /// This instance's directory name under `root` (systemd `%i`).
-    pub instance: String,
-    /// `SPOOL_MAX_BYTES`: cap on segment bytes; appends beyond it get `Full` (429).
-    pub max_bytes: u64,
-    /// `SPOOL_SEGMENT_BYTES`: a segment is rotated once it would grow past this.
-    pub segment_bytes: u64,
-    /// `SPOOL_COMMIT_WINDOW`: how long the first append of a group may wait for
-    /// companions to share its `fdatasync` (only while fewer arrived than last time).
-    pub commit_window: Duration,
-    /// Upper bound of one group's bytes (latency of one write).
-    pub max_group_bytes: usize,
-    /// `SPOOL_MEMORY_BYTES`: committed batches kept in memory for the reader (by
-    /// `Batch::bytes`); beyond it the reader reads them back from disk.
-    pub memory_tail_bytes: usize,
-    /// `SPOOL_ADOPT_IDLE`: a sibling directory must be unlocked and untouched this long
-    /// before it is adopted, so a restarting instance replays its own spool.
-    pub orphan_min_idle: Duration,
-    /// How long [`Spool::open`] waits for its lock (an adopter may hold it briefly).
-    pub lock_wait: Duration,
-}
-
-impl SpoolConfig {
-    /// Defaults: 1 GiB cap, 64 MiB segments, 2 ms window, 16 MiB groups, 64 MiB in
-    /// memory, adopt after 30 s idle, wait 5 s for the lock.
-    pub fn new(root: impl Into<PathBuf>, instance: impl Into<String>) -> SpoolConfig {
-        SpoolConfig {
-            root: root.into(),
-            instance: instance.into(),
-            max_bytes: 1 << 30,
-            segment_bytes: 64 << 20,
-            commit_window: Duration::from_millis(2),
-            max_group_bytes: 16 << 20,
-            memory_tail_bytes: 64 << 20,
-            orphan_min_idle: Duration::from_secs(30),
-            lock_wait: Duration::from_secs(5),
-        }
-    }
-
-    /// `<root>/<instance>`.
-    pub fn dir(&self) -> PathBuf {
-        self.root.join(&self.instance)
-    }
-}
+pub use crate::config::SpoolConfig;
 
 /// A frame's sequence number: +1 per frame, never reused within a spool's epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]

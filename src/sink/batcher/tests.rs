@@ -111,7 +111,10 @@ fn start(cfg: BatchConfig, budget_ms: u64, sink: &Arc<FakeSink>) -> Harness {
     let shutdown = CancellationToken::new();
     let handle = Batcher::spawn(
         cfg,
-        Duration::from_millis(budget_ms),
+        match budget_ms {
+            u64::MAX => Duration::MAX,
+            ms => Duration::from_millis(ms),
+        },
         Arc::clone(sink),
         Arc::clone(&stats),
         &tracker,
@@ -435,7 +438,67 @@ async fn heartbeat_ticks_while_idle() {
 
 #[tokio::test]
 async fn dropped_loop_resolves_receipts_as_closed() {
-    let (tx, rx) = oneshot::channel::<Result<(), SinkError>>();
+    let (tx, rx) = oneshot::channel::<Outcome>();
     drop(tx);
     assert_eq!(Receipt::waiting(rx).await, Err(SinkError::Closed));
+}
+
+#[tokio::test]
+async fn a_rejected_merged_insert_is_retried_per_batch_and_the_bad_one_returned() {
+    let sink = FakeSink::new();
+    // The merged INSERT fails, then batch 1 alone succeeds, batch 2 alone fails.
+    sink.then(Err(SinkError::Rejected {
+        reason: "Code: 27 cannot parse".into(),
+    }));
+    sink.then(Ok(()));
+    sink.then(Err(SinkError::Rejected {
+        reason: "Code: 27 cannot parse".into(),
+    }));
+    let h = start(cfg(100, 50), 5_000, &sink);
+    let good = h.handle.try_submit(batch(2)).unwrap();
+    let bad = h.handle.try_submit(batch(3)).unwrap().returning();
+    within(1_000, good).await.unwrap();
+    let (err, returned) = within(1_000, bad).await.unwrap_err();
+    assert!(matches!(err, SinkError::Rejected { .. }), "{err:?}");
+    assert_eq!(
+        returned.map(|b| b.len()),
+        Some(3),
+        "the refused batch comes back"
+    );
+    assert_eq!(sink.inserts(), vec![2]);
+    let s = h.stats.snapshot();
+    assert_eq!((s.rows_inserted, s.rows_failed, s.queue_rows), (2, 3, 0));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn submit_waits_for_room_and_queues_while_the_sink_is_down() {
+    let sink = FakeSink::new();
+    sink.fail_all(Some("connection refused"));
+    sink.ping_ok.store(false, Ordering::SeqCst);
+    let mut c = cfg(10, 10);
+    c.max_queue_rows = 10;
+    // Duration::MAX: retry for ever, as the spool's batcher does.
+    let h = start(c, u64::MAX, &sink);
+    let first = within(500, h.handle.submit(batch(10))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!h.handle.health().is_healthy());
+    assert!(
+        h.handle.try_submit(batch(1)).is_err(),
+        "try_submit refuses while down"
+    );
+    let handle = h.handle.clone();
+    let second = tokio::spawn(async move { handle.submit(batch(5)).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !second.is_finished(),
+        "submit waits while the queue is full"
+    );
+    sink.fail_all(None);
+    sink.ping_ok.store(true, Ordering::SeqCst);
+    within(5_000, first).await.unwrap();
+    let second = within(5_000, second).await.unwrap().unwrap();
+    within(5_000, second).await.unwrap();
+    assert_eq!(h.stats.snapshot().rows_failed, 0, "nothing given up");
+    h.stop().await;
 }
