@@ -17,7 +17,9 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::AckMode;
 use crate::sink::BatcherHandle;
+use crate::spool::{Spool, SpoolStats};
 use crate::stats::{Stats, StatsSnapshot};
 
 /// What the admin endpoints read.
@@ -29,6 +31,8 @@ pub struct AdminState {
     pub clickhouse_version: String,
     /// Cancelled once the worker stops accepting.
     pub accepting: CancellationToken,
+    /// The acknowledgement point's spool (`ACK_MODE=spool`).
+    pub spool: Option<Spool>,
 }
 
 /// `GET /stats` body. Field names are part of the API (the control tool reads them).
@@ -41,8 +45,16 @@ pub struct WorkerStats {
     pub health_reason: Option<String>,
     pub clickhouse_version: String,
     pub rss_bytes: u64,
+    /// `spool` or `clickhouse`.
+    pub ack_mode: &'static str,
+    /// Set when healthy but not at full strength (ClickHouse down while spooling).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub degraded_reason: Option<String>,
     #[serde(flatten)]
     pub counters: StatsSnapshot,
+    /// Present with `ACK_MODE=spool`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spool: Option<SpoolStats>,
 }
 
 /// `GET /health` body.
@@ -53,23 +65,61 @@ struct Health {
     reason: Option<String>,
 }
 
+/// Whether the worker can take requests, and how well.
+enum Condition {
+    Ok,
+    /// Accepting (into the spool) while ClickHouse is down.
+    Degraded(String),
+    /// Refusing requests: shutting down, ClickHouse down without a spool, spool full.
+    Unavailable(String),
+}
+
 impl AdminState {
     /// `None` when healthy, else why not.
     pub fn unhealthy_reason(&self) -> Option<String> {
-        if self.accepting.is_cancelled() {
-            return Some("shutting down".into());
+        match self.condition(self.spool.as_ref().map(Spool::stats).as_ref()) {
+            Condition::Unavailable(reason) => Some(reason),
+            Condition::Ok | Condition::Degraded(_) => None,
         }
-        self.batcher.health().down.map(|down| {
-            format!(
-                "ClickHouse sink down for {:.1}s: {}",
-                down.since.elapsed().as_secs_f64(),
-                down.reason
-            )
-        })
+    }
+
+    fn condition(&self, spool: Option<&SpoolStats>) -> Condition {
+        if self.accepting.is_cancelled() {
+            return Condition::Unavailable("shutting down".into());
+        }
+        if let Some(s) = spool {
+            // Within one small frame of the cap: appends are being refused.
+            if s.bytes + (64 << 10) >= s.max_bytes {
+                return Condition::Unavailable(format!(
+                    "spool full ({} of {} bytes); answering 429 until ClickHouse catches up",
+                    s.bytes, s.max_bytes
+                ));
+            }
+        }
+        let Some(down) = self.batcher.health().down else {
+            return Condition::Ok;
+        };
+        let reason = format!(
+            "ClickHouse sink down for {:.1}s: {}",
+            down.since.elapsed().as_secs_f64(),
+            down.reason
+        );
+        match spool {
+            Some(s) => Condition::Degraded(format!(
+                "{reason}; spooling ({} of {} bytes used)",
+                s.bytes, s.max_bytes
+            )),
+            None => Condition::Unavailable(reason),
+        }
     }
 
     pub fn worker_stats(&self) -> WorkerStats {
-        let reason = self.unhealthy_reason();
+        let spool = self.spool.as_ref().map(Spool::stats);
+        let (reason, degraded) = match self.condition(spool.as_ref()) {
+            Condition::Ok => (None, None),
+            Condition::Degraded(why) => (None, Some(why)),
+            Condition::Unavailable(why) => (Some(why), None),
+        };
         WorkerStats {
             pid: std::process::id(),
             worker_id: self.worker_id.clone(),
@@ -78,7 +128,14 @@ impl AdminState {
             health_reason: reason,
             clickhouse_version: self.clickhouse_version.clone(),
             rss_bytes: rss_bytes().unwrap_or(0),
+            ack_mode: if self.spool.is_some() {
+                AckMode::Spool.as_str()
+            } else {
+                AckMode::ClickHouse.as_str()
+            },
+            degraded_reason: degraded,
             counters: self.stats.snapshot(),
+            spool,
         }
     }
 }
@@ -92,13 +149,19 @@ pub fn routes(state: Arc<AdminState>) -> Router {
 }
 
 async fn health(State(state): State<Arc<AdminState>>) -> Response {
-    match state.unhealthy_reason() {
-        None => Json(Health {
+    let spool = state.spool.as_ref().map(Spool::stats);
+    match state.condition(spool.as_ref()) {
+        Condition::Ok => Json(Health {
             status: "ok",
             reason: None,
         })
         .into_response(),
-        Some(reason) => (
+        Condition::Degraded(reason) => Json(Health {
+            status: "degraded",
+            reason: Some(reason),
+        })
+        .into_response(),
+        Condition::Unavailable(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(Health {
                 status: "unavailable",
@@ -214,12 +277,104 @@ pub fn prometheus_text(s: &WorkerStats) -> String {
             s.pid as f64,
         ),
     ];
-    let mut out = String::with_capacity(2048);
-    for (name, kind, help, value) in rows {
+    let mut out = String::with_capacity(4096);
+    let spool_rows = s.spool.as_ref().map(spool_metrics).unwrap_or_default();
+    for (name, kind, help, value) in rows.into_iter().chain(spool_rows) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         let _ = writeln!(out, "{name}{{worker_id=\"{}\"}} {value}", s.worker_id);
     }
     out
+}
+
+type Metric = (&'static str, &'static str, &'static str, f64);
+
+fn spool_metrics(s: &SpoolStats) -> Vec<Metric> {
+    vec![
+        (
+            "zero_logs_spool_bytes",
+            "gauge",
+            "Bytes of spool segments on disk.",
+            s.bytes as f64,
+        ),
+        (
+            "zero_logs_spool_max_bytes",
+            "gauge",
+            "Spool cap (SPOOL_MAX_BYTES).",
+            s.max_bytes as f64,
+        ),
+        (
+            "zero_logs_spool_segments",
+            "gauge",
+            "Spool segment files.",
+            s.segments as f64,
+        ),
+        (
+            "zero_logs_spool_unacked_frames",
+            "gauge",
+            "Spooled batches not yet committed to ClickHouse.",
+            s.unacked_frames as f64,
+        ),
+        (
+            "zero_logs_spool_oldest_unacked_age_seconds",
+            "gauge",
+            "Age of the oldest spooled batch not yet committed.",
+            s.oldest_unacked_age_ms as f64 / 1000.0,
+        ),
+        (
+            "zero_logs_spool_appended_records_total",
+            "counter",
+            "Records acknowledged into the spool.",
+            s.appended_records as f64,
+        ),
+        (
+            "zero_logs_spool_fsyncs_total",
+            "counter",
+            "Group commits that reached the disk.",
+            s.fsyncs as f64,
+        ),
+        (
+            "zero_logs_spool_replayed_frames_total",
+            "counter",
+            "Batches replayed from an earlier run.",
+            s.replayed_frames as f64,
+        ),
+        (
+            "zero_logs_spool_quarantined_frames_total",
+            "counter",
+            "Corrupt spool frames moved to quarantine.",
+            s.quarantined_frames as f64,
+        ),
+        (
+            "zero_logs_spool_quarantined_bytes_total",
+            "counter",
+            "Corrupt spool bytes moved to quarantine.",
+            s.quarantined_bytes as f64,
+        ),
+        (
+            "zero_logs_spool_rejected_frames_total",
+            "counter",
+            "Batches ClickHouse refused for good, kept in quarantine.",
+            s.rejected_frames as f64,
+        ),
+        (
+            "zero_logs_spool_full_refusals_total",
+            "counter",
+            "Requests refused because the spool was at its cap.",
+            s.full_refusals as f64,
+        ),
+        (
+            "zero_logs_spool_no_space_errors_total",
+            "counter",
+            "Requests refused because the spool's filesystem was full.",
+            s.no_space_errors as f64,
+        ),
+        (
+            "zero_logs_spool_adopted_frames_total",
+            "counter",
+            "Batches adopted from stopped instances' spools.",
+            s.adopted_frames as f64,
+        ),
+    ]
 }
 
 /// Resident set size from `/proc/self/status` (`VmRSS`, kB).

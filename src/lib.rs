@@ -11,8 +11,10 @@
 //! - [`validate`]: pure decoding and validation of request bodies.
 //! - [`record`]: `Record`, `Level`, `Batch` — the validated row type.
 //! - [`sink`]: batching and the ClickHouse inserter (DDL by server version).
-//! - [`spool`]: durable per-instance spool: group-committed appends, replay,
-//!   quarantine of corrupt frames, adoption of orphaned spools (not yet wired in).
+//! - [`spool`]: durable per-instance spool (the acknowledgement point with
+//!   `ACK_MODE=spool`): group-committed appends, replay, quarantine of corrupt
+//!   frames, adoption of orphaned spools.
+//! - [`feeder`]: spool → batcher delivery, acks back into the spool, adoption rounds.
 //! - [`admin`]: `/health`, `/stats`, `/metrics`, also on a per-instance unix socket.
 //! - [`stats`]: live counters.
 //! - [`notify`]: `sd_notify` messages to systemd.
@@ -26,6 +28,7 @@
 pub mod admin;
 pub mod config;
 pub mod ctl;
+pub mod feeder;
 pub mod ingest;
 pub mod listen;
 pub mod notify;

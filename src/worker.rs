@@ -1,12 +1,19 @@
 //! One worker process: build every component from the `Config`, serve, drain.
 //!
-//! Owns the shutdown order. The shutdown token is cancelled on SIGTERM/SIGINT
-//! (or by the supervisor at the memory limit): the accept loops stop, open
-//! connections are served a little longer with `Connection: close` and then
-//! closed once their in-flight requests (each waiting for its rows to be
-//! acknowledged) are answered — see [`crate::serve`]; then the batcher is closed
-//! and flushes what it holds; everything runs under one [`TaskTracker`] and
-//! the whole drain is bounded by `GRACEFUL_SHUTDOWN_TIMEOUT`.
+//! Owns the start-up and shutdown order. With `ACK_MODE=spool` the spool opens
+//! before `READY=1` (lock, state, last segment only; replay runs in the background
+//! through the feeder while new requests are served) and orphaned sibling spools
+//! are adopted at start and every `SPOOL_ADOPT_INTERVAL`.
+//!
+//! The shutdown token is cancelled on SIGTERM/SIGINT (or by the supervisor at the
+//! memory limit): the accept loops stop, open connections are served a little
+//! longer with `Connection: close` and then closed once their in-flight requests
+//! (each waiting for its acknowledgement) are answered — see [`crate::serve`];
+//! then spool appends close and the feeder delivers what is left (at most half of
+//! `GRACEFUL_SHUTDOWN_TIMEOUT`; the rest replays at the next start); then the
+//! batcher is closed and flushes what it holds; everything runs under one
+//! [`TaskTracker`] and the whole drain is bounded by `GRACEFUL_SHUTDOWN_TIMEOUT`.
+//! Last, whatever happened, the spool persists its acknowledgements and closes.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -18,12 +25,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminState};
-use crate::config::{Config, ProcessEnv, ServeFlags};
-use crate::ingest::{self, Ingest};
+use crate::config::{AckMode, Config, ProcessEnv, ServeFlags};
+use crate::feeder;
+use crate::ingest::{self, AckPoint, Ingest};
 use crate::listen;
 use crate::notify;
 use crate::serve::{ServeOptions, Server};
 use crate::sink::{Batcher, ClickHouseSink, SinkError};
+use crate::spool::{Spool, SpoolError};
 use crate::stats::Stats;
 use crate::telemetry;
 use crate::watchdog::{Heartbeat, StopReason, Supervisor, Watched};
@@ -65,6 +74,8 @@ pub enum WorkerError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     Pool(#[from] ingest::PoolError),
+    #[error("cannot open the spool (set SPOOL_DIR to a writable directory, or ACK_MODE=clickhouse): {0}")]
+    Spool(#[from] SpoolError),
     #[error("cannot bind the admin socket {path}: {source}")]
     AdminSocket {
         path: String,
@@ -149,18 +160,47 @@ pub async fn run(
     let tracker = TaskTracker::new();
     let hard_stop = CancellationToken::new();
 
+    // Opened first: it is local, and a locked or unwritable spool is the error to show.
+    let spool = match cfg.ack_mode {
+        AckMode::Spool => Some(Spool::open(cfg.spool.clone()).await?),
+        AckMode::ClickHouse => None,
+    };
     let sink = Arc::new(ClickHouseSink::connect(&cfg.clickhouse).await?);
     let clickhouse_version = sink.server_version().to_string();
+    let retry_budget = match cfg.ack_mode {
+        // Spooled rows are durable: retrying for ever loses nothing, giving up would.
+        AckMode::Spool => std::time::Duration::MAX,
+        AckMode::ClickHouse => cfg.clickhouse.retry_budget,
+    };
     let batcher = Batcher::spawn(
         cfg.batch.clone(),
-        cfg.clickhouse.retry_budget,
+        retry_budget,
         sink,
         stats.clone(),
         &tracker,
         hard_stop.clone(),
     );
+    let stop_pulling = CancellationToken::new();
+    let stop_adopting = hard_stop.child_token();
+    let (ack, spool, feeder) = match spool {
+        Some((spool, reader)) => {
+            let feeder = tracker.spawn(feeder::feed(
+                spool.clone(),
+                reader,
+                batcher.clone(),
+                stop_pulling.clone(),
+            ));
+            tracker.spawn(feeder::adopt_orphans(
+                spool.clone(),
+                cfg.spool.adopt_interval,
+                stop_adopting.clone(),
+            ));
+            (AckPoint::Spool(spool.clone()), Some(spool), Some(feeder))
+        }
+        None => (AckPoint::ClickHouse(batcher.clone()), None, None),
+    };
 
-    let ingest = Arc::new(Ingest::new(&cfg.ingest, batcher.clone(), stats.clone())?);
+    let ingest = Arc::new(Ingest::new(&cfg.ingest, ack, stats.clone())?);
     let admin_state = Arc::new(AdminState {
         stats: stats.clone(),
         batcher: batcher.clone(),
@@ -168,6 +208,7 @@ pub async fn run(
         started,
         clickhouse_version,
         accepting: shutdown.clone(),
+        spool: spool.clone(),
     });
     let router = ingest::router(ingest, admin::routes(admin_state.clone()));
     #[cfg(feature = "test-hooks")]
@@ -233,6 +274,17 @@ pub async fn run(
     let deadline = cfg.shutdown_timeout;
     let drained = tokio::time::timeout(deadline, async {
         server.wait().await;
+        if let (Some(spool), Some(mut feeder)) = (&spool, feeder) {
+            spool.close_appends();
+            stop_adopting.cancel();
+            if tokio::time::timeout(deadline / 2, &mut feeder)
+                .await
+                .is_err()
+            {
+                stop_pulling.cancel();
+                let _ = feeder.await;
+            }
+        }
         batcher.close();
         hard_stop.cancel();
         tracker.close();
@@ -251,6 +303,17 @@ pub async fn run(
             queue_rows = counters.queue_rows,
             "drain did not finish within GRACEFUL_SHUTDOWN_TIMEOUT; unacknowledged requests were cut off"
         ),
+    }
+    if let Some(spool) = &spool {
+        // Persists the acknowledgements received, even after a drain timeout, so that
+        // only frames really not committed replay.
+        spool.shutdown().await;
+        let s = spool.stats();
+        tracing::info!(
+            unacked_frames = s.unacked_frames,
+            bytes = s.bytes,
+            "spool closed; unacknowledged frames replay at the next start"
+        );
     }
     supervisor.stop();
     if let Some(path) = &cfg.admin.socket {

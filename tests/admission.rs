@@ -27,6 +27,8 @@ async fn full_queue_gives_429_with_retry_after_on_both_protocols() {
         &ch,
         &db,
         &[
+            // The batcher's queue is the admission bound when acknowledging after the INSERT.
+            ("ACK_MODE", "clickhouse"),
             ("BATCH_MAX_AGE", "3000"),
             ("BATCH_MAX_QUEUE_ROWS", "10"),
             // Inline validation: the same admission rules without the pool.
@@ -77,6 +79,7 @@ async fn inflight_byte_budget_gives_429() {
         &ch,
         &db,
         &[
+            ("ACK_MODE", "clickhouse"),
             ("BATCH_MAX_AGE", "3000"),
             ("MAX_BODY_BYTES", &(body.len() + 100).to_string()),
             ("MAX_INFLIGHT_BYTES", &(body.len() + 100).to_string()),

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use common::*;
 use http_body_util::{BodyExt, Full};
@@ -289,6 +291,13 @@ async fn bad_inputs_get_documented_errors_and_write_nothing() {
     // Nothing of any of those batches reached ClickHouse; a good one does.
     let (status, _, _) = post(&client, &url, &[], format!("[{GOOD}]")).await.unwrap();
     assert_eq!(status, 202);
+    assert_eq!(
+        wait_rows(&ch, &db, 1, Duration::from_secs(10)).await,
+        1,
+        "the good batch is stored"
+    );
+    // Give stray rows (there must be none) the time to arrive too.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         count_rows(&ch, &db),
         1,

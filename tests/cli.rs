@@ -74,9 +74,11 @@ fn invalid_setting_exits_2_naming_the_variable() {
 fn unreachable_clickhouse_exits_1_naming_the_url() {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
+    let spool = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
         .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port())])
         .env("CLICKHOUSE_URL", &url)
+        .env("SPOOL_DIR", spool.path())
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -90,6 +92,7 @@ async fn adopts_every_socket_passed_by_systemd() {
     let ch = ClickHouseServer::start().expect("start ClickHouse");
     let db = ch.fresh_database();
     let (a, b) = (free_port(), free_port());
+    let spool = tempfile::tempdir().unwrap();
     let mut child = Command::new("systemd-socket-activate")
         .args([
             "-l",
@@ -100,6 +103,7 @@ async fn adopts_every_socket_passed_by_systemd() {
         .args(["-E", &format!("CLICKHOUSE_URL={}", ch.http_url())])
         .args(["-E", &format!("CLICKHOUSE_DATABASE={db}")])
         .args(["-E", "BATCH_MAX_AGE=50"])
+        .args(["-E", &format!("SPOOL_DIR={}", spool.path().display())])
         // The configured address must be ignored when systemd passes sockets.
         .args([BIN, "serve", "--listen", "127.0.0.1:1"])
         .stdin(Stdio::null())

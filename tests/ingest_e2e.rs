@@ -53,6 +53,24 @@ fn stored(ch: &ClickHouseServer, db: &str, service: &str) -> Vec<Stored> {
         .collect()
 }
 
+/// [`stored`] once it holds at least `n` rows (the spool delivers shortly after the
+/// acknowledgement), or what is there after 10 s.
+async fn stored_eventually(
+    ch: &ClickHouseServer,
+    db: &str,
+    service: &str,
+    n: usize,
+) -> Vec<Stored> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let rows = stored(ch, db, service);
+        if rows.len() >= n || tokio::time::Instant::now() >= deadline {
+            return rows;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 fn row(
     ns: i64,
     level: &str,
@@ -183,7 +201,11 @@ async fn every_http_format_and_grpc_round_trip_field_by_field() {
 
     for service in ["array", "wrapped", "ndjson", "gzip", "zstd"] {
         let (_, want) = sample(service);
-        assert_eq!(stored(&ch, &db, service), want, "{service}");
+        assert_eq!(
+            stored_eventually(&ch, &db, service, want.len()).await,
+            want,
+            "{service}"
+        );
     }
 
     // gRPC on the same port, same semantics.
@@ -218,7 +240,7 @@ async fn every_http_format_and_grpc_round_trip_field_by_field() {
         .into_inner();
     assert_eq!(reply.accepted, 2);
     assert_eq!(
-        stored(&ch, &db, "grpc"),
+        stored_eventually(&ch, &db, "grpc", 2).await,
         vec![
             row(
                 T0 + 7,

@@ -23,7 +23,16 @@ fn batch(tag: &str, n: usize) -> String {
 async fn clickhouse_outage_gives_503_and_unhealthy_then_recovers() {
     let mut ch = ClickHouseServer::start().expect("start ClickHouse");
     let db = ch.fresh_database();
-    let worker = Worker::start(&ch, &db, &[("CLICKHOUSE_RETRY_BUDGET", "2000")]).await;
+    // Acknowledging after the INSERT: the spool mode's outage is tests/spool_faults.rs.
+    let worker = Worker::start(
+        &ch,
+        &db,
+        &[
+            ("ACK_MODE", "clickhouse"),
+            ("CLICKHOUSE_RETRY_BUDGET", "2000"),
+        ],
+    )
+    .await;
     let client = client();
     let url = format!("{}/api/v1/logs", worker.base);
     let (status, _, _) = post(&client, &url, &[], batch("before", 10)).await.unwrap();

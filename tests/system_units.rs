@@ -261,13 +261,13 @@ async fn start_target_runs_n_ready_instances_and_a_batch_lands() {
     )
     .await;
     assert_eq!((status, body.as_str()), (202, r#"{"accepted":25}"#));
-    assert_eq!(
-        count(
-            &ch,
-            &format!("SELECT count() FROM {db}.logs WHERE service = 'system-units'")
-        ),
-        25
-    );
+    // Acknowledged once spooled; in ClickHouse shortly after.
+    let sql = format!("SELECT count() FROM {db}.logs WHERE service = 'system-units'");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while count(&ch, &sql) < 25 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(count(&ch, &sql), 25);
 
     // Each instance answers on its own admin socket, under its own worker id.
     let stats = c.stats_all();
@@ -278,6 +278,14 @@ async fn start_target_runs_n_ready_instances_and_a_batch_lands() {
             instance,
             "{s}"
         );
+        // The default ACK_MODE spools under StateDirectory=, one directory per instance.
+        assert_eq!(s["ack_mode"], "spool", "{s}");
+        assert!(s["spool"]["max_bytes"].as_u64().unwrap_or(0) > 0, "{s}");
+        c.exec_ok(&[
+            "test",
+            "-f",
+            &format!("/var/lib/zero-logs/spool/{instance}/LOCK"),
+        ]);
     }
     let accepted: u64 = stats
         .values()

@@ -76,6 +76,19 @@ impl Fixture {
     }
 
     /// Rows of `service` in ClickHouse.
+    /// Rows of `service` once there are at least `expected` (acknowledged rows reach
+    /// ClickHouse shortly after the `202` with `ACK_MODE=spool`), or after 15 s.
+    fn rows_reaching(&self, service: &str, expected: u64) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let n = self.rows(service);
+            if n >= expected || Instant::now() >= deadline {
+                return n;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn rows(&self, service: &str) -> u64 {
         let sql = format!(
             "SELECT count() FROM {}.logs WHERE service = '{service}'",
@@ -381,7 +394,7 @@ fn hook(
 
 fn assert_nothing_lost(f: &Fixture, scenario: &str, reports: &[(&str, &LoadReport)]) {
     for (service, report) in reports {
-        let stored = f.rows(service);
+        let stored = f.rows_reaching(service, report.acknowledged_records);
         eprintln!(
             "[worker:{scenario}] {service}: acknowledged {} records, stored {stored}",
             report.acknowledged_records
@@ -631,7 +644,10 @@ fn restarts_one_by_one_under_load_fail_nothing_and_lose_nothing() {
         "[worker:restart] probe: {idle_conns} connections opened, first byte sent 300 ms later, \
          after `systemctl restart zero-logs@2`: {idle_outcomes:?}"
     );
-    assert_eq!(f.rows("restart-idle-probe"), probe_acked);
+    assert_eq!(
+        f.rows_reaching("restart-idle-probe", probe_acked),
+        probe_acked
+    );
 
     eprintln!("[worker:restart] {}", timings.join("\n[worker:restart] "));
     let gaps: BTreeMap<String, Vec<u64>> = (1..=WORKERS)
@@ -848,7 +864,7 @@ fn watchdog_replaces_a_frozen_worker_and_a_stuck_flusher() {
     // never comes and fail when the watchdog kills it: failures are expected here,
     // but nothing acknowledged is missing, and at most the failed requests' rows
     // can be there without an acknowledgement.
-    let stored = f.rows("watchdog-stall");
+    let stored = f.rows_reaching("watchdog-stall", stalled.acknowledged_records);
     eprintln!(
         "[worker:watchdog] stall: acknowledged {} records, stored {stored}, failed requests {}",
         stalled.acknowledged_records, stalled.failed_requests
@@ -1096,7 +1112,7 @@ fn stop_target_under_load_loses_nothing_and_the_socket_starts_a_worker_again() {
             .collect::<Vec<_>>()
     );
     assert_eq!((status, body.as_str()), (202, r#"{"accepted":3}"#));
-    assert_eq!(f.rows("socket-activation"), 3);
+    assert_eq!(f.rows_reaching("socket-activation", 3), 3);
     assert!(after["1"].is_running(), "{after:?}");
     for i in 2..=WORKERS {
         assert_eq!(after[&i.to_string()].active_state, "inactive", "{after:?}");

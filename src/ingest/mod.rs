@@ -3,9 +3,10 @@
 //! HTTP/1.1, h2c and gRPC arrive on the same sockets; [`router`] sends gRPC
 //! (by path and content type, via tonic's routes) to [`grpc`] and everything
 //! else to [`http`]. Both end in [`Ingest::accept`]: admission of the body's
-//! bytes, validation on the CPU pool (or inline), submission to the batcher
-//! and the wait for the acknowledgement. This module never writes to disk or
-//! ClickHouse itself.
+//! bytes, validation on the CPU pool (or inline), then the acknowledgement
+//! point of [`AckPoint`]: an append to the durable spool (`ACK_MODE=spool`) or a
+//! submission to the batcher and the wait for its INSERT (`ACK_MODE=clickhouse`).
+//! This module never writes to disk or ClickHouse itself.
 
 pub mod body;
 pub mod grpc;
@@ -19,6 +20,7 @@ use tokio::sync::{oneshot, Semaphore};
 use crate::config::{IngestConfig, RecordLimits};
 use crate::record::Batch;
 use crate::sink::BatcherHandle;
+use crate::spool::Spool;
 use crate::stats::Stats;
 use reject::{RejectKind, Rejection};
 
@@ -28,6 +30,14 @@ enum Validator {
     Pool(rayon::ThreadPool),
 }
 
+/// Where a request's rows are handed over; a `202` means this step succeeded.
+pub enum AckPoint {
+    /// Appended and `fdatasync`ed in the spool (the feeder delivers it later).
+    Spool(Spool),
+    /// Committed by ClickHouse.
+    ClickHouse(BatcherHandle),
+}
+
 /// Shared state of the ingest path.
 pub struct Ingest {
     pub limits: RecordLimits,
@@ -35,7 +45,7 @@ pub struct Ingest {
     validator: Validator,
     inflight: Arc<Semaphore>,
     max_inflight_bytes: usize,
-    batcher: BatcherHandle,
+    ack: AckPoint,
     pub stats: Arc<Stats>,
 }
 
@@ -49,11 +59,7 @@ pub struct PoolError {
 }
 
 impl Ingest {
-    pub fn new(
-        cfg: &IngestConfig,
-        batcher: BatcherHandle,
-        stats: Arc<Stats>,
-    ) -> Result<Ingest, PoolError> {
+    pub fn new(cfg: &IngestConfig, ack: AckPoint, stats: Arc<Stats>) -> Result<Ingest, PoolError> {
         let validator = if cfg.pool_validation {
             // rayon keeps its threads for the life of the pool; idle ones sleep on a
             // condvar, so "min" threads is what the pool costs at rest in CPU: none.
@@ -75,7 +81,7 @@ impl Ingest {
             validator,
             inflight: Arc::new(Semaphore::new(cfg.max_inflight_bytes)),
             max_inflight_bytes: cfg.max_inflight_bytes,
-            batcher,
+            ack,
             stats,
         })
     }
@@ -98,8 +104,15 @@ impl Ingest {
         })?;
         let batch = self.validate(decode).await?;
         let rows = batch.len();
-        let receipt = self.batcher.try_submit(batch)?;
-        receipt.await?;
+        if rows == 0 {
+            return Ok(0);
+        }
+        match &self.ack {
+            AckPoint::Spool(spool) => {
+                spool.append(batch).await?;
+            }
+            AckPoint::ClickHouse(batcher) => batcher.try_submit(batch)?.await?,
+        }
         Ok(rows)
     }
 

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::sink::{SinkError, SubmitError};
+use crate::spool::SpoolError;
 use crate::validate::{DecodeError, RecordError};
 
 /// Why a request was refused.
@@ -173,6 +174,28 @@ impl From<SinkError> for Rejection {
                 format!("ClickHouse refused the rows: {reason}"),
             ),
             SinkError::Closed => shutting_down(),
+        }
+    }
+}
+
+impl From<SpoolError> for Rejection {
+    fn from(err: SpoolError) -> Rejection {
+        match err {
+            SpoolError::Full { .. } | SpoolError::NoSpace { .. } => Rejection::new(
+                RejectKind::Busy,
+                format!("{err}; nothing of this batch was kept, retry later"),
+            ),
+            SpoolError::TooLarge { .. } => Rejection::new(RejectKind::TooLarge, err.to_string()),
+            SpoolError::Closed => shutting_down(),
+            // Locked/Corrupt cannot come from an append; Io is a disk failure.
+            SpoolError::Io { .. } | SpoolError::Locked { .. } | SpoolError::Corrupt { .. } => {
+                Rejection::new(
+                    RejectKind::Unavailable,
+                    format!(
+                        "cannot write the spool ({err}); nothing of this batch was kept, retry"
+                    ),
+                )
+            }
         }
     }
 }

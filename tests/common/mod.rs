@@ -33,12 +33,17 @@ pub struct Worker {
     pub child: Option<Child>,
     pub port: u16,
     pub base: String,
+    /// The spool root of this worker (`SPOOL_DIR`), unless the caller set its own.
+    pub spool_dir: Option<tempfile::TempDir>,
 }
 
 impl Worker {
-    /// Starts the worker binary against `ch`/`database` and waits for `/health`.
+    /// Starts the worker binary against `ch`/`database` and waits for `/health`. Its
+    /// spool goes to a fresh temporary directory unless `env` sets `SPOOL_DIR`.
     pub async fn start(ch: &ClickHouseServer, database: &str, env: &[(&str, &str)]) -> Worker {
         let port = free_port();
+        let spool_dir = (!env.iter().any(|(k, _)| *k == "SPOOL_DIR"))
+            .then(|| tempfile::tempdir().expect("spool tempdir"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_zero-logs"));
         cmd.arg("serve")
             .arg("--listen")
@@ -51,6 +56,9 @@ impl Worker {
             .env("BATCH_MAX_AGE", "50")
             .stdin(Stdio::null())
             .stdout(Stdio::null());
+        if let Some(dir) = &spool_dir {
+            cmd.env("SPOOL_DIR", dir.path());
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -59,6 +67,7 @@ impl Worker {
             child: Some(child),
             port,
             base: format!("http://127.0.0.1:{port}"),
+            spool_dir,
         };
         worker.wait_healthy(Duration::from_secs(30)).await;
         worker
@@ -156,6 +165,25 @@ async fn send(client: &HttpClient, req: http::Request<Full<Bytes>>) -> Result<Re
         .map_err(|e| e.to_string())?
         .to_bytes();
     Ok((status, headers, body))
+}
+
+/// Waits until `database.logs` holds at least `expected` rows (acknowledged rows reach
+/// ClickHouse shortly after the `202` when spooled) and returns the count then, or
+/// the last count seen after `within`.
+pub async fn wait_rows(
+    ch: &ClickHouseServer,
+    database: &str,
+    expected: u64,
+    within: Duration,
+) -> u64 {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let n = count_rows(ch, database);
+        if n >= expected || tokio::time::Instant::now() >= deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Number of rows in `database.logs`.

@@ -1,0 +1,163 @@
+//! Delivery from the spool to ClickHouse (`ACK_MODE=spool`): the feeder moves durable
+//! frames from the [`SpoolReader`] into the batcher and acknowledges each frame in the
+//! spool once ClickHouse committed it; the adopter drains the spools of instances that
+//! are gone into this one.
+//!
+//! ```text
+//! SpoolReader ──frame──> BatcherHandle::submit ──INSERT (retried for ever)──> ClickHouse
+//!      ^                                                      │
+//!      └──────────── Spool::ack(seq) / Spool::reject ◄────────┘ receipt
+//! ```
+//!
+//! - **Nothing is dropped.** A frame leaves the spool only through `ack` (committed) or
+//!   `reject` (ClickHouse refused it for good: kept under `quarantine/`, counted). The
+//!   batcher of this mode retries transient failures without a budget, so a long outage
+//!   only makes the spool grow until admission answers 429.
+//! - **Bounded memory.** `submit` waits while the batcher's queue is full
+//!   (`BATCH_MAX_QUEUE_ROWS`), so the feeder never holds more than that in flight; the
+//!   backlog stays on disk.
+//! - **Stop.** After appends are closed the feeder keeps delivering until the spool is
+//!   empty or the drain budget is spent, then stops pulling frames and waits for the
+//!   INSERTs it started. Frames not acknowledged by then replay at the next start (or
+//!   are adopted by a sibling after scale-down); acks already received are persisted by
+//!   [`Spool::shutdown`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::record::Batch;
+use crate::sink::{BatcherHandle, SinkError};
+use crate::spool::{FrameId, SeqNo, Spool, SpoolFrame, SpoolReader};
+
+/// What the feeder remembers of a frame it handed to the batcher.
+struct Sent {
+    seq: SeqNo,
+    id: FrameId,
+    appended_unix_ms: u64,
+    replayed: bool,
+}
+
+type Delivery =
+    Pin<Box<dyn Future<Output = (Sent, Result<(), (SinkError, Option<Batch>)>)> + Send>>;
+
+/// Runs until the reader is exhausted (appends closed and every frame handed out) or
+/// `stop_pulling` is cancelled, then waits for the INSERTs in flight. `stop_pulling` is
+/// the drain deadline: cancel it to leave the rest of the spool on disk.
+pub async fn feed(
+    spool: Spool,
+    mut reader: SpoolReader,
+    batcher: BatcherHandle,
+    stop_pulling: CancellationToken,
+) {
+    let mut inflight: FuturesUnordered<Delivery> = FuturesUnordered::new();
+    let mut pulling = true;
+    while pulling || !inflight.is_empty() {
+        tokio::select! {
+            frame = reader.next(), if pulling => match frame {
+                Some(frame) => {
+                    if let Some(delivery) = send(&batcher, frame).await {
+                        inflight.push(delivery);
+                    } else {
+                        pulling = false;
+                    }
+                }
+                None => pulling = false,
+            },
+            Some((sent, outcome)) = inflight.next(), if !inflight.is_empty() => {
+                settle(&spool, sent, outcome).await;
+            }
+            () = stop_pulling.cancelled(), if pulling => {
+                tracing::info!(
+                    inflight = inflight.len(),
+                    "drain budget spent; the rest of the spool replays at the next start"
+                );
+                pulling = false;
+            }
+        }
+    }
+    tracing::debug!("spool feeder stopped");
+}
+
+/// Hands one frame to the batcher (waiting for room); `None` once the batcher is closed
+/// (the frame stays unacknowledged and replays).
+async fn send(batcher: &BatcherHandle, frame: SpoolFrame) -> Option<Delivery> {
+    let SpoolFrame {
+        seq,
+        id,
+        batch,
+        appended_unix_ms,
+        replayed,
+    } = frame;
+    let sent = Sent {
+        seq,
+        id,
+        appended_unix_ms,
+        replayed,
+    };
+    match batcher.submit(batch).await {
+        Ok(receipt) => Some(Box::pin(async move { (sent, receipt.returning().await) })),
+        Err(err) => {
+            tracing::info!(frame = %sent.id, error = %err, "batcher closed; frame left in the spool");
+            None
+        }
+    }
+}
+
+/// Acknowledges a committed frame, quarantines a refused one, leaves the rest.
+async fn settle(spool: &Spool, sent: Sent, outcome: Result<(), (SinkError, Option<Batch>)>) {
+    match outcome {
+        Ok(()) => spool.ack(sent.seq),
+        Err((SinkError::Rejected { reason }, Some(batch))) => {
+            let frame = SpoolFrame {
+                seq: sent.seq,
+                id: sent.id,
+                batch,
+                appended_unix_ms: sent.appended_unix_ms,
+                replayed: sent.replayed,
+            };
+            if let Err(err) = spool.reject(&frame, &reason).await {
+                // Not acknowledged: it replays at the next start and is tried again.
+                tracing::error!(frame = %frame.id, error = %err, "cannot quarantine a rejected frame");
+            }
+        }
+        Err((error, _)) => {
+            // Closed at shutdown, or (never with an unlimited budget) given up: the frame
+            // is not acknowledged, so it replays at the next start.
+            tracing::warn!(frame = %sent.id, error = %error, "frame not delivered; it stays in the spool");
+        }
+    }
+}
+
+/// Looks for orphaned sibling spools now and then every `interval`, draining each into
+/// this spool, until `cancel`.
+pub async fn adopt_orphans(spool: Spool, interval: Duration, cancel: CancellationToken) {
+    let mut next = Instant::now();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(next) => {}
+            () = cancel.cancelled() => return,
+        }
+        match spool.adopt_orphans(&cancel).await {
+            Ok(report) if report.spools > 0 => tracing::info!(
+                spools = report.spools,
+                frames = report.frames,
+                records = report.records,
+                "adopted orphaned spools"
+            ),
+            Ok(_) => {}
+            Err(err) if cancel.is_cancelled() => {
+                tracing::debug!(error = %err, "adoption interrupted by shutdown");
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "adopting orphaned spools failed; retrying later")
+            }
+        }
+        next = Instant::now() + interval;
+    }
+}
