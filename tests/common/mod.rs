@@ -41,10 +41,30 @@ impl Worker {
     /// Starts the worker binary against `ch`/`database` and waits for `/health`. Its
     /// spool goes to a fresh temporary directory unless `env` sets `SPOOL_DIR`.
     pub async fn start(ch: &ClickHouseServer, database: &str, env: &[(&str, &str)]) -> Worker {
+        Worker::start_wrapped(ch, database, env, &[]).await
+    }
+
+    /// [`start`](Self::start), with the binary run through `wrapper` (a program and its
+    /// arguments that end by executing the rest of the command line, e.g. `unshare … sh
+    /// -c '…; exec "$@"' sh`), so the PID we hold is the worker's after the `exec`.
+    pub async fn start_wrapped(
+        ch: &ClickHouseServer,
+        database: &str,
+        env: &[(&str, &str)],
+        wrapper: &[&str],
+    ) -> Worker {
         let port = free_port();
         let spool_dir = (!env.iter().any(|(k, _)| *k == "SPOOL_DIR"))
             .then(|| tempfile::tempdir().expect("spool tempdir"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_zero-logs"));
+        let bin = env!("CARGO_BIN_EXE_zero-logs");
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(bin);
+                cmd
+            }
+            None => Command::new(bin),
+        };
         cmd.arg("serve")
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
