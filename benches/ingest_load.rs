@@ -45,6 +45,10 @@ usage: cargo bench --bench ingest_load -- --url http://127.0.0.1:PORT [options]
   --connections N         concurrent keep-alive HTTP/1.1 connections [64]
   --duration SECS         measured run time [20; a safety cap of 600 with --requests]
   --requests N            stop after N measured requests instead of after --duration
+  --rate R                offered load: R requests/s in total, paced per connection
+                          (open loop: latency counts from each request's scheduled
+                          start, so a stall shows up in p99) [unpaced: as fast as
+                          the answers come]
   --warmup SECS           load sent before measuring starts (not counted) [0]
   --batch N               records per request [100]
   --pool N                distinct pre-generated request bodies [64]
@@ -109,6 +113,7 @@ struct Args {
     connections: usize,
     duration: Duration,
     requests: Option<u64>,
+    rate: Option<f64>,
     warmup: Duration,
     batch: usize,
     pool: usize,
@@ -132,6 +137,7 @@ impl Args {
         let mut connections = 64usize;
         let mut duration = None;
         let mut requests = None;
+        let mut rate = None;
         let mut warmup = 0.0f64;
         let mut batch = 100usize;
         let mut pool = 64usize;
@@ -173,6 +179,7 @@ impl Args {
                     "--duration" | "-d" => duration = Some(secs(flag, &value(flag)?)?),
                     "--requests" | "-n" => requests = Some(num(flag, &value(flag)?)?),
                     "--warmup" => warmup = secs(flag, &value(flag)?)?,
+                    "--rate" => rate = Some(secs(flag, &value(flag)?)?),
                     "--batch" => batch = num(flag, &value(flag)?)?,
                     "--pool" => pool = num(flag, &value(flag)?)?,
                     "--format" => {
@@ -218,6 +225,9 @@ impl Args {
                 bail!("{name} must be at least 1");
             }
         }
+        if rate.is_some_and(|r| r <= 0.0) {
+            bail!("--rate must be positive");
+        }
         if requests == Some(0) {
             bail!("--requests must be at least 1");
         }
@@ -238,6 +248,7 @@ impl Args {
             connections,
             duration: Duration::from_secs_f64(duration),
             requests,
+            rate,
             warmup: Duration::from_secs_f64(warmup),
             batch,
             pool,
@@ -513,6 +524,11 @@ struct Plan {
     /// `--requests`: measured requests still to claim.
     limit: Option<u64>,
     claimed: AtomicU64,
+    /// `--rate`: each connection sends one request per `interval`.
+    interval: Option<Duration>,
+    /// When the first (warm-up) request is scheduled.
+    start: Instant,
+    connections: usize,
 }
 
 #[derive(Default)]
@@ -569,8 +585,20 @@ async fn drive_connection(plan: Arc<Plan>, index: usize) -> (Tally, Tally) {
     let mut measured = Tally::default();
     let mut sender: Option<SendRequest<Full<Bytes>>> = None;
     let mut next_body = index;
+    // Paced connections start staggered over one interval.
+    let mut scheduled = plan
+        .interval
+        .map(|every| plan.start + every.mul_f64(index as f64 / plan.connections as f64));
     loop {
-        let start = Instant::now();
+        let start = match (&mut scheduled, plan.interval) {
+            (Some(at), Some(every)) => {
+                tokio::time::sleep_until(*at).await;
+                let this = *at;
+                *at += every;
+                this
+            }
+            _ => Instant::now(),
+        };
         if start >= plan.deadline {
             break;
         }
@@ -849,6 +877,11 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             deadline: measure_from + args.duration,
             limit: args.requests,
             claimed: AtomicU64::new(0),
+            interval: args
+                .rate
+                .map(|r| Duration::from_secs_f64(args.connections as f64 / r)),
+            start: Instant::now(),
+            connections: args.connections,
         });
         let tasks: Vec<_> = (0..args.connections)
             .map(|i| tokio::spawn(drive_connection(plan.clone(), i)))
@@ -921,6 +954,8 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 struct Report {
     connections: usize,
+    /// `--rate`, requests/s offered.
+    offered_rps: Option<f64>,
     batch: usize,
     record_bytes: f64,
     elapsed: Duration,
@@ -954,6 +989,7 @@ impl Report {
         sorted.sort_unstable();
         Report {
             connections: args.connections,
+            offered_rps: args.rate,
             batch: args.batch,
             record_bytes: pool.record_bytes,
             elapsed,
@@ -1013,6 +1049,7 @@ impl Report {
         let ms = |p| self.percentile_ms(p);
         json!({
             "connections": self.connections,
+            "offered_requests_per_s": self.offered_rps,
             "batch_records": self.batch,
             "record_bytes_avg": round(self.record_bytes, 1),
             "elapsed_s": round(self.secs(), 3),
@@ -1060,6 +1097,9 @@ impl Report {
         let secs = self.secs();
         let mib = 1024.0 * 1024.0;
         println!("zero-logs ingest load: {} connections, {} records/request (~{:.0} B/record), {:.1} s measured", self.connections, self.batch, self.record_bytes, secs);
+        if let Some(rate) = self.offered_rps {
+            println!("  offered     {rate:.0} requests/s (paced, open loop)");
+        }
         println!(
             "  requests    sent {}  ok(202) {}  failed {}{}",
             m.sent,

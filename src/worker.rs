@@ -172,8 +172,15 @@ pub async fn run(
         AckMode::Spool => std::time::Duration::MAX,
         AckMode::ClickHouse => cfg.clickhouse.retry_budget,
     };
+    let mut batch_cfg = cfg.batch.clone();
+    if cfg.ack_mode == AckMode::Spool {
+        // The backlog waits on disk, not in memory: the batcher only needs what keeps
+        // every INSERT slot busy plus the one being cut.
+        let enough = cfg.batch.max_rows * (cfg.batch.max_inflight_inserts + 1);
+        batch_cfg.max_queue_rows = batch_cfg.max_queue_rows.min(enough);
+    }
     let batcher = Batcher::spawn(
-        cfg.batch.clone(),
+        batch_cfg,
         retry_budget,
         sink,
         stats.clone(),

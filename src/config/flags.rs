@@ -58,7 +58,9 @@ pub struct ServeFlags {
     /// INSERTs in flight at once. [env: BATCH_MAX_INFLIGHT_INSERTS] [default: 2]
     #[arg(long, value_name = "N")]
     pub batch_max_inflight_inserts: Option<String>,
-    /// Rows waiting for ClickHouse before new requests get 429.
+    /// Rows waiting for ClickHouse before new requests get 429 (ACK_MODE=clickhouse);
+    /// with ACK_MODE=spool, rows read from the spool ahead of the INSERTs, at most
+    /// BATCH_MAX_ROWS x (BATCH_MAX_INFLIGHT_INSERTS + 1).
     /// [env: BATCH_MAX_QUEUE_ROWS] [default: 1000000]
     #[arg(long, value_name = "N")]
     pub batch_max_queue_rows: Option<String>,
@@ -128,7 +130,7 @@ pub struct ServeFlags {
     #[arg(long, value_name = "MS")]
     pub spool_commit_window: Option<String>,
     /// Spooled bytes kept in memory for the batcher (beyond: read back from disk).
-    /// [env: SPOOL_MEMORY_BYTES] [default: 64MiB]
+    /// [env: SPOOL_MEMORY_BYTES] [default: 16MiB]
     #[arg(long, value_name = "BYTES")]
     pub spool_memory_bytes: Option<String>,
     /// A stopped instance's spool is adopted after it was idle this long, in ms.

@@ -66,7 +66,7 @@ pub struct SpoolConfig {
 }
 
 impl SpoolConfig {
-    /// Defaults: 1 GiB cap, 64 MiB segments, 2 ms window, 16 MiB groups, 64 MiB in
+    /// Defaults: 1 GiB cap, 64 MiB segments, 2 ms window, 16 MiB groups, 16 MiB in
     /// memory, adopt after 30 s idle, look every 30 s, wait 5 s for the lock.
     pub fn new(root: impl Into<PathBuf>, instance: impl Into<String>) -> SpoolConfig {
         SpoolConfig {
@@ -76,7 +76,7 @@ impl SpoolConfig {
             segment_bytes: 64 << 20,
             commit_window: Duration::from_millis(2),
             max_group_bytes: 16 << 20,
-            memory_tail_bytes: 64 << 20,
+            memory_tail_bytes: 16 << 20,
             orphan_min_idle: Duration::from_secs(30),
             adopt_interval: Duration::from_secs(30),
             lock_wait: Duration::from_secs(5),
