@@ -35,7 +35,7 @@
 mod system;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use system::{load, BootOptions, LoadReport, LoadSpec, SystemdContainer};
 use zero_logs::testing::ClickHouseServer;
@@ -124,6 +124,35 @@ impl Fixture {
         }
     }
 
+    /// The load's requests whose records are in ClickHouse more than once:
+    /// `(client, request, rows, distinct records, unix second of the first row)`,
+    /// oldest first, at most 50 (the load's messages are `load c<client> r<request>
+    /// i<index>`). To tell where duplicates came from.
+    fn duplicated_requests(&self, service: &str) -> Vec<(String, String, u64, u64, u64)> {
+        let sql = format!(
+            "SELECT splitByChar(' ', message)[2] AS c, splitByChar(' ', message)[3] AS r, \
+             count() AS n, uniqExact(message) AS d, min(toUnixTimestamp(timestamp)) AS t \
+             FROM {}.logs WHERE service = '{service}' GROUP BY c, r HAVING n > d \
+             ORDER BY t, c, r LIMIT 50 FORMAT TSV",
+            self.db
+        );
+        self.ch
+            .query(&sql)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                Some((
+                    f.first()?.to_string(),
+                    f.get(1)?.to_string(),
+                    f.get(2)?.parse().ok()?,
+                    f.get(3)?.parse().ok()?,
+                    f.get(4)?.parse().ok()?,
+                ))
+            })
+            .collect()
+    }
+
     fn done(&self, scenario: &str) {
         eprintln!(
             "[timing] {scenario}: boot {} ms, test total {} ms",
@@ -144,6 +173,33 @@ fn fresh_load(service: &str, clients: usize) -> LoadSpec {
         request_timeout: Duration::from_secs(30),
         ..LoadSpec::default()
     }
+}
+
+fn unix_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Up to 40 warnings and errors (priority <= 4) of the workers, oldest first, as
+/// `<unit> <unix ms> <message> <error field>`.
+fn warnings(c: &SystemdContainer) -> Vec<String> {
+    let lines: Vec<String> = c
+        .journal_query(&["-u", "zero-logs@*", "-p", "warning"])
+        .iter()
+        .filter_map(|e| {
+            let ts: u64 = e["__REALTIME_TIMESTAMP"].as_str()?.parse().ok()?;
+            Some(format!(
+                "{} {} {} {}",
+                e["_SYSTEMD_UNIT"].as_str().unwrap_or("?"),
+                ts / 1000,
+                e["MESSAGE"].as_str().unwrap_or("?"),
+                e["ERROR"].as_str().unwrap_or("")
+            ))
+        })
+        .collect();
+    lines[lines.len().saturating_sub(40)..].to_vec()
 }
 
 /// `/stats` of one instance; panics with the reason when it cannot be read.
@@ -260,6 +316,7 @@ fn kill_9_under_load_restarts_and_replays_every_acknowledged_record() {
     );
 
     let killed_at = Instant::now();
+    let killed_unix = unix_s();
     let at = killed_at.duration_since(load_started);
     c.kill_inside(before.main_pid, "KILL");
     let (new_pid, n_restarts, restart_took) = wait_restarted(
@@ -329,6 +386,13 @@ fn kill_9_under_load_restarts_and_replays_every_acknowledged_record() {
         report.errors,
         report.statuses
     );
+    if stored > report.acknowledged_records {
+        eprintln!(
+            "[spool:kill] duplicated requests (client, request, rows, distinct, unix s of the \
+             first row; killed at {killed_unix}): {:?}",
+            f.duplicated_requests(service)
+        );
+    }
     assert!(
         stored >= report.acknowledged_records,
         "acknowledged records lost: {} acknowledged, {stored} in ClickHouse; {}",
@@ -573,10 +637,13 @@ fn clickhouse_outage_under_load_fills_the_spool_to_429_with_bounded_memory() {
         ("SPOOL_SEGMENT_BYTES", "512KiB"),
     ]);
     let service = "spool-outage";
-    // 50 records (~5 KB spooled) per request, a short pause between a client's
-    // requests so that the 429s (answered at once) do not spin the two cores.
+    // 100 records (~10 KB spooled) per request, so that ~400 acknowledged requests
+    // fill an instance even when the spread over the instances is uneven (seen: one
+    // instance full after 4 s, another after 14 s with 50 records); a short pause
+    // between a client's requests so that the 429s (answered at once) do not spin
+    // the two cores.
     let run = f.load(LoadSpec {
-        records_per_request: 50,
+        records_per_request: 100,
         pause: Duration::from_millis(5),
         ..fresh_load(service, 6)
     });
@@ -585,6 +652,7 @@ fn clickhouse_outage_under_load_fills_the_spool_to_429_with_bounded_memory() {
 
     f.ch.stop();
     let down = Instant::now();
+    let down_unix = unix_s();
     let c = &f.c;
     let instances: Vec<String> = (1..=WORKERS).map(|i| i.to_string()).collect();
     let mut max_rss: BTreeMap<String, u64> = BTreeMap::new();
@@ -624,6 +692,7 @@ fn clickhouse_outage_under_load_fills_the_spool_to_429_with_bounded_memory() {
     f.ch.restart()
         .unwrap_or_else(|e| panic!("ClickHouse restart: {e}"));
     let back = Instant::now();
+    let back_unix = unix_s();
     let c = &f.c;
     // Room again: every spool back under half its cap; then a little more load so
     // the clients see 202 again.
@@ -761,6 +830,17 @@ fn clickhouse_outage_under_load_fills_the_spool_to_429_with_bounded_memory() {
         report.acknowledged_records,
         stored as i64 - report.acknowledged_records as i64
     );
+    if stored > report.acknowledged_records {
+        eprintln!(
+            "[spool:outage] duplicated requests (client, request, rows, distinct, unix s of \
+             the first row; ClickHouse stopped at {down_unix}, back at {back_unix}): {:?}",
+            f.duplicated_requests(service)
+        );
+        eprintln!(
+            "[spool:outage] the workers' warnings:\n{}",
+            warnings(&f.c).join("\n")
+        );
+    }
     assert!(
         stored >= report.acknowledged_records,
         "acknowledged records lost: {} acknowledged, {stored} stored",
