@@ -1,0 +1,657 @@
+//! System tests of the management daemon (`zero-logs-ctl daemon`, run by
+//! `systemd/zero-logs-ctl.service`) against a real systemd booted in a
+//! throw-away container (harness: `tests/system/`). The test process talks
+//! to the daemon's API directly: the container shares the host's loopback.
+//!
+//! - `api_scale_stats_events_and_persistence_under_load`: the token file's
+//!   rules (group-readable: refused to start, exit 2), `validate`, `GET /stats`
+//!   (shape, and requests handled = requests sent), `GET /health`, 401/403/400,
+//!   `POST /scale` 2→4→1 under load (0 failed, 0 lost, drained), the count
+//!   across `daemon-reload` and a "reboot" (see the test), lifecycle events
+//!   and the stats line in the journal.
+//! - `watchdog_replaces_a_silent_worker_and_one_over_memory_under_load`: an
+//!   instance whose admin socket stops answering is restarted after 2 missed
+//!   checks, an instance over the daemon's memory limit is replaced, both
+//!   gracefully under load (0 failed, 0 lost); a SIGKILLed worker gives
+//!   `worker_exited` with the signal and systemd's restart.
+//!
+//! Needs root, `systemd-nspawn` and Debian's ClickHouse (`scripts/install-deps`);
+//! fails loudly without them. Run:
+//! `cargo test --features test-support --test system_ctl_daemon -- --nocapture`.
+
+mod system;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use system::{load, wait_until, BootOptions, LoadReport, LoadSpec, SystemdContainer};
+use zero_logs::testing::ClickHouseServer;
+
+const TOKEN_FILE: &str = "/etc/zero-logs/api-token";
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+struct Fixture {
+    // Field order = drop order: the container goes before its ClickHouse.
+    c: Option<SystemdContainer>,
+    ch: ClickHouseServer,
+    db: String,
+    api_port: u16,
+    rt: tokio::runtime::Runtime,
+    t0: Instant,
+}
+
+impl Fixture {
+    fn options(
+        ch: &ClickHouseServer,
+        db: &str,
+        api_port: u16,
+        env: &[(&str, &str)],
+    ) -> BootOptions {
+        let mut opts = BootOptions::new()
+            .env("CLICKHOUSE_URL", ch.http_url())
+            .env("CLICKHOUSE_DATABASE", db)
+            .env("BATCH_MAX_AGE", "50")
+            .env("CLUSTER_API_PORT", api_port.to_string());
+        for (k, v) in env {
+            opts = opts.env(k, *v);
+        }
+        assert!(
+            opts.binaries.iter().any(|b| b.ends_with("zero-logs-ctl")),
+            "the harness did not pick up zero-logs-ctl: {:?}",
+            opts.binaries
+        );
+        opts
+    }
+
+    /// ClickHouse, a container with `zero-logs.target` running `workers`.
+    fn start(workers: usize, env: &[(&str, &str)]) -> Fixture {
+        let t0 = Instant::now();
+        let ch = ClickHouseServer::start().unwrap_or_else(|e| panic!("{e}"));
+        let db = ch.fresh_database();
+        let api_port = system::container::free_port();
+        let n = workers.to_string();
+        let mut all = vec![("CLUSTER_WORKERS", n.as_str())];
+        all.extend_from_slice(env);
+        let c = SystemdContainer::boot(Self::options(&ch, &db, api_port, &all))
+            .unwrap_or_else(|e| panic!("{e}"));
+        c.systemctl_ok(&["start", "zero-logs.target"]);
+        c.wait_instances_running(workers, Duration::from_secs(60));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        Fixture {
+            c: Some(c),
+            ch,
+            db,
+            api_port,
+            rt,
+            t0,
+        }
+    }
+
+    fn c(&self) -> &SystemdContainer {
+        self.c.as_ref().expect("container")
+    }
+
+    /// Writes the token file 0600 and starts the daemon.
+    fn start_daemon(&self) {
+        let c = self.c();
+        c.write_file(TOKEN_FILE, format!("{TOKEN}\n"));
+        c.exec_ok(&["chmod", "600", TOKEN_FILE]);
+        c.systemctl_ok(&["start", "zero-logs-ctl.service"]);
+        assert_eq!(
+            c.unit_property("zero-logs-ctl.service", "ActiveState"),
+            "active"
+        );
+    }
+
+    fn load(&self, service: &str, clients: usize, fresh: bool) -> system::RunningLoad {
+        let _guard = self.rt.enter();
+        load::start(
+            &self.c().base_url(),
+            LoadSpec {
+                clients,
+                records_per_request: 10,
+                duration: Duration::from_secs(120),
+                service: service.to_string(),
+                fresh_connections: fresh,
+                ..LoadSpec::default()
+            },
+        )
+    }
+
+    fn stop(&self, running: system::RunningLoad, service: &str) -> LoadReport {
+        let report = self.rt.block_on(running.stop());
+        eprintln!(
+            "[daemon] load {service}: {}\n[daemon]   timeline {}",
+            report.summary(),
+            report.timeline()
+        );
+        report.assert_no_failures();
+        assert_eq!(
+            self.wait_rows(service, report.acknowledged_records),
+            report.acknowledged_records,
+            "{service}: rows in ClickHouse differ from acknowledged records"
+        );
+        report
+    }
+
+    /// Rows of `service` in ClickHouse, once they stopped growing toward `want`.
+    fn wait_rows(&self, service: &str, want: u64) -> u64 {
+        let sql = format!(
+            "SELECT count() FROM {}.logs WHERE service = '{service}'",
+            self.db
+        );
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let rows: u64 = self.ch.query(&sql).unwrap().trim().parse().unwrap();
+            if rows >= want || Instant::now() > deadline {
+                return rows;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// One API call: (status, JSON body).
+    fn api(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, Value) {
+        let t = Instant::now();
+        let (status, text) = http(self.api_port, method, path, token, body);
+        eprintln!(
+            "[daemon] {method} {path} {} -> {status} in {} ms: {}",
+            body.unwrap_or(""),
+            t.elapsed().as_millis(),
+            text.chars().take(300).collect::<String>()
+        );
+        let json = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"));
+        (status, json)
+    }
+
+    /// Journal entries of the daemon with `EVENT=event` (and more matches).
+    fn events(&self, event: &str, more: &[&str]) -> Vec<Value> {
+        let matcher = format!("EVENT={event}");
+        let mut args = vec!["-u", "zero-logs-ctl.service", matcher.as_str()];
+        args.extend_from_slice(more);
+        self.c().journal_query(&args)
+    }
+
+    fn done(&self, scenario: &str) {
+        eprintln!(
+            "[timing] {scenario}: test total {} ms",
+            self.t0.elapsed().as_millis()
+        );
+    }
+}
+
+/// A minimal HTTP/1.1 exchange with `Connection: close` (the API answers
+/// with Content-Length).
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
+    let mut s =
+        TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("API on {port}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(180))).unwrap();
+    let body = body.unwrap_or("");
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{auth}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, rest) = raw
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP head: {raw:?}"));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap();
+    (status, rest.to_string())
+}
+
+/// Instances `active/running`, by name, with their MainPID.
+fn running(c: &SystemdContainer) -> BTreeMap<String, u32> {
+    c.instances()
+        .into_iter()
+        .filter(|(_, s)| s.is_running())
+        .map(|(i, s)| (i, s.main_pid))
+        .collect()
+}
+
+fn field<'a>(entry: &'a Value, name: &str) -> &'a str {
+    entry[name].as_str().unwrap_or_default()
+}
+
+#[test]
+fn api_scale_stats_events_and_persistence_under_load() {
+    let mut f = Fixture::start(
+        2,
+        &[
+            ("CLUSTER_MIN_WORKERS", "1"),
+            ("CLUSTER_MAX_WORKERS", "4"),
+            ("HEALTH_CHECK_INTERVAL", "1000"),
+            ("LOG_CLUSTER_STATS", "true"),
+            ("HEALTH_REPORT_INTERVAL", "1000"),
+        ],
+    );
+    let c = f.c();
+
+    // validate: the shipped settings pass; a bad value is named with its file and line.
+    let ok = c.exec(&["zero-logs-ctl", "validate"]);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    c.write_file("/tmp/bad/zero-logs.env", "HEALTH_CHECK_INTERVAL=soon\n");
+    let bad = c.exec(&["zero-logs-ctl", "--config-dir", "/tmp/bad", "validate"]);
+    let said = String::from_utf8_lossy(&bad.stdout);
+    assert_eq!(bad.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("/tmp/bad/zero-logs.env:1") && said.contains("HEALTH_CHECK_INTERVAL"),
+        "{said}"
+    );
+
+    // A token file others can read: the daemon refuses to start, exit 2, and says why.
+    c.write_file(TOKEN_FILE, format!("{TOKEN}\n"));
+    c.exec_ok(&["chmod", "644", TOKEN_FILE]);
+    assert!(!c
+        .systemctl(&["start", "zero-logs-ctl.service"])
+        .status
+        .success());
+    let p = c.unit_properties("zero-logs-ctl.service", &["ActiveState", "ExecMainStatus"]);
+    assert_eq!(
+        (p["ActiveState"].as_str(), p["ExecMainStatus"].as_str()),
+        ("failed", "2"),
+        "{p:?}"
+    );
+    let said: String = c
+        .journal_json("zero-logs-ctl.service")
+        .iter()
+        .filter_map(|e| e["MESSAGE"].as_str().map(str::to_string))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        said.contains("must not be readable or writable by group or others"),
+        "{said}"
+    );
+    c.systemctl_ok(&["reset-failed", "zero-logs-ctl.service"]);
+    let t = Instant::now();
+    f.start_daemon();
+    eprintln!("[daemon] start to READY: {} ms", t.elapsed().as_millis());
+
+    // GET /health, GET /stats: the cluster API's shape; requestsHandled adds up to the load.
+    let (status, health) = f.api("GET", "/health", None, None);
+    assert_eq!(
+        (status, health["status"].as_str()),
+        (200, Some("healthy")),
+        "{health}"
+    );
+    let report = f.rt.block_on(load::run(
+        &c.base_url(),
+        LoadSpec {
+            clients: 4,
+            records_per_request: 5,
+            max_requests_per_client: 25,
+            duration: Duration::from_secs(30),
+            service: "daemon-stats".into(),
+            fresh_connections: true,
+            ..LoadSpec::default()
+        },
+    ));
+    report.assert_no_failures();
+    let (status, stats) = f.api("GET", "/stats", None, None);
+    assert_eq!(status, 200);
+    for key in ["pid", "uptime", "supervisor", "version", "ctlPid"] {
+        assert!(
+            stats["master"].get(key).is_some(),
+            "master lacks {key}: {stats}"
+        );
+    }
+    let daemon_pid: u64 = c
+        .unit_property("zero-logs-ctl.service", "MainPID")
+        .parse()
+        .unwrap();
+    assert_eq!(stats["master"]["ctlPid"], daemon_pid, "{stats}");
+    assert_eq!(stats["cluster"]["workers"], 2, "{stats}");
+    assert_eq!(stats["cluster"]["maxWorkers"], 4, "{stats}");
+    assert_eq!(stats["cluster"]["totalRequests"], 100, "{stats}");
+    let pids = running(c);
+    let mut handled = 0;
+    for w in stats["workers"].as_array().unwrap() {
+        for key in [
+            "id",
+            "pid",
+            "uptime",
+            "restarts",
+            "requestsHandled",
+            "memoryMB",
+            "healthy",
+            "lastHealthCheck",
+        ] {
+            assert!(w.get(key).is_some(), "worker lacks {key}: {w}");
+        }
+        assert_eq!(w["pid"], pids[w["id"].as_str().unwrap()], "{w}");
+        assert_eq!(w["healthy"], true, "{w}");
+        handled += w["requestsHandled"].as_u64().unwrap();
+    }
+    assert_eq!(handled, report.requests);
+    assert_eq!(
+        f.wait_rows("daemon-stats", report.acknowledged_records),
+        report.acknowledged_records
+    );
+
+    // Under load from here on.
+    let fresh = f.load("daemon-scale-fresh", 4, true);
+    let keepalive = f.load("daemon-scale-keepalive", 2, false);
+    std::thread::sleep(Duration::from_millis(500));
+
+    // Authorization and bad bodies: nothing changes.
+    let scale_file = "/etc/zero-logs/zero-logs.env.d/50-scale.env";
+    let (s, body) = f.api("POST", "/scale", None, Some(r#"{"workers":3}"#));
+    assert_eq!(s, 401, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("Bearer"), "{body}");
+    let (s, body) = f.api(
+        "POST",
+        "/scale",
+        Some("wrong-token-0123456789abcdef"),
+        Some(r#"{"workers":3}"#),
+    );
+    assert_eq!(s, 403, "{body}");
+    let (s, body) = f.api("POST", "/restart", Some("x"), None);
+    assert_eq!(s, 403, "{body}");
+    let (s, body) = f.api("POST", "/scale", Some(TOKEN), Some(r#"{"workers":99}"#));
+    assert_eq!(s, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("above CLUSTER_MAX_WORKERS=4"),
+        "{body}"
+    );
+    for bad in [
+        r#"{"workers":"many"}"#,
+        r#"{"workers":0}"#,
+        r#"{"nodes":3}"#,
+        "3 workers",
+        "",
+    ] {
+        let (s, body) = f.api("POST", "/scale", Some(TOKEN), Some(bad));
+        assert_eq!(s, 400, "{bad}: {body}");
+        assert!(body["error"].is_string(), "{body}");
+    }
+    assert_eq!(
+        c.read_file(scale_file),
+        None,
+        "a refused scale wrote {scale_file}"
+    );
+    assert_eq!(running(c), pids);
+
+    // POST /scale 4, then 1, under load.
+    let t = Instant::now();
+    let (s, body) = f.api("POST", "/scale", Some(TOKEN), Some(r#"{"workers":4}"#));
+    let up = t.elapsed();
+    assert_eq!((s, body["ok"].as_bool()), (200, Some(true)), "{body}");
+    let four = running(c);
+    assert_eq!(
+        four.keys().collect::<Vec<_>>(),
+        ["1", "2", "3", "4"],
+        "{four:?}"
+    );
+    assert_eq!(
+        (four["1"], four["2"]),
+        (pids["1"], pids["2"]),
+        "running instances untouched"
+    );
+    let t = Instant::now();
+    let (s, body) = f.api("POST", "/scale", Some(TOKEN), Some(r#"{"workers":1}"#));
+    let down = t.elapsed();
+    assert_eq!(s, 200, "{body}");
+    let progress = body["progress"].to_string();
+    for i in 2..=4 {
+        assert!(
+            progress.contains(&format!(
+                "zero-logs@{i}.service: stopped, drained (exit status 0)"
+            )),
+            "{progress}"
+        );
+    }
+    assert_eq!(running(c).keys().collect::<Vec<_>>(), ["1"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let fresh = f.stop(fresh, "daemon-scale-fresh");
+    let keepalive = f.stop(keepalive, "daemon-scale-keepalive");
+    eprintln!(
+        "[daemon] API scale 2->4 {} ms, 4->1 {} ms; under load: {} + {} requests, 0 failed",
+        up.as_millis(),
+        down.as_millis(),
+        fresh.requests,
+        keepalive.requests
+    );
+
+    // Lifecycle events in the journal, by EVENT=.
+    let scaled = f.events("scaled", &[]);
+    let tos: Vec<&str> = scaled.iter().map(|e| field(e, "TO_WORKERS")).collect();
+    assert_eq!(tos, ["4", "1"], "{scaled:?}");
+    assert!(
+        scaled.iter().all(|e| field(e, "SCALED_BY") == "api"),
+        "{scaled:?}"
+    );
+    let started = f.events("worker_started", &["WORKER_ID=3"]);
+    assert_eq!(started.len(), 1, "{started:?}");
+    assert_eq!(field(&started[0], "WORKER_PID"), four["3"].to_string());
+    for i in ["2", "3", "4"] {
+        let matcher = format!("WORKER_ID={i}");
+        let exited = f.events("worker_exited", &[matcher.as_str()]);
+        assert_eq!(exited.len(), 1, "instance {i}: {exited:?}");
+        let e = &exited[0];
+        assert_eq!(
+            (field(e, "EXIT_CODE"), field(e, "EXIT_STATUS")),
+            ("exited", "0"),
+            "{e}"
+        );
+        assert!(
+            field(e, "UPTIME_SECONDS").parse::<f64>().unwrap() > 0.0,
+            "{e}"
+        );
+    }
+    let stats_lines = f.events("cluster_stats", &[]);
+    assert!(stats_lines.len() >= 3, "{stats_lines:?}");
+
+    // The count persists: across daemon-reload and a restart of the target ...
+    c.daemon_reload();
+    c.systemctl_ok(&["restart", "zero-logs.target"]);
+    c.wait_instances_running(1, Duration::from_secs(30));
+    assert_eq!(running(c).keys().collect::<Vec<_>>(), ["1"]);
+    // ... and across a reboot. The harness keeps the container's writable layer
+    // in a tmpfs that dies with it, and nspawn's reboot ends the process that
+    // holds it, so a reboot here is: the persisted state (/etc/zero-logs, all
+    // that survives a reboot of a real host for us) booted in a new container,
+    // with the units enabled as the package enables them.
+    let persisted = c
+        .read_file("/etc/zero-logs/zero-logs.env.d/50-scale.env")
+        .expect("50-scale.env");
+    assert!(
+        persisted.lines().any(|l| l == "CLUSTER_WORKERS=1"),
+        "{persisted}"
+    );
+    let token = c.read_file(TOKEN_FILE).unwrap();
+    drop(f.c.take());
+    let t = Instant::now();
+    let opts = Fixture::options(&f.ch, &f.db, f.api_port, &[("CLUSTER_WORKERS", "2")])
+        .file("/etc/zero-logs/zero-logs.env.d/50-scale.env", persisted)
+        .enable("zero-logs.socket")
+        .enable("zero-logs.target")
+        .enable("zero-logs-ctl.service");
+    let mut opts = opts;
+    opts.files
+        .push((TOKEN_FILE.into(), token.into_bytes(), 0o600));
+    f.c = Some(SystemdContainer::boot(opts).unwrap_or_else(|e| panic!("{e}")));
+    let c = f.c();
+    let after_boot = c.wait_instances_running(1, Duration::from_secs(60));
+    assert_eq!(
+        after_boot.keys().collect::<Vec<_>>(),
+        ["1"],
+        "{after_boot:?}"
+    );
+    wait_until(
+        "zero-logs-ctl.service active after boot",
+        Duration::from_secs(30),
+        |last| {
+            *last = c.unit_property("zero-logs-ctl.service", "ActiveState");
+            (last == "active").then_some(())
+        },
+    );
+    let (s, stats) = f.api("GET", "/stats", None, None);
+    assert_eq!(
+        (s, stats["cluster"]["wantedWorkers"].as_u64()),
+        (200, Some(1)),
+        "{stats}"
+    );
+    eprintln!(
+        "[daemon] 'reboot' to 1 instance + daemon up: {} ms",
+        t.elapsed().as_millis()
+    );
+    f.done("api_scale_stats_events_and_persistence_under_load");
+}
+
+/// Waits until `instance` runs with a PID other than `old`; returns it.
+fn replaced(c: &SystemdContainer, instance: &str, old: u32, within: Duration) -> u32 {
+    wait_until(&format!("zero-logs@{instance} replaced"), within, |last| {
+        let now = running(c);
+        *last = format!("{now:?}");
+        now.get(instance).copied().filter(|pid| *pid != old)
+    })
+}
+
+#[test]
+fn watchdog_replaces_a_silent_worker_and_one_over_memory_under_load() {
+    let f = Fixture::start(
+        2,
+        &[
+            ("HEALTH_CHECK_INTERVAL", "1000"),
+            // The worker's own limit off, the daemon's at 150 MiB: this tests the
+            // daemon's line of defence alone (an idle worker has ~16 MiB RSS).
+            ("WORKER_MEMORY_LIMIT", "0"),
+            ("CTL_MEMORY_LIMIT", "150MiB"),
+        ],
+    );
+    let c = f.c();
+    f.start_daemon();
+    let fresh = f.load("daemon-watchdog-fresh", 4, true);
+    let keepalive = f.load("daemon-watchdog-keepalive", 2, false);
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = running(c);
+
+    // Instance 2's admin socket stops answering: restarted after 2 missed checks.
+    let (s, said) = c.admin_post("2", "/debug/stall-health?ms=120000").unwrap();
+    assert_eq!(s, 200, "{said}");
+    let t = Instant::now();
+    let new2 = replaced(c, "2", before["2"], Duration::from_secs(30));
+    let health_restart = t.elapsed();
+    assert_eq!(running(c)["1"], before["1"], "instance 1 was touched");
+    let unhealthy = f.events("worker_unhealthy", &["WORKER_ID=2"]);
+    assert_eq!(unhealthy.len(), 1, "{unhealthy:?}");
+    assert_eq!(field(&unhealthy[0], "MISSES"), "2");
+    assert!(
+        field(&unhealthy[0], "REASON").contains("no answer"),
+        "{unhealthy:?}"
+    );
+    let restarted = wait_until("worker_restarted of 2", Duration::from_secs(10), |last| {
+        let e = f.events("worker_restarted", &["WORKER_ID=2"]);
+        *last = format!("{e:?}");
+        (!e.is_empty()).then_some(e)
+    });
+    assert_eq!(field(&restarted[0], "REASON"), "unhealthy");
+    assert_eq!(field(&restarted[0], "WORKER_PID"), new2.to_string());
+    let exited = f.events("worker_exited", &["WORKER_ID=2"]);
+    assert_eq!(
+        exited
+            .iter()
+            .map(|e| (field(e, "EXIT_CODE"), field(e, "EXIT_STATUS")))
+            .collect::<Vec<_>>(),
+        [("exited", "0")],
+        "the stalled worker drained and exited 0: {exited:?}"
+    );
+
+    // Instance 1 grows over the daemon's limit: replaced gracefully.
+    let (s, said) = c.admin_post("1", "/debug/grow-memory?mb=200").unwrap();
+    assert_eq!(s, 200, "{said}");
+    let t = Instant::now();
+    let new1 = replaced(c, "1", before["1"], Duration::from_secs(30));
+    let memory_restart = t.elapsed();
+    let over = f.events("worker_memory_limit", &["WORKER_ID=1"]);
+    assert_eq!(over.len(), 1, "{over:?}");
+    assert_eq!(
+        field(&over[0], "MEMORY_SOURCE"),
+        "rss",
+        "no cgroup memory in the container"
+    );
+    assert!(field(&over[0], "MEMORY_BYTES").parse::<u64>().unwrap() > 150 << 20);
+    let restarted = wait_until("worker_restarted of 1", Duration::from_secs(10), |last| {
+        let e = f.events("worker_restarted", &["WORKER_ID=1"]);
+        *last = format!("{e:?}");
+        (!e.is_empty()).then_some(e)
+    });
+    assert_eq!(field(&restarted[0], "REASON"), "memory limit");
+    assert_eq!(field(&restarted[0], "WORKER_PID"), new1.to_string());
+    // Only the two restarts: nothing else was touched meanwhile.
+    assert_eq!(
+        running(c),
+        BTreeMap::from([("1".to_string(), new1), ("2".to_string(), new2)])
+    );
+
+    std::thread::sleep(Duration::from_millis(500));
+    f.stop(fresh, "daemon-watchdog-fresh");
+    f.stop(keepalive, "daemon-watchdog-keepalive");
+
+    // A crash (no load now): worker_exited with the signal, then systemd's restart.
+    c.kill_inside(new2, "KILL");
+    let new2b = replaced(c, "2", new2, Duration::from_secs(30));
+    let crash = wait_until(
+        "worker_exited by SIGKILL",
+        Duration::from_secs(10),
+        |last| {
+            let e = f.events("worker_exited", &["WORKER_ID=2", "EXIT_CODE=killed"]);
+            *last = format!("{e:?}");
+            (!e.is_empty()).then_some(e)
+        },
+    );
+    assert_eq!(field(&crash[0], "EXIT_STATUS"), "9");
+    assert_eq!(field(&crash[0], "WORKER_PID"), new2.to_string());
+    let by_systemd = f.events("worker_restarted", &["WORKER_ID=2", "RESTARTED_BY=systemd"]);
+    assert_eq!(by_systemd.len(), 1, "{by_systemd:?}");
+    let started = f.events("worker_started", &["WORKER_ID=2"]);
+    assert!(
+        started
+            .iter()
+            .any(|e| field(e, "WORKER_PID") == new2b.to_string()),
+        "{started:?}"
+    );
+
+    eprintln!(
+        "[daemon] stalled health -> new process running: {} ms; memory over limit -> replaced: {} ms",
+        health_restart.as_millis(),
+        memory_restart.as_millis()
+    );
+    f.done("watchdog_replaces_a_silent_worker_and_one_over_memory_under_load");
+}
