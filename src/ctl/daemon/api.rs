@@ -132,26 +132,27 @@ struct ScaleBody {
     workers: u32,
 }
 
+/// The body as JSON; `None` for an empty body when `empty_ok`; else why not (a 400).
 fn parse_body<T: serde::de::DeserializeOwned>(
     body: &Bytes,
     empty_ok: bool,
-) -> Result<Option<T>, Response> {
+) -> Result<Option<T>, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return if empty_ok {
             Ok(None)
         } else {
-            Err(error(StatusCode::BAD_REQUEST, "empty body; expected JSON"))
+            Err("empty body; expected JSON".into())
         };
     }
     serde_json::from_slice(body)
         .map(Some)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+        .map_err(|e| format!("invalid JSON body: {e}"))
 }
 
 async fn restart(State(d): State<Arc<Daemon>>, body: Bytes) -> Response {
     let parsed: Option<RestartBody> = match parse_body(&body, true) {
         Ok(b) => b,
-        Err(resp) => return resp,
+        Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
     };
     let instance = match parsed.and_then(|b| b.instance) {
         None => None,
@@ -189,7 +190,7 @@ async fn scale_handler(State(d): State<Arc<Daemon>>, body: Bytes) -> Response {
                 "empty body; expected {\"workers\":N}",
             )
         }
-        Err(resp) => return resp,
+        Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
     };
     if requested == 0 {
         return error(StatusCode::BAD_REQUEST, "workers must be at least 1");

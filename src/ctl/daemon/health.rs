@@ -150,17 +150,20 @@ impl Judge {
     }
 }
 
+/// instance → (main PID, its `requests` counter).
+type Counters = HashMap<String, (u32, u64)>;
+
 /// Ingest requests per second per running worker between two inventories,
 /// from each process's `requests` counter (a new PID starts from zero).
 #[derive(Debug, Default)]
 pub struct RateMeter {
-    last: Option<(Instant, HashMap<String, (u32, u64)>)>,
+    last: Option<(Instant, Counters)>,
 }
 
 impl RateMeter {
     /// `(running workers, requests/s per worker)`, None on the first call.
     pub fn observe(&mut self, now: Instant, inv: &Inventory) -> Option<(u32, f64)> {
-        let counters: HashMap<String, (u32, u64)> = inv
+        let counters: Counters = inv
             .instances
             .iter()
             .filter(|i| i.unit.is_running())
