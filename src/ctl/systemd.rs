@@ -269,17 +269,7 @@ impl Systemd {
             .load_unit(unit)
             .await
             .map_err(call_err("LoadUnit", unit))?;
-        let rule = MatchRule::builder()
-            .msg_type(zbus::message::Type::Signal)
-            .interface("org.freedesktop.DBus.Properties")
-            .and_then(|b| b.member("PropertiesChanged"))
-            .and_then(|b| b.path(path.to_owned()))
-            .and_then(|b| b.arg(0, SERVICE_INTERFACE))
-            .map_err(call_err("AddMatch", unit))?
-            .build();
-        let stream = MessageStream::for_match_rule(rule, &self.conn, Some(SIGNAL_QUEUE))
-            .await
-            .map_err(call_err("AddMatch", unit))?;
+        let stream = self.service_changes(Some(path.as_ref()), unit).await?;
         Ok(ServiceWatch::new(stream))
     }
 
@@ -287,22 +277,35 @@ impl Systemd {
     /// management daemon's lifecycle events, see `daemon::events`). Subscribes
     /// this connection: call it once per connection.
     pub async fn watch_services(&self) -> Result<MessageStream, SystemdError> {
-        let rule = MatchRule::builder()
-            .msg_type(zbus::message::Type::Signal)
-            .interface("org.freedesktop.DBus.Properties")
-            .and_then(|b| b.member("PropertiesChanged"))
-            .and_then(|b| b.path_namespace(UNIT_PATH_PREFIX.trim_end_matches('/')))
-            .and_then(|b| b.arg(0, SERVICE_INTERFACE))
-            .map_err(call_err("AddMatch", "PropertiesChanged"))?
-            .build();
-        let stream = MessageStream::for_match_rule(rule, &self.conn, Some(SIGNAL_QUEUE))
-            .await
-            .map_err(call_err("AddMatch", "PropertiesChanged"))?;
+        let stream = self.service_changes(None, "every unit").await?;
         self.manager
             .subscribe()
             .await
             .map_err(call_err("Subscribe", ""))?;
         Ok(stream)
+    }
+
+    /// `PropertiesChanged` signals of the `Service` interface, of the unit at
+    /// `path` or (`None`) of every unit (`what` names it in errors).
+    async fn service_changes(
+        &self,
+        path: Option<ObjectPath<'_>>,
+        what: &str,
+    ) -> Result<MessageStream, SystemdError> {
+        let rule = MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .interface("org.freedesktop.DBus.Properties")
+            .and_then(|b| b.member("PropertiesChanged"))
+            .and_then(|b| match path {
+                Some(path) => b.path(path.to_owned()),
+                None => b.path_namespace(UNIT_PATH_PREFIX.trim_end_matches('/')),
+            })
+            .and_then(|b| b.arg(0, SERVICE_INTERFACE))
+            .map_err(call_err("AddMatch", what))?
+            .build();
+        MessageStream::for_match_rule(rule, &self.conn, Some(SIGNAL_QUEUE))
+            .await
+            .map_err(call_err("AddMatch", what))
     }
 
     /// `daemon-reload`: reruns the generators; returns when the reload is done.

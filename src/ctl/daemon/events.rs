@@ -65,26 +65,23 @@ pub fn worker_exited(instance: &str, pid: u32, code: i32, status: i32, uptime: O
         _ => ("unknown", "ended".to_string()),
     };
     let uptime_seconds = uptime.map_or(-1.0, |u| (u.as_secs_f64() * 1000.0).round() / 1000.0);
+    macro_rules! exited {
+        ($level:ident) => {
+            tracing::$level!(
+                event = "worker_exited",
+                worker_id = instance,
+                worker_pid = pid,
+                exit_code = kind,
+                exit_status = status,
+                uptime_seconds,
+                "zero-logs@{instance} (pid {pid}) exited: {how} after {uptime_seconds} s"
+            )
+        };
+    }
     if code == 1 && status == 0 {
-        tracing::info!(
-            event = "worker_exited",
-            worker_id = instance,
-            worker_pid = pid,
-            exit_code = kind,
-            exit_status = status,
-            uptime_seconds,
-            "zero-logs@{instance} (pid {pid}) exited: {how} after {uptime_seconds} s"
-        );
+        exited!(info);
     } else {
-        tracing::warn!(
-            event = "worker_exited",
-            worker_id = instance,
-            worker_pid = pid,
-            exit_code = kind,
-            exit_status = status,
-            uptime_seconds,
-            "zero-logs@{instance} (pid {pid}) exited: {how} after {uptime_seconds} s"
-        );
+        exited!(warn);
     }
 }
 
