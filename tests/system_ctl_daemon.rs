@@ -238,6 +238,19 @@ fn api_scale_stats_events_and_persistence_under_load() {
         "{said}"
     );
     c.systemctl_ok(&["reset-failed", "zero-logs-ctl.service"]);
+    // 0600 but someone else's: refused too.
+    c.exec_ok(&["chmod", "600", TOKEN_FILE]);
+    c.exec_ok(&["chown", "65534", TOKEN_FILE]);
+    assert!(!c
+        .systemctl(&["start", "zero-logs-ctl.service"])
+        .status
+        .success());
+    assert_eq!(
+        c.unit_property("zero-logs-ctl.service", "ExecMainStatus"),
+        "2"
+    );
+    c.systemctl_ok(&["reset-failed", "zero-logs-ctl.service"]);
+    c.exec_ok(&["chown", "0", TOKEN_FILE]);
     let t = Instant::now();
     f.start_daemon();
     eprintln!("[daemon] start to READY: {} ms", t.elapsed().as_millis());
@@ -395,6 +408,7 @@ fn api_scale_stats_events_and_persistence_under_load() {
     }
     // LOG_CLUSTER_STATS=true, HEALTH_REPORT_INTERVAL=1000: stats lines keep
     // coming, and they follow the cluster (one wanted worker now).
+    let t = Instant::now();
     let line = wait_until(
         "a cluster_stats line with 1 worker",
         Duration::from_secs(10),
@@ -410,6 +424,34 @@ fn api_scale_stats_events_and_persistence_under_load() {
         "{line}"
     );
     assert_eq!(field(&line, "HEALTHY_WORKERS"), "1", "{line}");
+    eprintln!(
+        "[daemon] waited {} ms for a stats line with 1 worker",
+        t.elapsed().as_millis()
+    );
+
+    // SIGTERM stops the daemon cleanly, the workers keep running.
+    let t = Instant::now();
+    c.systemctl_ok(&["stop", "zero-logs-ctl.service"]);
+    let stop = t.elapsed();
+    let p = c.unit_properties(
+        "zero-logs-ctl.service",
+        &["ActiveState", "Result", "ExecMainCode", "ExecMainStatus"],
+    );
+    assert_eq!(
+        (
+            p["ActiveState"].as_str(),
+            p["Result"].as_str(),
+            p["ExecMainStatus"].as_str()
+        ),
+        ("inactive", "success", "0"),
+        "{p:?}"
+    );
+    assert!(
+        TcpStream::connect(("127.0.0.1", f.api_port)).is_err(),
+        "API still listening"
+    );
+    assert_eq!(running(c).keys().collect::<Vec<_>>(), ["1"]);
+    eprintln!("[daemon] stop (SIGTERM) took {} ms", stop.as_millis());
 
     // The count persists: across daemon-reload and a restart of the target ...
     c.daemon_reload();

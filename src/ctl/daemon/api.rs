@@ -11,7 +11,8 @@
 //! The `POST`s need `Authorization: Bearer <token>` (the token file, see
 //! [`super::auth`]): none gives `401`, a wrong one `403`. A body that is not
 //! what is described gives `400`, N outside `CLUSTER_MIN_WORKERS..CLUSTER_MAX_WORKERS`
-//! too; another operation still running gives `409`; an operation that fails
+//! too; restarting an instance that is not running gives `404`; another
+//! operation still running gives `409`; an operation that fails
 //! gives `500`. Every error is `{"error":"…"}`. A mutation runs to its end in
 //! its own task even when the client goes away, and its answer lists its
 //! progress lines.
@@ -71,11 +72,12 @@ async fn authorize(State(d): State<Arc<Daemon>>, req: Request, next: Next) -> Re
         );
         return resp;
     };
-    let presented = value
-        .as_bytes()
-        .strip_prefix(b"Bearer ")
-        .map(|t| t.trim_ascii())
-        .unwrap_or_default();
+    // The scheme is case-insensitive (RFC 9110); the token is not.
+    let raw = value.as_bytes();
+    let presented = match raw.get(..7) {
+        Some(scheme) if scheme.eq_ignore_ascii_case(b"bearer ") => raw[7..].trim_ascii(),
+        _ => &[][..],
+    };
     if !d.token.matches(presented) {
         tracing::warn!(
             "management API: refused a {} {} with a wrong token",
@@ -172,6 +174,23 @@ async fn restart(State(d): State<Arc<Daemon>>, body: Bytes) -> Response {
             Some(name)
         }
     };
+    if let Some(k) = &instance {
+        match d.inventory().await {
+            Ok(inv)
+                if !inv
+                    .instances
+                    .iter()
+                    .any(|i| &i.name == k && i.unit.is_running()) =>
+            {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    format!("zero-logs@{k} is not running: nothing to restart"),
+                );
+            }
+            Ok(_) => {}
+            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        }
+    }
     let args = RestartArgs {
         instance,
         surge: false,
@@ -226,5 +245,138 @@ fn respond(outcome: Result<OpOutcome, OpError>) -> Response {
             Json(json!({ "error": reason, "progress": progress })),
         )
             .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The API's edges without systemd: authorization, bodies, bounds, busy.
+    use super::*;
+    use crate::ctl::daemon::auth::Token;
+    use crate::ctl::daemon::config::DaemonConfig;
+    use crate::ctl::systemd::BusChoice;
+    use crate::ctl::worker_client::AdminClient;
+    use crate::ctl::Ctx;
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use serde_json::Value;
+    use std::collections::HashMap;
+    use tower::ServiceExt;
+
+    fn daemon(dir: &std::path::Path) -> Arc<Daemon> {
+        std::fs::write(dir.join("zero-logs.env"), "CLUSTER_MAX_WORKERS=4\n").unwrap();
+        Arc::new(Daemon {
+            ctx: Ctx {
+                // No systemd here: any D-Bus call fails fast (a path that does not exist).
+                bus: BusChoice::Private,
+                config_dir: dir.to_path_buf(),
+                admin: AdminClient::new(dir, Duration::from_millis(100)),
+            },
+            cfg: DaemonConfig::load(&HashMap::<String, String>::new()).unwrap(),
+            token: Token::from_str_for_tests("s3cret"),
+            current: Default::default(),
+            tracker: Default::default(),
+        })
+    }
+
+    async fn call(
+        d: &Arc<Daemon>,
+        method: &str,
+        path: &str,
+        auth: Option<&str>,
+        body: &str,
+    ) -> (u16, Value) {
+        let mut req = axum::http::Request::builder().method(method).uri(path);
+        if let Some(a) = auth {
+            req = req.header(header::AUTHORIZATION, a);
+        }
+        let resp = router(Arc::clone(d))
+            .oneshot(req.body(Body::from(body.to_string())).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    #[tokio::test]
+    async fn mutations_need_the_right_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = daemon(dir.path());
+        let (s, body) = call(&d, "POST", "/scale", None, r#"{"workers":2}"#).await;
+        assert_eq!(s, 401, "{body}");
+        assert!(body["error"].as_str().unwrap().contains("Bearer"), "{body}");
+        for wrong in [
+            "Bearer nope",
+            "Bearer s3cre",
+            "Bearer s3cret2",
+            "Basic s3cret",
+            "s3cret",
+        ] {
+            let (s, body) = call(&d, "POST", "/restart", Some(wrong), "").await;
+            assert_eq!(s, 403, "{wrong}: {body}");
+        }
+        // The scheme is case-insensitive; the refused body shows the token was accepted.
+        let (s, body) = call(&d, "POST", "/scale", Some("bearer s3cret"), "{}").await;
+        assert_eq!(s, 400, "{body}");
+    }
+
+    #[tokio::test]
+    async fn bad_bodies_and_bounds_are_400_and_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = daemon(dir.path());
+        let auth = Some("Bearer s3cret");
+        for bad in [
+            "",
+            "{",
+            "[]",
+            r#"{"workers":-1}"#,
+            r#"{"workers":0}"#,
+            r#"{"workers":2,"x":1}"#,
+        ] {
+            let (s, body) = call(&d, "POST", "/scale", auth, bad).await;
+            assert_eq!(s, 400, "{bad:?}: {body}");
+            assert!(body["error"].is_string(), "{body}");
+        }
+        let (s, body) = call(&d, "POST", "/scale", auth, r#"{"workers":5}"#).await;
+        assert_eq!(s, 400);
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("above CLUSTER_MAX_WORKERS=4"),
+            "{body}"
+        );
+        let (s, body) = call(&d, "POST", "/restart", auth, r#"{"instance":"../x"}"#).await;
+        assert_eq!(s, 400, "{body}");
+        assert!(
+            !dir.path().join("zero-logs.env.d").exists(),
+            "a refused scale wrote a file"
+        );
+        let (s, _) = call(&d, "GET", "/nowhere", None, "").await;
+        assert_eq!(s, 404);
+    }
+
+    #[tokio::test]
+    async fn one_operation_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = daemon(dir.path());
+        *d.current.lock().unwrap() = Some("scale to 3 (api)".into());
+        let (s, body) = call(
+            &d,
+            "POST",
+            "/scale",
+            Some("Bearer s3cret"),
+            r#"{"workers":2}"#,
+        )
+        .await;
+        assert_eq!(s, 409, "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("scale to 3"),
+            "{body}"
+        );
     }
 }

@@ -6,7 +6,8 @@
 //!   the first start.
 //! - The file readable or writable by group or others: the daemon refuses to
 //!   start ([`TokenError::Permissions`]); a token others can read is no secret.
-//! - An empty file: refused too.
+//! - Owned by another user than the daemon's (root): refused; that user could
+//!   read it. An empty file: refused too.
 
 use std::io::Write as _;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -20,6 +21,8 @@ pub enum TokenError {
          group or others (chmod 600 {path})"
     )]
     Permissions { path: PathBuf, mode: u32 },
+    #[error("{path} is owned by uid {owner}, not by this process's uid {me}: the API token file must be root's (chown root:root {path})")]
+    Owner { path: PathBuf, owner: u32, me: u32 },
     #[error("{path} is empty: put a token in it (e.g. `openssl rand -hex 32`) or delete it to have one made")]
     Empty { path: PathBuf },
     #[error("{path}: {source}")]
@@ -49,6 +52,14 @@ impl Token {
         };
         match std::fs::metadata(path) {
             Ok(meta) => {
+                let me = rustix::process::geteuid().as_raw();
+                if meta.uid() != me {
+                    return Err(TokenError::Owner {
+                        path: path.to_path_buf(),
+                        owner: meta.uid(),
+                        me,
+                    });
+                }
                 let mode = meta.mode() & 0o7777;
                 if mode & 0o077 != 0 {
                     return Err(TokenError::Permissions {

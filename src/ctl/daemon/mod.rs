@@ -172,13 +172,16 @@ impl Daemon {
             };
             let after = me.pids().await.unwrap_or_default();
             match (&op, &result) {
-                (Op::Restart { reason, .. }, _) => {
-                    for (instance, old) in &before {
+                (Op::Restart { args, reason }, _) => {
+                    // Only what this operation restarted (a crash elsewhere is
+                    // systemd's restart, reported by the event watcher).
+                    let ours = |i: &String| args.instance.as_ref().is_none_or(|k| k == i);
+                    for (instance, old) in before.iter().filter(|(i, _)| ours(i)) {
                         if let Some(new) = after.get(instance).filter(|new| *new != old) {
                             events::worker_restarted(instance, *old, *new, reason);
                         }
                     }
-                    if let (Err(e), Op::Restart { args, .. }) = (&result, &op) {
+                    if let Err(e) = &result {
                         let who = args.instance.as_deref().unwrap_or("*");
                         events::worker_restart_failed(who, reason, &format!("{e:#}"));
                     }
