@@ -9,7 +9,8 @@
 //!   `POST /scale` 2→4→1 under load (0 failed, 0 lost, drained), the count
 //!   across `daemon-reload` and a "reboot" (see the test), lifecycle events
 //!   and the stats line in the journal.
-//! - `watchdog_replaces_a_silent_worker_and_one_over_memory_under_load`: an
+//! - `watchdog_replaces_a_silent_worker_and_one_over_memory_under_load`:
+//!   `POST /restart {"instance":2}` (404 for one not running); an
 //!   instance whose admin socket stops answering is restarted after 2 missed
 //!   checks, an instance over the daemon's memory limit is replaced, both
 //!   gracefully under load (0 failed, 0 lost); a SIGKILLed worker gives
@@ -22,12 +23,11 @@
 mod system;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use system::cluster::{check_cluster_stats, running, Cluster};
+use system::cluster::{check_cluster_stats, http, running, Cluster};
 use system::{load, wait_until, LoadReport, LoadSpec, SystemdContainer};
 
 const TOKEN_FILE: &str = "/etc/zero-logs/api-token";
@@ -122,40 +122,6 @@ impl Fixture {
         args.extend_from_slice(more);
         self.c().journal_query(&args)
     }
-}
-
-/// A minimal HTTP/1.1 exchange with `Connection: close` (the API answers
-/// with Content-Length).
-fn http(
-    port: u16,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&str>,
-) -> (u16, String) {
-    let mut s =
-        TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("API on {port}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(180))).unwrap();
-    let body = body.unwrap_or("");
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{auth}\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, rest) = raw
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no HTTP head: {raw:?}"));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap();
-    (status, rest.to_string())
 }
 
 fn field<'a>(entry: &'a Value, name: &str) -> &'a str {
@@ -536,7 +502,22 @@ fn watchdog_replaces_a_silent_worker_and_one_over_memory_under_load() {
     let fresh = f.load("daemon-watchdog-fresh", 4, true);
     let keepalive = f.load("daemon-watchdog-keepalive", 2, false);
     std::thread::sleep(Duration::from_millis(1500));
+    let start = running(c);
+
+    // POST /restart {"instance":K} under load: that instance only, drained.
+    let (s, body) = f.api("POST", "/restart", Some(TOKEN), Some(r#"{"instance":7}"#));
+    assert_eq!(s, 404, "{body}");
+    let t = Instant::now();
+    let (s, body) = f.api("POST", "/restart", Some(TOKEN), Some(r#"{"instance":2}"#));
+    let api_restart = t.elapsed();
+    assert_eq!((s, body["ok"].as_bool()), (200, Some(true)), "{body}");
     let before = running(c);
+    assert_eq!(before["1"], start["1"], "instance 1 was touched");
+    assert_ne!(before["2"], start["2"], "instance 2 kept its pid");
+    let by_api = f.events("worker_restarted", &["WORKER_ID=2"]);
+    assert_eq!(by_api.len(), 1, "{by_api:?}");
+    assert_eq!(field(&by_api[0], "REASON"), "API request");
+    assert_eq!(field(&by_api[0], "OLD_PID"), start["2"].to_string());
 
     // Instance 2's admin socket stops answering: restarted after 2 missed checks.
     let (s, said) = c.admin_post("2", "/debug/stall-health?ms=120000").unwrap();
@@ -553,7 +534,7 @@ fn watchdog_replaces_a_silent_worker_and_one_over_memory_under_load() {
         "{unhealthy:?}"
     );
     let restarted = wait_until("worker_restarted of 2", Duration::from_secs(10), |last| {
-        let e = f.events("worker_restarted", &["WORKER_ID=2"]);
+        let e = f.events("worker_restarted", &["WORKER_ID=2", "REASON=unhealthy"]);
         *last = format!("{e:?}");
         (!e.is_empty()).then_some(e)
     });
@@ -565,8 +546,8 @@ fn watchdog_replaces_a_silent_worker_and_one_over_memory_under_load() {
             .iter()
             .map(|e| (field(e, "EXIT_CODE"), field(e, "EXIT_STATUS")))
             .collect::<Vec<_>>(),
-        [("exited", "0")],
-        "the stalled worker drained and exited 0: {exited:?}"
+        [("exited", "0"), ("exited", "0")],
+        "the worker restarted by the API and the stalled one drained and exited 0: {exited:?}"
     );
 
     // Instance 1 grows over the daemon's limit: replaced gracefully.
@@ -625,7 +606,9 @@ fn watchdog_replaces_a_silent_worker_and_one_over_memory_under_load() {
     );
 
     eprintln!(
-        "[daemon] stalled health -> new process running: {} ms; memory over limit -> replaced: {} ms",
+        "[daemon] POST /restart of one instance: {} ms; stalled health -> new process running: {} ms; \
+         memory over limit -> replaced: {} ms",
+        api_restart.as_millis(),
         health_restart.as_millis(),
         memory_restart.as_millis()
     );

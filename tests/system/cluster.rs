@@ -3,6 +3,8 @@
 //! that write to it, and a tokio runtime for the load generator.
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use zero_logs::testing::ClickHouseServer;
@@ -146,4 +148,38 @@ pub fn check_cluster_stats(stats: &serde_json::Value, pids: &BTreeMap<String, u3
         handled += w["requestsHandled"].as_u64().unwrap();
     }
     handled
+}
+
+/// A minimal HTTP/1.1 exchange with `Connection: close` (the API answers
+/// with Content-Length).
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
+    let mut s =
+        TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("API on {port}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(180))).unwrap();
+    let body = body.unwrap_or("");
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{auth}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, rest) = raw
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP head: {raw:?}"));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap();
+    (status, rest.to_string())
 }
