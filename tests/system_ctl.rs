@@ -16,81 +16,10 @@
 
 mod system;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use system::{load, BootOptions, LoadReport, LoadSpec, SystemdContainer};
-use zero_logs::testing::ClickHouseServer;
-
-/// A ClickHouse, a booted container with `zero-logs.target` started, and a
-/// runtime for the load generator.
-struct Fixture {
-    // Field order = drop order: the container goes before its ClickHouse.
-    c: SystemdContainer,
-    ch: ClickHouseServer,
-    db: String,
-    rt: tokio::runtime::Runtime,
-    t0: Instant,
-}
-
-impl Fixture {
-    fn start(workers: usize, extra: &[(&str, &str)]) -> Fixture {
-        let t0 = Instant::now();
-        let ch = ClickHouseServer::start().unwrap_or_else(|e| panic!("{e}"));
-        let db = ch.fresh_database();
-        let mut opts = BootOptions::new()
-            .env("CLICKHOUSE_URL", ch.http_url())
-            .env("CLICKHOUSE_DATABASE", &db)
-            .env("CLUSTER_WORKERS", workers.to_string())
-            .env("BATCH_MAX_AGE", "50");
-        for (k, v) in extra {
-            opts = opts.env(k, *v);
-        }
-        assert!(
-            opts.binaries.iter().any(|b| b.ends_with("zero-logs-ctl")),
-            "the harness did not pick up zero-logs-ctl: {:?}",
-            opts.binaries
-        );
-        let c = SystemdContainer::boot(opts).unwrap_or_else(|e| panic!("{e}"));
-        c.systemctl_ok(&["start", "zero-logs.target"]);
-        c.wait_instances_running(workers, Duration::from_secs(60));
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        Fixture { c, ch, db, rt, t0 }
-    }
-
-    fn load(&self, spec: LoadSpec) -> system::RunningLoad {
-        let _guard = self.rt.enter();
-        load::start(&self.c.base_url(), spec)
-    }
-
-    /// Rows of `service` in ClickHouse, once they stopped growing toward `want`.
-    fn wait_rows(&self, service: &str, want: u64) -> u64 {
-        let sql = format!(
-            "SELECT count() FROM {}.logs WHERE service = '{service}'",
-            self.db
-        );
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let rows: u64 = self.ch.query(&sql).unwrap().trim().parse().unwrap();
-            if rows >= want || Instant::now() > deadline {
-                return rows;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn done(&self, scenario: &str) {
-        eprintln!(
-            "[timing] {scenario}: boot {} ms, test total {} ms",
-            self.c.boot_time().as_millis(),
-            self.t0.elapsed().as_millis()
-        );
-    }
-}
+use system::cluster::{check_cluster_stats, running, Cluster};
+use system::{load, LoadReport, LoadSpec, SystemdContainer};
 
 /// What one `zero-logs-ctl` run did.
 struct Run {
@@ -139,15 +68,6 @@ fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
-/// Instances `active/running`, by name, with their MainPID.
-fn running(c: &SystemdContainer) -> BTreeMap<String, u32> {
-    c.instances()
-        .into_iter()
-        .filter(|(_, s)| s.is_running())
-        .map(|(i, s)| (i, s.main_pid))
-        .collect()
-}
-
 /// Instances `zero-logs.target` wants, sorted by number.
 fn wanted(c: &SystemdContainer) -> Vec<u32> {
     let mut v: Vec<u32> = c
@@ -166,8 +86,8 @@ fn wanted(c: &SystemdContainer) -> Vec<u32> {
 
 #[test]
 fn status_stats_health_and_scale() {
-    let f = Fixture::start(2, &[("CLUSTER_MAX_WORKERS", "6")]);
-    let c = &f.c;
+    let f = Cluster::start(2, &[("CLUSTER_MAX_WORKERS", "6")]);
+    let c = f.c();
 
     // Which D-Bus transports this container has: the tool must work on either.
     let dbus = c.systemctl(&["is-active", "dbus.socket", "dbus.service"]);
@@ -228,39 +148,13 @@ fn status_stats_health_and_scale() {
     report.assert_no_failures();
     assert_eq!(report.requests, 100, "{}", report.summary());
     let stats = json(&ctl_ok(c, &["stats", "--json"]));
-    for key in ["pid", "uptime", "supervisor", "version", "ctlPid"] {
-        assert!(
-            stats["master"].get(key).is_some(),
-            "master lacks {key}: {stats}"
-        );
-    }
     let cluster = &stats["cluster"];
     assert_eq!(cluster["workers"], 2, "{stats}");
     assert_eq!(cluster["wantedWorkers"], 2, "{stats}");
     assert_eq!(cluster["healthyWorkers"], 2, "{stats}");
     assert_eq!(cluster["maxWorkers"], 6, "{stats}");
     assert_eq!(cluster["totalRequests"], report.requests, "{stats}");
-    let workers = stats["workers"].as_array().unwrap();
-    assert_eq!(workers.len(), 2, "{stats}");
-    let mut handled = 0;
-    for w in workers {
-        for key in [
-            "id",
-            "pid",
-            "uptime",
-            "restarts",
-            "requestsHandled",
-            "memoryMB",
-            "healthy",
-            "lastHealthCheck",
-        ] {
-            assert!(w.get(key).is_some(), "worker lacks {key}: {w}");
-        }
-        assert_eq!(w["pid"], pids[w["id"].as_str().unwrap()], "{w}");
-        assert_eq!(w["healthy"], true, "{w}");
-        assert!(w["lastHealthCheck"].as_str().unwrap().ends_with('Z'), "{w}");
-        handled += w["requestsHandled"].as_u64().unwrap();
-    }
+    let handled = check_cluster_stats(&stats, &pids);
     assert_eq!(handled, report.requests, "{stats}");
     assert_eq!(
         f.wait_rows("ctl-stats", report.acknowledged_records),
@@ -422,8 +316,8 @@ fn status_stats_health_and_scale() {
 
 #[test]
 fn rolling_restart_under_load_fails_nothing() {
-    let f = Fixture::start(2, &[]);
-    let c = &f.c;
+    let f = Cluster::start(2, &[]);
+    let c = f.c();
     let spec = |service: &str, clients, fresh| LoadSpec {
         clients,
         records_per_request: 10,

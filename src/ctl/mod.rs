@@ -26,6 +26,7 @@
 //! Errors: each module has its `thiserror` type; the command handlers
 //! (`run` functions) use `anyhow` and [`main`] maps them to exit statuses.
 
+pub mod daemon;
 pub mod env_files;
 pub mod inventory;
 mod private_bus;
@@ -77,6 +78,18 @@ Exit status:
   1  an instance did not come back within --timeout (the roll stopped there; the
      rest keep running), nothing to restart, or no connection to systemd
   2  usage error";
+
+const DAEMON_EXIT: &str = "\
+Exit status:
+  0  stopped by SIGTERM/SIGINT
+  1  failed: systemd unreachable at start, the API port taken, …
+  2  an invalid setting or an unusable token file (named on stderr)";
+const VALIDATE_EXIT: &str = "\
+Exit status:
+  0  every setting is valid
+  1  only warnings: lines skipped, or values the generator replaces (e.g. a
+     CLUSTER_WORKERS outside the bounds)
+  2  errors: a worker or the daemon would refuse to start";
 
 /// zero-logs-ctl: operate the zero-logs workers that systemd runs
 /// (zero-logs@1..N.service, grouped by zero-logs.target).
@@ -173,6 +186,27 @@ pub enum Command {
     /// and the rest keep running. --surge adds capacity first.
     #[command(after_help = RESTART_EXIT)]
     Restart(restart::RestartArgs),
+    /// Run the management daemon (what zero-logs-ctl.service runs).
+    ///
+    /// Serves the management API on CLUSTER_API_HOST:CLUSTER_API_PORT
+    /// (127.0.0.1:9100): GET /stats, GET /health, POST /restart, POST /scale
+    /// {"workers":N}; the POSTs need `Authorization: Bearer <token>` from
+    /// CLUSTER_API_TOKEN_FILE (/etc/zero-logs/api-token, created 0600 if
+    /// missing; refused if group/world-readable). Every HEALTH_CHECK_INTERVAL
+    /// it asks each instance for /health and restarts (through systemd) one
+    /// that missed 2 checks in a row or uses more memory than CTL_MEMORY_LIMIT;
+    /// lifecycle events go to the journal with EVENT=. Settings come from the
+    /// environment, then the env files. Stops on SIGTERM. See docs/CTL.md.
+    #[command(after_help = DAEMON_EXIT)]
+    Daemon,
+    /// Check the env files: every setting of the workers, the daemon and the cluster.
+    ///
+    /// Reads zero-logs.env and zero-logs.env.d/*.env (--config-dir) as the
+    /// workers, the generator and the daemon do, and prints each problem with
+    /// its file, line and variable. Run it after editing, before
+    /// `systemctl daemon-reload` and a restart.
+    #[command(after_help = VALIDATE_EXIT)]
+    Validate,
 }
 
 /// `--json`.
@@ -217,7 +251,12 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("zero-logs-ctl: {err:#}");
-            if err.downcast_ref::<ScaleError>().is_some() {
+            if err.downcast_ref::<ScaleError>().is_some()
+                || err
+                    .downcast_ref::<daemon::config::DaemonConfigError>()
+                    .is_some()
+                || err.downcast_ref::<daemon::auth::TokenError>().is_some()
+            {
                 ExitCode::from(2)
             } else if is_health {
                 ExitCode::from(3)
@@ -235,6 +274,8 @@ async fn dispatch(ctx: &Ctx, command: &Command) -> anyhow::Result<ExitCode> {
         Command::Health(a) => health_cmd(ctx, a.json).await,
         Command::Scale(a) => scale::run(ctx, a).await,
         Command::Restart(a) => restart::run(ctx, a).await,
+        Command::Daemon => daemon::run(ctx).await,
+        Command::Validate => Ok(validate_cmd(ctx)),
     }
 }
 
@@ -242,6 +283,27 @@ async fn dispatch(ctx: &Ctx, command: &Command) -> anyhow::Result<ExitCode> {
 fn cluster_size(ctx: &Ctx) -> ClusterSize {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     ClusterSize::from_env(&EnvFiles::load(&ctx.config_dir), cpus)
+}
+
+fn validate_cmd(ctx: &Ctx) -> ExitCode {
+    let (errors, warnings) = daemon::config::validate_env(&ctx.config_dir, daemon::cpus());
+    for w in &warnings {
+        println!("warning: {w}");
+    }
+    for e in &errors {
+        println!("error: {e}");
+    }
+    if errors.is_empty() && warnings.is_empty() {
+        println!(
+            "ok: the env files in {} are valid",
+            ctx.config_dir.display()
+        );
+    }
+    ExitCode::from(if !errors.is_empty() {
+        2
+    } else {
+        u8::from(!warnings.is_empty())
+    })
 }
 
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {

@@ -56,7 +56,7 @@ pub async fn run(ctx: &Ctx, args: &RestartArgs) -> anyhow::Result<ExitCode> {
 pub async fn rolling_restart(
     ctx: &Ctx,
     args: &RestartArgs,
-    progress: &mut dyn FnMut(String),
+    progress: &mut (dyn FnMut(String) + Send),
 ) -> anyhow::Result<String> {
     let within = Duration::from_secs(args.timeout);
     let sd = Systemd::connect(ctx.bus).await?;

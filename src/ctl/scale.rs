@@ -62,7 +62,7 @@ pub async fn scale(
     ctx: &Ctx,
     requested: &str,
     job_timeout: Duration,
-    progress: &mut dyn FnMut(String),
+    progress: &mut (dyn FnMut(String) + Send),
 ) -> anyhow::Result<String> {
     let env = EnvFiles::load(&ctx.config_dir);
     for warning in &env.warnings {

@@ -55,6 +55,8 @@ pub const SYSTEM_BUS_SOCKET: &str = "/run/dbus/system_bus_socket";
 
 const DESTINATION: &str = "org.freedesktop.systemd1";
 const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
+/// Object paths of units: this prefix + the name with `_xx` escapes.
+pub const UNIT_PATH_PREFIX: &str = "/org/freedesktop/systemd1/unit/";
 const UNIT_INTERFACE: &str = "org.freedesktop.systemd1.Unit";
 const SERVICE_INTERFACE: &str = "org.freedesktop.systemd1.Service";
 /// A method call that takes longer means PID 1 is stuck; don't hang with it.
@@ -267,18 +269,43 @@ impl Systemd {
             .load_unit(unit)
             .await
             .map_err(call_err("LoadUnit", unit))?;
+        let stream = self.service_changes(Some(path.as_ref()), unit).await?;
+        Ok(ServiceWatch::new(stream))
+    }
+
+    /// Starts watching every unit's `Service` property changes (the
+    /// management daemon's lifecycle events, see `daemon::events`). Subscribes
+    /// this connection: call it once per connection.
+    pub async fn watch_services(&self) -> Result<MessageStream, SystemdError> {
+        let stream = self.service_changes(None, "every unit").await?;
+        self.manager
+            .subscribe()
+            .await
+            .map_err(call_err("Subscribe", ""))?;
+        Ok(stream)
+    }
+
+    /// `PropertiesChanged` signals of the `Service` interface, of the unit at
+    /// `path` or (`None`) of every unit (`what` names it in errors).
+    async fn service_changes(
+        &self,
+        path: Option<ObjectPath<'_>>,
+        what: &str,
+    ) -> Result<MessageStream, SystemdError> {
         let rule = MatchRule::builder()
             .msg_type(zbus::message::Type::Signal)
             .interface("org.freedesktop.DBus.Properties")
             .and_then(|b| b.member("PropertiesChanged"))
-            .and_then(|b| b.path(path.to_owned()))
+            .and_then(|b| match path {
+                Some(path) => b.path(path.to_owned()),
+                None => b.path_namespace(UNIT_PATH_PREFIX.trim_end_matches('/')),
+            })
             .and_then(|b| b.arg(0, SERVICE_INTERFACE))
-            .map_err(call_err("AddMatch", unit))?
+            .map_err(call_err("AddMatch", what))?
             .build();
-        let stream = MessageStream::for_match_rule(rule, &self.conn, Some(SIGNAL_QUEUE))
+        MessageStream::for_match_rule(rule, &self.conn, Some(SIGNAL_QUEUE))
             .await
-            .map_err(call_err("AddMatch", unit))?;
-        Ok(ServiceWatch::new(stream))
+            .map_err(call_err("AddMatch", what))
     }
 
     /// `daemon-reload`: reruns the generators; returns when the reload is done.
@@ -396,6 +423,10 @@ pub struct ServiceSnapshot {
     pub memory_current: Option<u64>,
     /// CLOCK_MONOTONIC µs when the current main process started (0: none).
     pub exec_main_start_monotonic_us: u64,
+    /// CLOCK_MONOTONIC µs when the last main process exited (0: none since the start).
+    pub exec_main_exit_monotonic_us: u64,
+    /// PID of the last (or current) main process, kept after it exited.
+    pub exec_main_pid: u32,
     /// Exit status of the last main process (meaningful with `exec_main_code` 1 = exited).
     pub exec_main_status: i32,
     /// `CLD_*` code of the last main process exit: 1 exited, 2 killed, 3 dumped.
@@ -455,7 +486,7 @@ impl UnitSnapshot {
 }
 
 impl ServiceSnapshot {
-    fn from_props(props: &HashMap<String, OwnedValue>) -> ServiceSnapshot {
+    pub(crate) fn from_props(props: &HashMap<String, OwnedValue>) -> ServiceSnapshot {
         ServiceSnapshot {
             main_pid: prop(props, "MainPID").unwrap_or(0),
             n_restarts: prop(props, "NRestarts").unwrap_or(0),
@@ -463,6 +494,8 @@ impl ServiceSnapshot {
             memory_current: prop::<u64>(props, "MemoryCurrent").filter(|&m| m != u64::MAX),
             exec_main_start_monotonic_us: prop(props, "ExecMainStartTimestampMonotonic")
                 .unwrap_or(0),
+            exec_main_exit_monotonic_us: prop(props, "ExecMainExitTimestampMonotonic").unwrap_or(0),
+            exec_main_pid: prop(props, "ExecMainPID").unwrap_or(0),
             exec_main_status: prop(props, "ExecMainStatus").unwrap_or(0),
             exec_main_code: prop(props, "ExecMainCode").unwrap_or(0),
             result: prop(props, "Result").unwrap_or_default(),
@@ -499,6 +532,27 @@ pub fn instance_of(unit: &str) -> Option<&str> {
         .filter(|i| !i.is_empty())
 }
 
+/// The unit name of a unit's object path (`…/unit/zero_2dlogs_40_31_2eservice`
+/// → `zero-logs@1.service`): systemd escapes every byte that is not
+/// `[A-Za-z0-9]` as `_xx` (hex).
+pub fn unit_of_path(path: &str) -> Option<String> {
+    let label = path.strip_prefix(UNIT_PATH_PREFIX)?;
+    let bytes = label.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'_' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// `zero-logs@<instance>.service`.
 pub fn unit_name(instance: &str) -> String {
     format!("zero-logs@{instance}.service")
@@ -515,6 +569,16 @@ mod tests {
         assert_eq!(instance_of("zero-logs@.service"), None);
         assert_eq!(instance_of("zero-logs.target"), None);
         assert_eq!(unit_name("3"), "zero-logs@3.service");
+        assert_eq!(
+            unit_of_path("/org/freedesktop/systemd1/unit/zero_2dlogs_40_31_2eservice").as_deref(),
+            Some("zero-logs@1.service")
+        );
+        assert_eq!(
+            unit_of_path("/org/freedesktop/systemd1/unit/zero_2dlogs_40surge_2eservice").as_deref(),
+            Some("zero-logs@surge.service")
+        );
+        assert_eq!(unit_of_path("/org/freedesktop/systemd1/unit/bad_zz"), None);
+        assert_eq!(unit_of_path("/elsewhere"), None);
     }
 
     #[test]

@@ -99,6 +99,14 @@ impl AdminClient {
         }
     }
 
+    /// The same sockets with another timeout.
+    pub fn with_timeout(&self, timeout: Duration) -> AdminClient {
+        AdminClient {
+            runtime_dir: self.runtime_dir.clone(),
+            timeout,
+        }
+    }
+
     /// `<runtime dir>/<instance>/admin.sock`.
     pub fn socket_path(&self, instance: &str) -> PathBuf {
         self.runtime_dir.join(instance).join("admin.sock")

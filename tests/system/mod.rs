@@ -18,6 +18,8 @@
 //!   journal, per-instance admin sockets; torn down by `Drop`, pass or fail.
 //! - [`load`]: a bounded loopback load generator counting acknowledged records and
 //!   failed requests.
+//! - [`cluster`]: [`Cluster`](cluster::Cluster), ClickHouse + a container
+//!   running `zero-logs.target` + a runtime for loads (ctl and daemon tests).
 //! - [`pinned`]: a keep-alive connection to the shared port known to be served by
 //!   one given instance (to reach that worker through the public port).
 //!
@@ -43,6 +45,7 @@
 //! even if the test process is killed outright (see `container.rs`).
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod container;
 pub mod load;
 pub mod pinned;
