@@ -44,6 +44,7 @@
 #![allow(dead_code)]
 
 pub mod container;
+pub mod deb;
 pub mod load;
 pub mod pinned;
 
