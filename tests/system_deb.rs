@@ -7,7 +7,8 @@
 //! - `install_enables_starts_and_ingests`: user, directories, conffile, units
 //!   enabled and started by the postinst; rows reach ClickHouse.
 //! - `install_honours_policy_rc_d`: with policy-rc.d saying 101, enabled but not
-//!   started; `systemctl start zero-logs.target` then works.
+//!   started; `systemctl start zero-logs.target` then works; an upgrade restarts
+//!   nothing until `zero-logs-ctl restart`.
 //! - `upgrade_under_load_is_a_rolling_restart`: `apt-get install` of a newer
 //!   package while clients send: 0 failed requests, 0 lost rows, every worker a new
 //!   PID running the new file, the socket never restarted, the edited conffile kept.
@@ -235,6 +236,27 @@ fn install_honours_policy_rc_d() {
     c.wait_instances_running(n, Duration::from_secs(60));
     assert_eq!(is_active(c, "zero-logs.socket"), "active");
     f.ingest("deb-policy", 5);
+
+    // An upgrade under the same policy restarts nothing: the workers keep
+    // serving from the old file until the operator rolls them.
+    let v2 = deb::package(&deb::upgrade_version());
+    c.write_file(
+        &v2.inside(),
+        std::fs::read(&v2.path).expect("reading the package"),
+    );
+    let before = f.running();
+    let (apt, _) = f.install(&v2);
+    assert!(apt.contains("policy-rc.d forbids restarts"), "{apt}");
+    assert_eq!(f.running(), before, "workers restarted despite policy-rc.d");
+    for pid in before.values() {
+        assert_eq!(deb::exe_of(c, *pid), "/usr/bin/zero-logs (deleted)");
+    }
+    let roll = c.exec_ok(&["zero-logs-ctl", "restart"]);
+    for (instance, pid) in f.running() {
+        assert_ne!(pid, before[&instance], "{roll}");
+        assert_eq!(deb::exe_of(c, pid), "/usr/bin/zero-logs");
+    }
+    f.ingest("deb-policy-upgraded", 5);
     f.done("install_honours_policy_rc_d", "");
 }
 
