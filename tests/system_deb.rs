@@ -170,6 +170,23 @@ fn install_enables_starts_and_ingests() {
         .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
         .collect();
     assert!(settings.is_empty(), "uncommented settings: {settings:?}");
+    // Every variable the installed worker reads is there, with its default.
+    let help = c.exec_ok(&["zero-logs", "serve", "--help"]);
+    let vars: Vec<&str> = help
+        .split("[env: ")
+        .skip(1)
+        .filter_map(|rest| rest.split(&[']', '=', ' '][..]).next())
+        .collect();
+    assert!(vars.len() >= 20, "few [env: …] in serve --help: {vars:?}");
+    let missing: Vec<&&str> = vars
+        .iter()
+        .filter(|v| {
+            !SHIPPED_ENV
+                .lines()
+                .any(|l| l.starts_with(&format!("#{v}=")))
+        })
+        .collect();
+    assert!(missing.is_empty(), "not in the env file: {missing:?}");
     let conffiles = c.exec_ok(&["dpkg-query", "-W", "-f=${Conffiles}", "zero-logs"]);
     assert!(conffiles.contains(CONFFILE), "not a conffile: {conffiles}");
 
