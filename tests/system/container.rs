@@ -152,8 +152,12 @@ pub enum UnitFiles {
 pub struct BootOptions {
     /// Units, generator, sysusers/tmpfiles snippets.
     pub units: UnitFiles,
-    /// Lines of `/etc/zero-logs/zero-logs.env`, in order (always written, maybe empty).
+    /// Lines of `/etc/zero-logs/zero-logs.env`, in order (written, maybe empty,
+    /// unless `env_file` is false).
     pub env: Vec<(String, String)>,
+    /// Write [`ENV_FILE`] (default true; false for a package test, where the
+    /// package brings it as a conffile).
+    pub env_file: bool,
     /// Host paths of binaries installed as `/usr/bin/<file name>`, mode 0755.
     pub binaries: Vec<PathBuf>,
     /// Extra files `(absolute path inside, contents, mode)`.
@@ -191,6 +195,7 @@ impl BootOptions {
         BootOptions {
             units: UnitFiles::Repo,
             env: Vec::new(),
+            env_file: true,
             binaries,
             files: Vec::new(),
             mask: Vec::new(),
@@ -243,6 +248,24 @@ impl BootOptions {
 
     pub fn port(mut self, port: u16) -> Self {
         self.port = Some(port);
+        self
+    }
+
+    /// A container without anything of zero-logs installed: no binaries, no units,
+    /// no env file (the socket drop-in stays, so an installed package listens on
+    /// this container's own port). For installing the `.deb` inside.
+    pub fn bare() -> Self {
+        BootOptions {
+            units: UnitFiles::None,
+            binaries: Vec::new(),
+            env_file: false,
+            ..BootOptions::new()
+        }
+    }
+
+    /// Does not write [`ENV_FILE`].
+    pub fn without_env_file(mut self) -> Self {
+        self.env_file = false;
         self
     }
 
@@ -1562,11 +1585,18 @@ fn install_plan(opts: &BootOptions, work: &Path, port: u16) -> Result<Plan, Cont
         }
     }
 
-    let mut env = String::from("# written by the system-test harness (tests/system)\n");
-    for (k, v) in &opts.env {
-        let _ = writeln!(env, "{k}={v}");
+    if opts.env_file {
+        let mut env = String::from("# written by the system-test harness (tests/system)\n");
+        for (k, v) in &opts.env {
+            let _ = writeln!(env, "{k}={v}");
+        }
+        stage_file(&mut plan, ENV_FILE, env.as_bytes(), 0o644)?;
+    } else if !opts.env.is_empty() {
+        return Err(ContainerError::Units(format!(
+            "env lines {:?} given, but the env file is not written (env_file = false)",
+            opts.env
+        )));
     }
-    stage_file(&mut plan, ENV_FILE, env.as_bytes(), 0o644)?;
     if opts.socket_dropin {
         let dropin = format!(
             "# system-test harness: this container's own loopback port\n\

@@ -47,6 +47,7 @@
 
 pub mod cluster;
 pub mod container;
+pub mod deb;
 pub mod load;
 pub mod pinned;
 
