@@ -63,6 +63,11 @@ struct Health {
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
+    /// With a 503, what refuses: `shutting_down`, or a cause outside this process
+    /// (`clickhouse_down`, `spool_full`) that a restart of the worker would not cure —
+    /// the control daemon restarts only for the former or for no answer at all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cause: Option<&'static str>,
 }
 
 /// Whether the worker can take requests, and how well.
@@ -71,29 +76,32 @@ enum Condition {
     /// Accepting (into the spool) while ClickHouse is down.
     Degraded(String),
     /// Refusing requests: shutting down, ClickHouse down without a spool, spool full.
-    Unavailable(String),
+    Unavailable(&'static str, String),
 }
 
 impl AdminState {
     /// `None` when healthy, else why not.
     pub fn unhealthy_reason(&self) -> Option<String> {
         match self.condition(self.spool.as_ref().map(Spool::stats).as_ref()) {
-            Condition::Unavailable(reason) => Some(reason),
+            Condition::Unavailable(_, reason) => Some(reason),
             Condition::Ok | Condition::Degraded(_) => None,
         }
     }
 
     fn condition(&self, spool: Option<&SpoolStats>) -> Condition {
         if self.accepting.is_cancelled() {
-            return Condition::Unavailable("shutting down".into());
+            return Condition::Unavailable("shutting_down", "shutting down".into());
         }
         if let Some(s) = spool {
             // Within one small frame of the cap: appends are being refused.
             if s.bytes + (64 << 10) >= s.max_bytes {
-                return Condition::Unavailable(format!(
-                    "spool full ({} of {} bytes); answering 429 until ClickHouse catches up",
-                    s.bytes, s.max_bytes
-                ));
+                return Condition::Unavailable(
+                    "spool_full",
+                    format!(
+                        "spool full ({} of {} bytes); answering 429 until ClickHouse catches up",
+                        s.bytes, s.max_bytes
+                    ),
+                );
             }
         }
         let Some(down) = self.batcher.health().down else {
@@ -109,7 +117,7 @@ impl AdminState {
                 "{reason}; spooling ({} of {} bytes used)",
                 s.bytes, s.max_bytes
             )),
-            None => Condition::Unavailable(reason),
+            None => Condition::Unavailable("clickhouse_down", reason),
         }
     }
 
@@ -118,7 +126,7 @@ impl AdminState {
         let (reason, degraded) = match self.condition(spool.as_ref()) {
             Condition::Ok => (None, None),
             Condition::Degraded(why) => (None, Some(why)),
-            Condition::Unavailable(why) => (Some(why), None),
+            Condition::Unavailable(_, why) => (Some(why), None),
         };
         WorkerStats {
             pid: std::process::id(),
@@ -154,18 +162,21 @@ async fn health(State(state): State<Arc<AdminState>>) -> Response {
         Condition::Ok => Json(Health {
             status: "ok",
             reason: None,
+            cause: None,
         })
         .into_response(),
         Condition::Degraded(reason) => Json(Health {
             status: "degraded",
             reason: Some(reason),
+            cause: None,
         })
         .into_response(),
-        Condition::Unavailable(reason) => (
+        Condition::Unavailable(cause, reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(Health {
                 status: "unavailable",
                 reason: Some(reason),
+                cause: Some(cause),
             }),
         )
             .into_response(),

@@ -305,6 +305,13 @@ pub async fn run(
             records_accepted = counters.records_accepted,
             "drained; exiting"
         ),
+        Err(_) if spool.is_some() => tracing::warn!(
+            timeout_ms = deadline.as_millis() as u64,
+            queue_rows = counters.queue_rows,
+            "drain did not finish within GRACEFUL_SHUTDOWN_TIMEOUT; every request was answered, \
+             batches not yet in ClickHouse stay in the spool (replayed at the next start or \
+             adopted by a running instance)"
+        ),
         Err(_) => tracing::warn!(
             timeout_ms = deadline.as_millis() as u64,
             queue_rows = counters.queue_rows,

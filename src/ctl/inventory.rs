@@ -29,6 +29,9 @@ pub enum Health {
     Ok,
     /// `/health` answered 503 with this reason.
     Unhealthy(String),
+    /// `/health` answered 503 for a cause outside the worker (ClickHouse down, spool
+    /// full): not serving, but a restart would not help.
+    Blocked(String),
     /// Running, but the admin socket did not answer (the error).
     Unreachable(String),
     /// No process (inactive, failed, between restarts).
@@ -45,6 +48,7 @@ impl Health {
         match self {
             Health::Ok => "ok".into(),
             Health::Unhealthy(reason) => format!("unhealthy: {reason}"),
+            Health::Blocked(reason) => format!("blocked: {reason}"),
             Health::Unreachable(_) => "unreachable".into(),
             Health::NotRunning => "not running".into(),
         }
@@ -55,6 +59,7 @@ impl Health {
         match self {
             Health::Ok => "ok",
             Health::Unhealthy(_) => "unhealthy",
+            Health::Blocked(_) => "blocked",
             Health::Unreachable(_) => "unreachable",
             Health::NotRunning => "not-running",
         }
@@ -63,7 +68,7 @@ impl Health {
     /// The reason or error, if any.
     pub fn reason(&self) -> Option<&str> {
         match self {
-            Health::Unhealthy(r) | Health::Unreachable(r) => Some(r),
+            Health::Unhealthy(r) | Health::Blocked(r) | Health::Unreachable(r) => Some(r),
             _ => None,
         }
     }
@@ -207,6 +212,7 @@ async fn probe(
     let health = match health {
         Ok(HealthReply::Ok) => Health::Ok,
         Ok(HealthReply::Unhealthy(reason)) => Health::Unhealthy(reason),
+        Ok(HealthReply::Blocked(reason)) => Health::Blocked(reason),
         Err(e) => Health::Unreachable(e.to_string()),
     };
     Instance {

@@ -230,6 +230,12 @@ async fn wait_back(
         let last = if snap.is_running() && pid != 0 && pid != old_pid {
             match admin.health(instance).await {
                 Ok(HealthReply::Ok) => return Ok(pid),
+                // Up and answering; what refuses is outside it (spool full): waiting
+                // would not change that, and the other instances still need their turn.
+                Ok(HealthReply::Blocked(reason)) => {
+                    tracing::warn!(instance, reason = %reason, "restarted instance is up but blocked");
+                    return Ok(pid);
+                }
                 Ok(HealthReply::Unhealthy(reason)) => format!("pid {pid}, unhealthy: {reason}"),
                 Err(e) => format!("pid {pid}, /health: {e}"),
             }

@@ -74,6 +74,9 @@ pub struct WorkerStatsView {
 pub enum HealthReply {
     Ok,
     Unhealthy(String),
+    /// 503 for a cause outside the worker (ClickHouse down, spool full): restarting
+    /// it would not help.
+    Blocked(String),
 }
 
 #[derive(Deserialize)]
@@ -82,6 +85,8 @@ struct HealthBody {
     status: String,
     #[serde(default)]
     reason: Option<String>,
+    #[serde(default)]
+    cause: Option<String>,
 }
 
 /// Talks to the admin sockets under one runtime directory.
@@ -147,12 +152,20 @@ fn parse_health(reply: &Reply) -> Result<HealthReply, AdminError> {
     match reply.status {
         200 => Ok(HealthReply::Ok),
         503 => {
-            let reason = serde_json::from_slice::<HealthBody>(&reply.body)
-                .ok()
+            let body = serde_json::from_slice::<HealthBody>(&reply.body).ok();
+            let external = body
+                .as_ref()
+                .and_then(|b| b.cause.as_deref())
+                .is_some_and(|c| matches!(c, "clickhouse_down" | "spool_full"));
+            let reason = body
                 .map(|b| b.reason.unwrap_or(b.status))
                 .filter(|r| !r.is_empty())
                 .unwrap_or_else(|| String::from_utf8_lossy(&reply.body).trim().to_string());
-            Ok(HealthReply::Unhealthy(reason))
+            Ok(if external {
+                HealthReply::Blocked(reason)
+            } else {
+                HealthReply::Unhealthy(reason)
+            })
         }
         status => Err(AdminError::Status {
             status,
@@ -296,6 +309,26 @@ mod tests {
             parse_health(&reply).unwrap(),
             HealthReply::Unhealthy("down".into())
         );
+    }
+
+    #[test]
+    fn a_503_for_an_outside_cause_is_blocked_not_unhealthy() {
+        let body = |cause: &str| {
+            format!(r#"{{"status":"unavailable","reason":"full","cause":"{cause}"}}"#)
+        };
+        for (cause, want) in [
+            ("spool_full", HealthReply::Blocked("full".into())),
+            ("clickhouse_down", HealthReply::Blocked("full".into())),
+            ("shutting_down", HealthReply::Unhealthy("full".into())),
+        ] {
+            let raw = format!(
+                "HTTP/1.1 503 Service Unavailable\r\nContent-Length: {}\r\n\r\n{}",
+                body(cause).len(),
+                body(cause)
+            );
+            let reply = parse_response(raw.as_bytes()).unwrap();
+            assert_eq!(parse_health(&reply).unwrap(), want, "{cause}");
+        }
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //!    when *every* running instance answers `503` (a common cause, typically
 //!    ClickHouse down), none is restarted — a worker cannot start without
 //!    ClickHouse, so restarts would turn a degraded pipeline into a stopped
-//!    one. An instance that does not answer at all is restarted regardless.
+//!    one. A `503` whose `cause` is outside the worker (`clickhouse_down`,
+//!    `spool_full`) is never a miss. An instance that does not answer at all
+//!    is restarted regardless.
 //! 2. **memory**: an instance over the daemon's memory limit (`MemoryCurrent`,
 //!    or the worker's RSS where systemd has no memory accounting) at 2 checks
 //!    in a row with the same PID is restarted the same graceful way. The
@@ -98,7 +100,12 @@ impl Judge {
             if entry.0 != pid {
                 *entry = (pid, 0, 0);
             }
-            entry.1 = if i.health.is_ok() { 0 } else { entry.1 + 1 };
+            // Blocked (ClickHouse down, spool full) is not this process's fault: a
+            // restart would only replay the same spool against the same ClickHouse.
+            entry.1 = match i.health {
+                Health::Ok | Health::Blocked(_) => 0,
+                _ => entry.1 + 1,
+            };
             let memory = i.memory();
             let over = match (memory, self.memory_limit) {
                 (Some((bytes, _)), Some(limit)) => bytes > limit,
@@ -369,6 +376,16 @@ mod tests {
         assert!(j
             .observe(&[ok, instance("2", 21, unreachable(), 0)])
             .is_empty());
+    }
+
+    #[test]
+    fn a_blocked_instance_is_never_a_miss() {
+        let mut j = Judge::new(None);
+        let blocked = instance("1", 10, Health::Blocked("spool full".into()), 0);
+        let ok = instance("2", 20, Health::Ok, 0);
+        for _ in 0..5 {
+            assert!(j.observe(&[blocked.clone(), ok.clone()]).is_empty());
+        }
     }
 
     #[test]
