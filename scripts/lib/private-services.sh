@@ -156,7 +156,10 @@ ch_start() {
         _ch_write_config "$dir" "$token" "$(free_port)"
         CH_URL="http://127.0.0.1:$CH_HTTP_PORT"
         : >"$dir/log/clickhouse-server.err.log"
-        setsid clickhouse-server --config-file="$dir/config.xml" \
+        # CH_NICE=N runs it at that nice level (scripts/bench --clickhouse-nice).
+        local prefix=()
+        [[ -z "${CH_NICE:-}" ]] || prefix=(nice -n "$CH_NICE")
+        setsid ${prefix[@]+"${prefix[@]}"} clickhouse-server --config-file="$dir/config.xml" \
             >"$dir/log/stdout.log" 2>&1 </dev/null &
         CH_PID=$!
         for ((i = 0; i < 600; i++)); do

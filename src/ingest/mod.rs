@@ -11,6 +11,7 @@
 pub mod body;
 pub mod grpc;
 pub mod http;
+mod pool;
 pub mod reject;
 
 use std::sync::Arc;
@@ -27,7 +28,7 @@ use reject::{RejectKind, Rejection};
 /// Where validation runs.
 enum Validator {
     Inline,
-    Pool(rayon::ThreadPool),
+    Pool(pool::Pool),
 }
 
 /// Where a request's rows are handed over; a `202` means this step succeeded.
@@ -55,19 +56,16 @@ pub struct Ingest {
 pub struct PoolError {
     threads: usize,
     #[source]
-    source: rayon::ThreadPoolBuildError,
+    source: std::io::Error,
 }
 
 impl Ingest {
     pub fn new(cfg: &IngestConfig, ack: AckPoint, stats: Arc<Stats>) -> Result<Ingest, PoolError> {
         let validator = if cfg.pool_validation {
-            // rayon keeps its threads for the life of the pool; idle ones sleep on a
-            // condvar, so "min" threads is what the pool costs at rest in CPU: none.
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(cfg.pool_max_threads)
-                .thread_name(|i| format!("validate-{i}"))
-                .build()
-                .map_err(|source| PoolError {
+            // The threads live as long as the worker; idle ones sleep in the kernel,
+            // so the "min" threads cost nothing at rest.
+            let pool =
+                pool::Pool::new(cfg.pool_max_threads, "validate").map_err(|source| PoolError {
                     threads: cfg.pool_max_threads,
                     source,
                 })?;
