@@ -19,6 +19,7 @@ mod spool;
 
 pub use flags::ServeFlags;
 pub use parse::bytes;
+pub(crate) use parse::{boolean as parse_bool, millis as parse_millis};
 pub use spool::{AckMode, SpoolConfig};
 
 use parse::{boolean, check_url, count, identifier, millis, positive, worker_id, Reader};

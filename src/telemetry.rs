@@ -19,8 +19,16 @@ pub enum LogTarget {
     Stderr,
 }
 
-/// Installs the global subscriber. Call once, early in `main`.
+/// Installs the worker's global subscriber (`zero-logs`, with `WORKER_ID` on every
+/// journal entry). Call once, early in `main`.
 pub fn init(worker_id: &str) -> LogTarget {
+    init_with("zero-logs", &[("WORKER_ID", worker_id)])
+}
+
+/// Installs a global subscriber: journald under the syslog identifier `identifier`
+/// with `fields` on every entry (no field prefix, so an event's `event` field is
+/// `EVENT=`), or stderr. A second call does nothing.
+pub fn init_with(identifier: &str, fields: &[(&str, &str)]) -> LogTarget {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);
     if stderr_is_journal() {
@@ -28,21 +36,21 @@ pub fn init(worker_id: &str) -> LogTarget {
             Ok(layer) => {
                 let layer = layer
                     .with_field_prefix(None)
-                    .with_syslog_identifier("zero-logs".into())
-                    .with_custom_fields([("WORKER_ID", worker_id.as_bytes())]);
-                registry.with(layer).init();
+                    .with_syslog_identifier(identifier.to_string())
+                    .with_custom_fields(fields.iter().map(|(k, v)| (*k, v.as_bytes())));
+                let _ = registry.with(layer).try_init();
                 return LogTarget::Journald;
             }
             Err(err) => eprintln!("journald is not reachable ({err}); logging to stderr"),
         }
     }
-    registry
+    let _ = registry
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::stderr().is_terminal()),
         )
-        .init();
+        .try_init();
     LogTarget::Stderr
 }
 

@@ -76,13 +76,13 @@ pub(super) fn positive(text: &str) -> Result<usize, String> {
     }
 }
 
-pub(super) fn millis(text: &str) -> Result<Duration, String> {
+pub(crate) fn millis(text: &str) -> Result<Duration, String> {
     text.parse::<u64>()
         .map(Duration::from_millis)
         .map_err(|_| "expected milliseconds as a whole number, e.g. 5000".to_string())
 }
 
-pub(super) fn boolean(text: &str) -> Result<bool, String> {
+pub(crate) fn boolean(text: &str) -> Result<bool, String> {
     match text.to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Ok(true),
         "false" | "0" | "no" | "off" => Ok(false),

@@ -73,6 +73,9 @@ mod tests {
         seen.sort();
         assert_eq!(seen.len(), 100);
         assert!(seen.iter().all(|(_, n)| n.starts_with("test-pool-")));
-        assert_eq!(seen.iter().map(|(i, _)| *i).sum::<i32>(), (0..100).sum::<i32>());
+        assert_eq!(
+            seen.iter().map(|(i, _)| *i).sum::<i32>(),
+            (0..100).sum::<i32>()
+        );
     }
 }

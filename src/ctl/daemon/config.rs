@@ -165,13 +165,9 @@ impl DaemonConfig {
 type Raw = (String, &'static str);
 
 fn millis((value, var): Raw) -> Result<(Duration, Raw), DaemonConfigError> {
-    match value.parse::<u64>() {
-        Ok(ms) => Ok((Duration::from_millis(ms), (value, var))),
-        Err(_) => Err(DaemonConfigError {
-            var,
-            value,
-            reason: "expected milliseconds as a whole number, e.g. 5000".into(),
-        }),
+    match crate::config::parse_millis(&value) {
+        Ok(d) => Ok((d, (value, var))),
+        Err(reason) => Err(DaemonConfigError { var, value, reason }),
     }
 }
 
@@ -190,15 +186,7 @@ fn at_least(
 }
 
 fn boolean((value, var): Raw) -> Result<bool, DaemonConfigError> {
-    match value.to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(DaemonConfigError {
-            var,
-            value,
-            reason: "expected true or false".into(),
-        }),
-    }
+    crate::config::parse_bool(&value).map_err(|reason| DaemonConfigError { var, value, reason })
 }
 
 fn bytes((value, var): Raw) -> Result<u64, DaemonConfigError> {

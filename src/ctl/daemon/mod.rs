@@ -203,31 +203,10 @@ pub fn cpus() -> u32 {
     std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
 }
 
-/// Logs to journald (no field prefix, so `event` is `EVENT=`) under systemd,
-/// else to stderr.
-fn init_tracing() {
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter);
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        if let Ok(layer) = tracing_journald::layer() {
-            let layer = layer
-                .with_field_prefix(None)
-                .with_syslog_identifier("zero-logs-ctl".into());
-            let _ = registry.with(layer).try_init();
-            return;
-        }
-    }
-    let _ = registry
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-        .try_init();
-}
-
 /// `zero-logs-ctl daemon`: runs until SIGTERM or SIGINT.
 pub async fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    init_tracing();
+    // No field prefix: an event's `event` field becomes `EVENT=` in the journal.
+    crate::telemetry::init_with("zero-logs-ctl", &[]);
     let files = EnvFiles::load(&ctx.config_dir);
     for warning in &files.warnings {
         tracing::warn!("{warning}");
