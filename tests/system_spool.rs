@@ -37,8 +37,8 @@ mod system;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use system::{load, BootOptions, LoadReport, LoadSpec, SystemdContainer};
-use zero_logs::testing::ClickHouseServer;
+use system::cluster::Cluster;
+use system::{load, LoadSpec, SystemdContainer};
 
 const WORKERS: usize = 3;
 /// Resident memory no worker may exceed during the outage scenario (debug build,
@@ -48,67 +48,28 @@ const RSS_BOUND: u64 = 150 << 20;
 /// Where the units put the spools (`$STATE_DIRECTORY/spool`).
 const SPOOL_ROOT: &str = "/var/lib/zero-logs/spool";
 
-/// A ClickHouse, a database, a booted container with `zero-logs.target` started,
-/// and a runtime for the load generator.
-struct Fixture {
-    // Field order = drop order: the container goes before its ClickHouse.
-    c: SystemdContainer,
-    ch: ClickHouseServer,
-    db: String,
-    rt: tokio::runtime::Runtime,
-    t0: Instant,
+/// The shared [`Cluster`] (ClickHouse, container with `WORKERS` instances, load
+/// runtime) plus this file's helpers.
+struct Fixture(Cluster);
+
+impl std::ops::Deref for Fixture {
+    type Target = Cluster;
+    fn deref(&self) -> &Cluster {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Fixture {
+    fn deref_mut(&mut self) -> &mut Cluster {
+        &mut self.0
+    }
 }
 
 impl Fixture {
     /// Boots with `extra` env lines and starts the target (waits for `WORKERS`
-    /// instances active/running).
+    /// instances active/running, none restarted).
     fn start(extra: &[(&str, &str)]) -> Fixture {
-        let t0 = Instant::now();
-        let ch = ClickHouseServer::start().unwrap_or_else(|e| panic!("{e}"));
-        let db = ch.fresh_database();
-        let mut opts = BootOptions::new()
-            .env("CLICKHOUSE_URL", ch.http_url())
-            .env("CLICKHOUSE_DATABASE", &db)
-            .env("CLUSTER_WORKERS", WORKERS.to_string())
-            .env("BATCH_MAX_AGE", "50");
-        for (k, v) in extra {
-            opts = opts.env(k, *v);
-        }
-        let c = SystemdContainer::boot(opts).unwrap_or_else(|e| panic!("{e}"));
-        c.systemctl_ok(&["start", "zero-logs.target"]);
-        let states = c.wait_instances_running(WORKERS, Duration::from_secs(60));
-        assert!(
-            states.values().all(|s| s.n_restarts == 0),
-            "an instance restarted while starting: {states:?}"
-        );
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        Fixture { c, ch, db, rt, t0 }
-    }
-
-    fn load(&self, spec: LoadSpec) -> system::RunningLoad {
-        let _guard = self.rt.enter();
-        load::start(&self.c.base_url(), spec)
-    }
-
-    fn stop(&self, running: system::RunningLoad) -> LoadReport {
-        self.rt.block_on(running.stop())
-    }
-
-    fn rows(&self, service: &str) -> u64 {
-        let sql = format!(
-            "SELECT count() FROM {}.logs WHERE service = '{service}'",
-            self.db
-        );
-        self.ch
-            .query(&sql)
-            .unwrap_or_else(|e| panic!("{e}"))
-            .trim()
-            .parse()
-            .unwrap()
+        Fixture(Cluster::start(WORKERS, extra))
     }
 
     /// Rows of `service` once there are at least `expected`, or after `within`;
@@ -151,14 +112,6 @@ impl Fixture {
                 ))
             })
             .collect()
-    }
-
-    fn done(&self, scenario: &str) {
-        eprintln!(
-            "[timing] {scenario}: boot {} ms, test total {} ms",
-            self.c.boot_time().as_millis(),
-            self.t0.elapsed().as_millis()
-        );
     }
 }
 
@@ -289,7 +242,7 @@ fn kill_9_under_load_restarts_and_replays_every_acknowledged_record() {
     // be replayed by the instance itself when systemd restarts it, not adopted by a
     // sibling in the RestartSec= gap.
     let f = Fixture::start(&[]);
-    let c = &f.c;
+    let c = f.c();
     let service = "spool-kill";
     let run = f.load(fresh_load(service, 6));
     let load_started = run.started();
@@ -431,7 +384,10 @@ fn scale_down_with_clickhouse_down_leaves_orphans_that_are_adopted_and_delivered
         ("SPOOL_ADOPT_INTERVAL", "500"),
     ]);
     let service = "spool-orphans";
-    let stop_timeout = timespan(&f.c.unit_property("zero-logs@2.service", "TimeoutStopUSec"));
+    let stop_timeout = timespan(
+        &f.c()
+            .unit_property("zero-logs@2.service", "TimeoutStopUSec"),
+    );
     assert!(
         stop_timeout > Duration::from_millis(3000),
         "TimeoutStopSec ({stop_timeout:?}) must exceed GRACEFUL_SHUTDOWN_TIMEOUT (3 s), \
@@ -455,7 +411,7 @@ fn scale_down_with_clickhouse_down_leaves_orphans_that_are_adopted_and_delivered
     report.assert_no_failures();
     assert_eq!(report.acknowledged_records, sent, "{}", report.summary());
 
-    let c = &f.c;
+    let c = f.c();
     let mut appended = BTreeMap::new();
     for i in 1..=WORKERS {
         let i = i.to_string();
@@ -566,7 +522,7 @@ fn scale_down_with_clickhouse_down_leaves_orphans_that_are_adopted_and_delivered
         f.ch.startup_time().as_millis(),
         (back - t - scale_took).as_millis()
     );
-    let c = &f.c;
+    let c = f.c();
     let mut adopted_after = None;
     let mut delivered_after = None;
     let deadline = Instant::now() + Duration::from_secs(40);
@@ -653,7 +609,7 @@ fn clickhouse_outage_under_load_fills_the_spool_to_429_with_bounded_memory() {
     f.ch.stop();
     let down = Instant::now();
     let down_unix = unix_s();
-    let c = &f.c;
+    let c = f.c();
     let instances: Vec<String> = (1..=WORKERS).map(|i| i.to_string()).collect();
     let mut max_rss: BTreeMap<String, u64> = BTreeMap::new();
     let mut max_bytes: BTreeMap<String, u64> = BTreeMap::new();
@@ -693,7 +649,7 @@ fn clickhouse_outage_under_load_fills_the_spool_to_429_with_bounded_memory() {
         .unwrap_or_else(|e| panic!("ClickHouse restart: {e}"));
     let back = Instant::now();
     let back_unix = unix_s();
-    let c = &f.c;
+    let c = f.c();
     // Room again: every spool back under half its cap; then a little more load so
     // the clients see 202 again.
     let drained_after = system::wait_until(
@@ -838,7 +794,7 @@ fn clickhouse_outage_under_load_fills_the_spool_to_429_with_bounded_memory() {
         );
         eprintln!(
             "[spool:outage] the workers' warnings:\n{}",
-            warnings(&f.c).join("\n")
+            warnings(f.c()).join("\n")
         );
     }
     assert!(

@@ -20,91 +20,38 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use system::{load, BootOptions, LoadReport, LoadSpec, Pinned, SystemdContainer};
-use zero_logs::testing::ClickHouseServer;
+use system::cluster::Cluster;
+use system::{LoadReport, LoadSpec, Pinned, SystemdContainer};
 
 const WORKERS: usize = 3;
 
-/// A ClickHouse, a database, a booted container with `zero-logs.target` started,
-/// and a runtime for the load generator.
-struct Fixture {
-    // Field order = drop order: the container goes before its ClickHouse.
-    c: SystemdContainer,
-    ch: ClickHouseServer,
-    db: String,
-    rt: tokio::runtime::Runtime,
-    t0: Instant,
+/// The shared [`Cluster`] (ClickHouse, container with `WORKERS` instances, load
+/// runtime) plus this file's helpers.
+struct Fixture(Cluster);
+
+impl std::ops::Deref for Fixture {
+    type Target = Cluster;
+    fn deref(&self) -> &Cluster {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Fixture {
+    fn deref_mut(&mut self) -> &mut Cluster {
+        &mut self.0
+    }
 }
 
 impl Fixture {
     /// Boots with `extra` env lines and starts the target (waits for `WORKERS`
-    /// instances active/running).
+    /// instances active/running, none restarted).
     fn start(extra: &[(&str, &str)]) -> Fixture {
-        let t0 = Instant::now();
-        let ch = ClickHouseServer::start().unwrap_or_else(|e| panic!("{e}"));
-        let db = ch.fresh_database();
-        let mut opts = BootOptions::new()
-            .env("CLICKHOUSE_URL", ch.http_url())
-            .env("CLICKHOUSE_DATABASE", &db)
-            .env("CLUSTER_WORKERS", WORKERS.to_string())
-            .env("BATCH_MAX_AGE", "50");
-        for (k, v) in extra {
-            opts = opts.env(k, *v);
-        }
-        let c = SystemdContainer::boot(opts).unwrap_or_else(|e| panic!("{e}"));
-        c.systemctl_ok(&["start", "zero-logs.target"]);
-        let states = c.wait_instances_running(WORKERS, Duration::from_secs(60));
-        assert!(
-            states.values().all(|s| s.n_restarts == 0),
-            "an instance restarted while starting: {states:?}"
-        );
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        Fixture { c, ch, db, rt, t0 }
-    }
-
-    fn load(&self, spec: LoadSpec) -> system::RunningLoad {
-        let _guard = self.rt.enter();
-        load::start(&self.c.base_url(), spec)
-    }
-
-    fn stop(&self, running: system::RunningLoad) -> LoadReport {
-        self.rt.block_on(running.stop())
-    }
-
-    /// Rows of `service` in ClickHouse.
-    /// Rows of `service` once there are at least `expected` (acknowledged rows reach
-    /// ClickHouse shortly after the `202` with `ACK_MODE=spool`), or after 15 s.
-    fn rows_reaching(&self, service: &str, expected: u64) -> u64 {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let n = self.rows(service);
-            if n >= expected || Instant::now() >= deadline {
-                return n;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn rows(&self, service: &str) -> u64 {
-        let sql = format!(
-            "SELECT count() FROM {}.logs WHERE service = '{service}'",
-            self.db
-        );
-        self.ch
-            .query(&sql)
-            .unwrap_or_else(|e| panic!("{e}"))
-            .trim()
-            .parse()
-            .unwrap()
+        Fixture(Cluster::start(WORKERS, extra))
     }
 
     /// One request on a fresh connection; (status, body, time to the answer).
     fn post_one(&self, service: &str, records: usize) -> (u16, String, Duration) {
-        let url = format!("{}/api/v1/logs", self.c.base_url());
+        let url = format!("{}/api/v1/logs", self.c().base_url());
         let batch: Vec<serde_json::Value> = (0..records)
             .map(|i| serde_json::json!({"service": service, "message": format!("one {i}")}))
             .collect();
@@ -132,15 +79,7 @@ impl Fixture {
 
     /// Per instance: `/stats` `requests` now.
     fn requests(&self) -> BTreeMap<String, u64> {
-        self.c.spread("requests")
-    }
-
-    fn done(&self, scenario: &str) {
-        eprintln!(
-            "[timing] {scenario}: boot {} ms, test total {} ms",
-            self.c.boot_time().as_millis(),
-            self.t0.elapsed().as_millis()
-        );
+        self.c().spread("requests")
     }
 }
 
@@ -394,7 +333,7 @@ fn hook(
 
 fn assert_nothing_lost(f: &Fixture, scenario: &str, reports: &[(&str, &LoadReport)]) {
     for (service, report) in reports {
-        let stored = f.rows_reaching(service, report.acknowledged_records);
+        let stored = f.wait_rows(service, report.acknowledged_records);
         eprintln!(
             "[worker:{scenario}] {service}: acknowledged {} records, stored {stored}",
             report.acknowledged_records
@@ -412,7 +351,7 @@ fn assert_nothing_lost(f: &Fixture, scenario: &str, reports: &[(&str, &LoadRepor
 #[test]
 fn load_spreads_over_every_instance_and_journal_has_worker_ids() {
     let f = Fixture::start(&[]);
-    let c = &f.c;
+    let c = f.c();
 
     // Fresh connection per request.
     let before = f.requests();
@@ -564,7 +503,7 @@ fn load_spreads_over_every_instance_and_journal_has_worker_ids() {
 #[test]
 fn restarts_one_by_one_under_load_fail_nothing_and_lose_nothing() {
     let f = Fixture::start(&[]);
-    let c = &f.c;
+    let c = f.c();
     let since = now_us();
     let fresh = f.load(fresh_load("restart-fresh", 8));
     let keepalive = f.load(LoadSpec {
@@ -644,10 +583,7 @@ fn restarts_one_by_one_under_load_fail_nothing_and_lose_nothing() {
         "[worker:restart] probe: {idle_conns} connections opened, first byte sent 300 ms later, \
          after `systemctl restart zero-logs@2`: {idle_outcomes:?}"
     );
-    assert_eq!(
-        f.rows_reaching("restart-idle-probe", probe_acked),
-        probe_acked
-    );
+    assert_eq!(f.wait_rows("restart-idle-probe", probe_acked), probe_acked);
 
     eprintln!("[worker:restart] {}", timings.join("\n[worker:restart] "));
     let gaps: BTreeMap<String, Vec<u64>> = (1..=WORKERS)
@@ -696,7 +632,7 @@ fn restarts_one_by_one_under_load_fail_nothing_and_lose_nothing() {
 #[test]
 fn watchdog_replaces_a_frozen_worker_and_a_stuck_flusher() {
     let f = Fixture::start(&[("WORKER_WATCHDOG_TIMEOUT", "3000")]);
-    let c = &f.c;
+    let c = f.c();
     let watchdog = c.unit_property("zero-logs@2.service", "WatchdogUSec");
     assert_eq!(watchdog, "3s", "WatchdogSec from WORKER_WATCHDOG_TIMEOUT");
 
@@ -864,7 +800,7 @@ fn watchdog_replaces_a_frozen_worker_and_a_stuck_flusher() {
     // never comes and fail when the watchdog kills it: failures are expected here,
     // but nothing acknowledged is missing, and at most the failed requests' rows
     // can be there without an acknowledgement.
-    let stored = f.rows_reaching("watchdog-stall", stalled.acknowledged_records);
+    let stored = f.wait_rows("watchdog-stall", stalled.acknowledged_records);
     eprintln!(
         "[worker:watchdog] stall: acknowledged {} records, stored {stored}, failed requests {}",
         stalled.acknowledged_records, stalled.failed_requests
@@ -907,7 +843,7 @@ const GROW_MB: u64 = 220;
 #[test]
 fn memory_limit_restart_is_graceful_under_load() {
     let f = Fixture::start(&[("WORKER_MEMORY_LIMIT", "200MiB")]);
-    let c = &f.c;
+    let c = f.c();
     let limits = c.unit_properties(
         "zero-logs@2.service",
         &["MemoryHigh", "MemoryMax", "MemoryCurrent"],
@@ -1018,7 +954,7 @@ fn memory_limit_restart_is_graceful_under_load() {
 #[test]
 fn stop_target_under_load_loses_nothing_and_the_socket_starts_a_worker_again() {
     let f = Fixture::start(&[]);
-    let c = &f.c;
+    let c = f.c();
     let socket_props = ["ActiveState", "ActiveEnterTimestampMonotonic", "NRefused"];
     let socket0 = c.unit_properties("zero-logs.socket", &socket_props);
     assert_eq!(socket0["ActiveState"], "active");
@@ -1112,7 +1048,7 @@ fn stop_target_under_load_loses_nothing_and_the_socket_starts_a_worker_again() {
             .collect::<Vec<_>>()
     );
     assert_eq!((status, body.as_str()), (202, r#"{"accepted":3}"#));
-    assert_eq!(f.rows_reaching("socket-activation", 3), 3);
+    assert_eq!(f.wait_rows("socket-activation", 3), 3);
     assert!(after["1"].is_running(), "{after:?}");
     for i in 2..=WORKERS {
         assert_eq!(after[&i.to_string()].active_state, "inactive", "{after:?}");

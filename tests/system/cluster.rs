@@ -49,7 +49,11 @@ impl Cluster {
         }
         let c = SystemdContainer::boot(opts).unwrap_or_else(|e| panic!("{e}"));
         c.systemctl_ok(&["start", "zero-logs.target"]);
-        c.wait_instances_running(workers, Duration::from_secs(60));
+        let states = c.wait_instances_running(workers, Duration::from_secs(60));
+        assert!(
+            states.values().all(|s| s.n_restarts == 0),
+            "an instance restarted while starting: {states:?}"
+        );
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -82,15 +86,30 @@ impl Cluster {
         load::start(&self.c().base_url(), spec)
     }
 
-    /// Rows of `service` in ClickHouse, once they stopped growing toward `want`.
-    pub fn wait_rows(&self, service: &str, want: u64) -> u64 {
+    /// Stops a load and returns what it counted.
+    pub fn stop(&self, running: RunningLoad) -> super::LoadReport {
+        self.rt.block_on(running.stop())
+    }
+
+    /// Rows of `service` in ClickHouse now.
+    pub fn rows(&self, service: &str) -> u64 {
         let sql = format!(
             "SELECT count() FROM {}.logs WHERE service = '{service}'",
             self.db
         );
+        self.ch
+            .query(&sql)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// Rows of `service` in ClickHouse, once they stopped growing toward `want`.
+    pub fn wait_rows(&self, service: &str, want: u64) -> u64 {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            let rows: u64 = self.ch.query(&sql).unwrap().trim().parse().unwrap();
+            let rows = self.rows(service);
             if rows >= want || Instant::now() > deadline {
                 return rows;
             }
