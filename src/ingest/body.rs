@@ -3,8 +3,14 @@
 //! A body is capped three times: by `Content-Length` before reading, while
 //! collecting, and on the *output* of gzip/zstd, so a decompression bomb costs
 //! at most `max_body_bytes` of memory and gets 413, never an OOM.
+//!
+//! A body refused as too large is read on and thrown away (up to
+//! [`DRAIN_MAX_BYTES`], for at most [`DRAIN_TIME`]) before the 413 goes out: a
+//! client still sending it would otherwise find the connection closed under its
+//! write and never read the answer (hyper's client reports a broken pipe).
 
 use std::io::Read;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::HeaderMap;
@@ -70,23 +76,49 @@ fn too_large(max: usize, what: &str) -> Rejection {
     )
 }
 
+/// Most bytes of a refused body read and discarded so the client can read the 413;
+/// beyond, the connection is closed under it.
+pub const DRAIN_MAX_BYTES: u64 = 32 << 20;
+/// Longest time spent discarding a refused body.
+pub const DRAIN_TIME: Duration = Duration::from_secs(5);
+
 /// Collects the body, refusing more than `max` bytes on the wire.
-pub async fn collect(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes, Rejection> {
+pub async fn collect(headers: &HeaderMap, mut body: Body, max: usize) -> Result<Bytes, Rejection> {
     let declared = headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max as u64) {
+    if let Some(n) = declared.filter(|&n| n > max as u64) {
+        if n <= DRAIN_MAX_BYTES {
+            drain(&mut body).await;
+        }
         return Err(too_large(max, "(Content-Length)"));
     }
-    match Limited::new(body, max).collect().await {
+    match Limited::new(&mut body, max).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(too_large(max, "")),
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+            drain(&mut body).await;
+            Err(too_large(max, ""))
+        }
         Err(err) => Err(Rejection::new(
             RejectKind::Invalid,
             format!("could not read the request body: {err}"),
         )),
     }
+}
+
+/// Reads and discards what is left of `body`, within the drain bounds.
+async fn drain(body: &mut Body) {
+    let discard = async {
+        let mut seen = 0u64;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+            if seen > DRAIN_MAX_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, discard).await;
 }
 
 /// Decompresses into at most `max` bytes.
