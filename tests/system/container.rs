@@ -1,5 +1,5 @@
 //! [`SystemdContainer`]: a real systemd booted with `systemd-nspawn` on a throw-away
-//! overlay of the host's root, following `/work/shared/SYSTEMD-TESTS.md`.
+//! overlay of the host's root, following the shared SYSTEMD-TESTS.md recipe (`../shared/` next to the repository).
 //!
 //! # How a container is built
 //!

@@ -1,7 +1,7 @@
 //! System-test harness: a real systemd (252, Debian 12) booted in a throw-away
 //! `systemd-nspawn` container on a copy-on-write overlay of the host's root, with the
 //! freshly built binaries and the repository's `systemd/` units installed in it.
-//! Recipe and observed facts: `/work/shared/SYSTEMD-TESTS.md`.
+//! Recipe and observed facts: the shared SYSTEMD-TESTS.md recipe (`../shared/` next to the repository).
 //!
 //! Use from a test file (`tests/system_units.rs`):
 //!
