@@ -385,6 +385,18 @@ fn spool_metrics(s: &SpoolStats) -> Vec<Metric> {
             "Batches adopted from stopped instances' spools.",
             s.adopted_frames as f64,
         ),
+        (
+            "zero_logs_spool_commit_p50_seconds",
+            "gauge",
+            "Append-to-durable time since start, median (bucket upper bound).",
+            s.commit_p50_us as f64 / 1e6,
+        ),
+        (
+            "zero_logs_spool_commit_p99_seconds",
+            "gauge",
+            "Append-to-durable time since start, 99th percentile (bucket upper bound).",
+            s.commit_p99_us as f64 / 1e6,
+        ),
     ]
 }
 

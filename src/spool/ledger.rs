@@ -135,6 +135,43 @@ pub struct Counters {
     pub rejected_frames: AtomicU64,
     pub adopted_spools: AtomicU64,
     pub adopted_frames: AtomicU64,
+    /// Append → durable (queued for the writer until its group's `fdatasync` returned).
+    pub commit_latency: LatencyHistogram,
+}
+
+/// Counts of durations in power-of-two microsecond buckets (bucket `i` holds
+/// `[2^i, 2^(i+1))` µs; 0 holds under 2 µs), lock-free, since start.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    buckets: [AtomicU64; 26],
+}
+
+impl LatencyHistogram {
+    pub fn record(&self, elapsed: std::time::Duration) {
+        let us = u64::try_from(elapsed.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let i = (63 - us.leading_zeros() as usize).min(self.buckets.len() - 1);
+        self.buckets[i].fetch_add(1, Relaxed);
+    }
+
+    /// The upper bound (µs) of the bucket holding quantile `q` (0..1); 0 when empty.
+    pub fn quantile_us(&self, q: f64) -> u64 {
+        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return 0;
+        }
+        let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, n) in counts.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return 1u64 << (i + 1);
+            }
+        }
+        1u64 << counts.len()
+    }
 }
 
 impl Counters {
@@ -212,6 +249,8 @@ impl Shared {
             rejected_frames: c.rejected_frames.load(Relaxed),
             adopted_spools: c.adopted_spools.load(Relaxed),
             adopted_frames: c.adopted_frames.load(Relaxed),
+            commit_p50_us: c.commit_latency.quantile_us(0.50),
+            commit_p99_us: c.commit_latency.quantile_us(0.99),
         };
         drop(ledger);
         stats
@@ -270,6 +309,10 @@ pub struct SpoolStats {
     /// Orphaned spool directories of other instances drained into this one.
     pub adopted_spools: u64,
     pub adopted_frames: u64,
+    /// Append → durable since start, p50 and p99, as the upper bound of a
+    /// power-of-two microsecond bucket (so within 2× above the true value).
+    pub commit_p50_us: u64,
+    pub commit_p99_us: u64,
 }
 
 /// Wall-clock now in Unix milliseconds (frame stamps and ages, not timing).
@@ -277,4 +320,26 @@ pub fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod latency_tests {
+    use super::LatencyHistogram;
+    use std::time::Duration;
+
+    #[test]
+    fn quantiles_are_bucket_upper_bounds() {
+        let h = LatencyHistogram::default();
+        assert_eq!(h.quantile_us(0.5), 0);
+        for _ in 0..98 {
+            h.record(Duration::from_micros(300)); // bucket [256, 512)
+        }
+        h.record(Duration::from_millis(20)); // [16384, 32768)
+        h.record(Duration::from_millis(20));
+        assert_eq!(h.quantile_us(0.5), 512);
+        assert_eq!(h.quantile_us(0.98), 512);
+        assert_eq!(h.quantile_us(0.99), 32768);
+        h.record(Duration::from_secs(1_000_000));
+        assert_eq!(h.quantile_us(1.0), 1 << 26);
+    }
 }

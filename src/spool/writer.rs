@@ -383,11 +383,12 @@ impl Writer {
                         end_offset: end,
                     });
                 }
-                dones.push((seq, req.done));
+                dones.push((seq, req.done, req.enqueued));
             }
         }
         shared.data_ready.notify_one();
-        for (seq, done) in dones {
+        for (seq, done, enqueued) in dones {
+            shared.counters.commit_latency.record(enqueued.elapsed());
             let _ = done.send(Ok(SeqNo(seq)));
         }
     }
