@@ -70,6 +70,13 @@ struct Health {
     cause: Option<&'static str>,
 }
 
+/// `cause` of a 503 `/health`: stopping — the worker itself.
+pub const CAUSE_SHUTTING_DOWN: &str = "shutting_down";
+/// `cause` of a 503 `/health`: the spool is at its cap — outside the worker.
+pub const CAUSE_SPOOL_FULL: &str = "spool_full";
+/// `cause` of a 503 `/health`: ClickHouse down without a spool — outside the worker.
+pub const CAUSE_CLICKHOUSE_DOWN: &str = "clickhouse_down";
+
 /// Whether the worker can take requests, and how well.
 enum Condition {
     Ok,
@@ -90,13 +97,13 @@ impl AdminState {
 
     fn condition(&self, spool: Option<&SpoolStats>) -> Condition {
         if self.accepting.is_cancelled() {
-            return Condition::Unavailable("shutting_down", "shutting down".into());
+            return Condition::Unavailable(CAUSE_SHUTTING_DOWN, "shutting down".into());
         }
         if let Some(s) = spool {
             // Within one small frame of the cap: appends are being refused.
             if s.bytes + (64 << 10) >= s.max_bytes {
                 return Condition::Unavailable(
-                    "spool_full",
+                    CAUSE_SPOOL_FULL,
                     format!(
                         "spool full ({} of {} bytes); answering 429 until ClickHouse catches up",
                         s.bytes, s.max_bytes
@@ -117,7 +124,7 @@ impl AdminState {
                 "{reason}; spooling ({} of {} bytes used)",
                 s.bytes, s.max_bytes
             )),
-            None => Condition::Unavailable("clickhouse_down", reason),
+            None => Condition::Unavailable(CAUSE_CLICKHOUSE_DOWN, reason),
         }
     }
 

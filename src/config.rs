@@ -474,4 +474,4 @@ fn listen_addrs(flags: &ServeFlags, env: &dyn Lookup) -> Result<Vec<SocketAddr>,
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

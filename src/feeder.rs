@@ -32,18 +32,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::record::Batch;
 use crate::sink::{BatcherHandle, SinkError};
-use crate::spool::{FrameId, SeqNo, Spool, SpoolFrame, SpoolReader};
+use crate::spool::{Spool, SpoolFrame, SpoolReader};
 
-/// What the feeder remembers of a frame it handed to the batcher.
-struct Sent {
-    seq: SeqNo,
-    id: FrameId,
-    appended_unix_ms: u64,
-    replayed: bool,
-}
-
+/// A frame handed to the batcher (its batch taken out; handed back if refused for
+/// good) and how its INSERT ended.
 type Delivery =
-    Pin<Box<dyn Future<Output = (Sent, Result<(), (SinkError, Option<Batch>)>)> + Send>>;
+    Pin<Box<dyn Future<Output = (SpoolFrame, Result<(), (SinkError, Option<Batch>)>)> + Send>>;
 
 /// Runs until the reader is exhausted (appends closed and every frame handed out) or
 /// `stop_pulling` is cancelled, then waits for the INSERTs in flight. `stop_pulling` is
@@ -68,8 +62,8 @@ pub async fn feed(
                 }
                 None => pulling = false,
             },
-            Some((sent, outcome)) = inflight.next(), if !inflight.is_empty() => {
-                settle(&spool, sent, outcome).await;
+            Some((frame, outcome)) = inflight.next(), if !inflight.is_empty() => {
+                settle(&spool, frame, outcome).await;
             }
             () = stop_pulling.cancelled(), if pulling => {
                 tracing::info!(
@@ -85,41 +79,27 @@ pub async fn feed(
 
 /// Hands one frame to the batcher (waiting for room); `None` once the batcher is closed
 /// (the frame stays unacknowledged and replays).
-async fn send(batcher: &BatcherHandle, frame: SpoolFrame) -> Option<Delivery> {
-    let SpoolFrame {
-        seq,
-        id,
-        batch,
-        appended_unix_ms,
-        replayed,
-    } = frame;
-    let sent = Sent {
-        seq,
-        id,
-        appended_unix_ms,
-        replayed,
-    };
+async fn send(batcher: &BatcherHandle, mut frame: SpoolFrame) -> Option<Delivery> {
+    let batch = std::mem::take(&mut frame.batch);
     match batcher.submit(batch).await {
-        Ok(receipt) => Some(Box::pin(async move { (sent, receipt.returning().await) })),
+        Ok(receipt) => Some(Box::pin(async move { (frame, receipt.returning().await) })),
         Err(err) => {
-            tracing::info!(frame = %sent.id, error = %err, "batcher closed; frame left in the spool");
+            tracing::info!(frame = %frame.id, error = %err, "batcher closed; frame left in the spool");
             None
         }
     }
 }
 
 /// Acknowledges a committed frame, quarantines a refused one, leaves the rest.
-async fn settle(spool: &Spool, sent: Sent, outcome: Result<(), (SinkError, Option<Batch>)>) {
+async fn settle(
+    spool: &Spool,
+    mut frame: SpoolFrame,
+    outcome: Result<(), (SinkError, Option<Batch>)>,
+) {
     match outcome {
-        Ok(()) => spool.ack(sent.seq),
+        Ok(()) => spool.ack(frame.seq),
         Err((SinkError::Rejected { reason }, Some(batch))) => {
-            let frame = SpoolFrame {
-                seq: sent.seq,
-                id: sent.id,
-                batch,
-                appended_unix_ms: sent.appended_unix_ms,
-                replayed: sent.replayed,
-            };
+            frame.batch = batch;
             if let Err(err) = spool.reject(&frame, &reason).await {
                 // Not acknowledged: it replays at the next start and is tried again.
                 tracing::error!(frame = %frame.id, error = %err, "cannot quarantine a rejected frame");
@@ -128,7 +108,7 @@ async fn settle(spool: &Spool, sent: Sent, outcome: Result<(), (SinkError, Optio
         Err((error, _)) => {
             // Closed at shutdown, or (never with an unlimited budget) given up: the frame
             // is not acknowledged, so it replays at the next start.
-            tracing::warn!(frame = %sent.id, error = %error, "frame not delivered; it stays in the spool");
+            tracing::warn!(frame = %frame.id, error = %error, "frame not delivered; it stays in the spool");
         }
     }
 }

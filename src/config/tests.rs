@@ -1,6 +1,7 @@
 use super::*;
 
-fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+/// An environment for `Config::load` and the daemon's loader in tests.
+pub(crate) fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

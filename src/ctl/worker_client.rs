@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::admin::{CAUSE_CLICKHOUSE_DOWN, CAUSE_SPOOL_FULL};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
@@ -156,7 +158,7 @@ fn parse_health(reply: &Reply) -> Result<HealthReply, AdminError> {
             let external = body
                 .as_ref()
                 .and_then(|b| b.cause.as_deref())
-                .is_some_and(|c| matches!(c, "clickhouse_down" | "spool_full"));
+                .is_some_and(|c| c == CAUSE_CLICKHOUSE_DOWN || c == CAUSE_SPOOL_FULL);
             let reason = body
                 .map(|b| b.reason.unwrap_or(b.status))
                 .filter(|r| !r.is_empty())

@@ -217,11 +217,7 @@ struct FaultyFile {
 
 impl SegmentFs for FaultyFs {
     fn create(&self, path: &Path) -> io::Result<Box<dyn SegmentIo>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(path)?;
+        let file = super::segment::create_segment_file(path)?;
         Ok(Box::new(FaultyFile {
             file,
             fs: self.clone(),

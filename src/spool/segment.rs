@@ -345,14 +345,18 @@ pub trait SegmentFs: Send + Sync {
 /// Plain files.
 pub struct RealFs;
 
+/// Opens a new segment file for reading and writing; fails if it exists.
+pub fn create_segment_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
+}
+
 impl SegmentFs for RealFs {
     fn create(&self, path: &Path) -> io::Result<Box<dyn SegmentIo>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(path)?;
-        Ok(Box::new(file))
+        Ok(Box::new(create_segment_file(path)?))
     }
 }
 
