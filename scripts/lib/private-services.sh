@@ -144,6 +144,19 @@ ch_query() {
     curl -sS --fail-with-body -m 30 --data-binary "$1" "$CH_URL/" 2>&1
 }
 
+# With autogroup scheduling (kernel.sched_autogroup_enabled=1, the default) every
+# session is one scheduling entity and CPU is shared between sessions first, whatever
+# the nice levels inside them: ClickHouse runs under setsid, so its process nice only
+# ranks it against itself. The session's own nice is /proc/PID/autogroup.
+_ch_autogroup_nice() {
+    [[ -n "${CH_NICE:-}" && -w "/proc/$CH_PID/autogroup" ]] || return 0
+    if echo "$CH_NICE" >"/proc/$CH_PID/autogroup" 2>/dev/null; then
+        log "ClickHouse session at nice $CH_NICE ($(cat "/proc/$CH_PID/autogroup"))"
+    else
+        log "cannot set the nice of ClickHouse's session (autogroup); process nice only"
+    fi
+}
+
 ch_start() {
     local dir=$1 attempt token i
     command -v clickhouse-server >/dev/null 2>&1 ||
@@ -156,7 +169,8 @@ ch_start() {
         _ch_write_config "$dir" "$token" "$(free_port)"
         CH_URL="http://127.0.0.1:$CH_HTTP_PORT"
         : >"$dir/log/clickhouse-server.err.log"
-        # CH_NICE=N runs it at that nice level (scripts/bench --clickhouse-nice).
+        # CH_NICE=N runs it at that nice level (scripts/bench --clickhouse-nice); see
+        # _ch_autogroup_nice for why the process nice alone is not enough.
         local prefix=()
         [[ -z "${CH_NICE:-}" ]] || prefix=(nice -n "$CH_NICE")
         setsid ${prefix[@]+"${prefix[@]}"} clickhouse-server --config-file="$dir/config.xml" \
@@ -172,6 +186,7 @@ ch_start() {
                 "SELECT substitution FROM system.macros WHERE macro = 'zero_logs_instance'" \
                 "$CH_URL/" 2>/dev/null)" == "$token" ]]; then
                 log "ClickHouse $(ch_query 'SELECT version()') up: $CH_URL (tcp $CH_TCP_PORT, pid $CH_PID, data $dir)"
+                _ch_autogroup_nice
                 return 0
             fi
             sleep 0.1

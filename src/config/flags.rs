@@ -133,6 +133,11 @@ pub struct ServeFlags {
     /// [env: SPOOL_MEMORY_BYTES] [default: 16MiB]
     #[arg(long, value_name = "BYTES")]
     pub spool_memory_bytes: Option<String>,
+    /// Keep a zero-filled spare segment ready, so appends overwrite written blocks and
+    /// their fdatasync changes no metadata (costs one segment of disk; off on tmpfs).
+    /// [env: SPOOL_PREALLOCATE] [default: true]
+    #[arg(long, value_name = "BOOL")]
+    pub spool_preallocate: Option<String>,
     /// A stopped instance's spool is adopted after it was idle this long, in ms.
     /// [env: SPOOL_ADOPT_IDLE] [default: 30000]
     #[arg(long, value_name = "MS")]

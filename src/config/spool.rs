@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::parse::{bytes, millis, Reader};
+use super::parse::{boolean, bytes, millis, Reader};
 use super::{ConfigError, Lookup, ServeFlags};
 
 /// When a `202`/gRPC OK is sent.
@@ -63,11 +63,15 @@ pub struct SpoolConfig {
     pub adopt_interval: Duration,
     /// How long opening waits for the directory lock (an adopter may hold it briefly).
     pub lock_wait: Duration,
+    /// `SPOOL_PREALLOCATE`: keep a zero-filled spare segment ready so appends overwrite
+    /// written blocks (cheaper `fdatasync`); see `spool::prealloc`.
+    pub preallocate: bool,
 }
 
 impl SpoolConfig {
     /// Defaults: 1 GiB cap, 64 MiB segments, 2 ms window, 16 MiB groups, 16 MiB in
-    /// memory, adopt after 30 s idle, look every 30 s, wait 5 s for the lock.
+    /// memory, adopt after 30 s idle, look every 30 s, wait 5 s for the lock,
+    /// preallocate segments.
     pub fn new(root: impl Into<PathBuf>, instance: impl Into<String>) -> SpoolConfig {
         SpoolConfig {
             root: root.into(),
@@ -80,6 +84,7 @@ impl SpoolConfig {
             orphan_min_idle: Duration::from_secs(30),
             adopt_interval: Duration::from_secs(30),
             lock_wait: Duration::from_secs(5),
+            preallocate: true,
         }
     }
 
@@ -167,6 +172,13 @@ pub(super) fn load(
             "SPOOL_ADOPT_INTERVAL",
             d.adopt_interval,
             positive_millis,
+        )?,
+        preallocate: r.parse(
+            &flags.spool_preallocate,
+            "spool-preallocate",
+            "SPOOL_PREALLOCATE",
+            d.preallocate,
+            boolean,
         )?,
         ..d
     };

@@ -43,9 +43,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::ledger::{unix_ms, Counters};
+use super::prealloc::{SPARE_FILE, SPARE_TMP_FILE};
 use super::segment::{list_segments, sync_dir, LOCK_FILE, QUARANTINE_DIR};
 use super::state_file::STATE_FILE;
-use super::{Spool, SpoolError};
+use super::{Spool, SpoolConfig, SpoolError};
 
 /// Prefix of a directory being (or having been) drained by an adopter.
 const ADOPTED_PREFIX: &str = ".adopted-";
@@ -252,7 +253,11 @@ impl Spool {
             instance,
             lock,
         } = orphan;
-        let cfg = self.shared.cfg.clone();
+        // Nothing is appended to an orphan: no spare segment for it.
+        let cfg = SpoolConfig {
+            preallocate: false,
+            ..self.shared.cfg.clone()
+        };
         let fs = std::sync::Arc::new(super::segment::RealFs);
         let source_dir = dir.clone();
         let (source, mut reader) = tokio::task::spawn_blocking(move || {
@@ -367,7 +372,7 @@ fn remove_drained(dir: &Path, own_quarantine: &Path) -> Result<(), SpoolError> {
         sync_dir(own_quarantine).map_err(|e| io_err(own_quarantine, e))?;
         fs::remove_dir(&quarantine).map_err(|e| io_err(&quarantine, e))?;
     }
-    for name in [STATE_FILE, LOCK_FILE] {
+    for name in [STATE_FILE, SPARE_FILE, SPARE_TMP_FILE, LOCK_FILE] {
         let path = dir.join(name);
         match fs::remove_file(&path) {
             Ok(()) => {}

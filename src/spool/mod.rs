@@ -112,6 +112,7 @@ mod acks;
 mod adopt;
 pub mod codec;
 mod ledger;
+mod prealloc;
 mod reader;
 mod replay;
 pub mod segment;

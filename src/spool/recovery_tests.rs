@@ -83,9 +83,12 @@ async fn a_torn_tail_is_cut_off_and_the_valid_frames_replay() {
         assert_eq!(read_seqs(&mut reader, 5).await, [1, 2, 3, 4, 5]);
         assert_drained(&mut reader).await;
         let stats = spool.stats();
+        // Zeros are the unused rest of a preallocated segment: cut, not counted.
+        let torn = if round == 1 { 0 } else { 1 };
         assert_eq!(
             (stats.torn_tails_truncated, stats.quarantined_frames),
-            (1, 0)
+            (torn, 0),
+            "round {round}"
         );
         assert!(quarantined(&cfg.dir()).is_empty());
         spool.shutdown().await;
@@ -218,6 +221,14 @@ struct FaultyFile {
 impl SegmentFs for FaultyFs {
     fn create(&self, path: &Path) -> io::Result<Box<dyn SegmentIo>> {
         let file = super::segment::create_segment_file(path)?;
+        Ok(Box::new(FaultyFile {
+            file,
+            fs: self.clone(),
+        }))
+    }
+
+    fn open(&self, path: &Path) -> io::Result<Box<dyn SegmentIo>> {
+        let file = super::segment::open_segment_file(path)?;
         Ok(Box::new(FaultyFile {
             file,
             fs: self.clone(),

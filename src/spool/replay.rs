@@ -11,9 +11,10 @@
 //!   writer did);
 //! - fully validates the **last** segment (every header, CRC and sequence number), the
 //!   only one a crash can leave half-written, because every earlier segment was
-//!   `fdatasync`ed before the next one was created. A torn last frame (incomplete or
-//!   zero-filled: never acknowledged) is cut off; a corrupt frame is quarantined with
-//!   everything after it. This reads at most one segment (`segment_bytes`, 64 MiB by
+//!   `fdatasync`ed before the next one was created. A torn last frame (incomplete:
+//!   never acknowledged) is cut off; a corrupt frame is quarantined with everything
+//!   after it. A zero-filled rest (a preallocated segment's unused space, see
+//!   `prealloc`) is the segment's end and cut quietly. This reads at most one segment (`segment_bytes`, 64 MiB by
 //!   default).
 //!
 //! Every other segment is validated as the reader streams it (header CRC, payload CRC,
@@ -148,6 +149,15 @@ fn recover_tail(
                 expected += 1;
             }
             Scan::End => break (size, None),
+            Scan::Padding { offset } => {
+                // The unused, zero-filled rest of a preallocated segment (or a growing
+                // file's size that reached the disk before its data): nothing that was
+                // ever acknowledged. Cut it so the file holds exactly its frames; not
+                // synced, as a lost cut just repeats this next time.
+                tracing::debug!(segment = %path.display(), offset, "zero-filled segment tail cut");
+                file.set_len(offset).map_err(io_err)?;
+                break (offset, None);
+            }
             Scan::Torn { offset, reason } => break (offset, Some((true, reason))),
             Scan::Corrupt { offset, reason } => break (offset, Some((false, reason))),
         }
@@ -422,6 +432,22 @@ fn read_segment(
         };
         let (at, reason) = match scan {
             Scan::End => return SegmentEnd::Exhausted,
+            Scan::Padding { offset: at } if meta.sealed && expected > meta.last_seq => {
+                // A sealed segment whose zero tail survived (its cut was lost in a
+                // crash): every frame it should hold was read.
+                if let Err(e) = cut(&path, at) {
+                    return io_err(e);
+                }
+                out.shrunk.push((first, at));
+                return SegmentEnd::Exhausted;
+            }
+            Scan::Padding { offset } => {
+                let reason = format!(
+                    "zero-filled where frame {expected} (of up to {}) was expected",
+                    meta.last_seq
+                );
+                (offset, reason)
+            }
             Scan::Torn { offset, reason } | Scan::Corrupt { offset, reason } => (offset, reason),
             Scan::Frame { header, offset: at } => {
                 if header.seq != expected {

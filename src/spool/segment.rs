@@ -23,7 +23,8 @@
 //!
 //! The header has its own CRC so a corrupt length is caught before it is trusted; an
 //! all-zero header is reported separately because that is what a crash leaves when
-//! the file size reached the disk but the data blocks did not.
+//! the file size reached the disk but the data blocks did not, and what follows the
+//! last frame of a preallocated segment (`prealloc`).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
@@ -186,6 +187,10 @@ pub enum Scan {
     Frame { header: FrameHeader, offset: u64 },
     /// Clean end: the offset is exactly the readable length.
     End,
+    /// Zeros from `offset` to the readable length: the unused rest of a preallocated
+    /// segment (or blocks a crash left unwritten — the caller decides by what it
+    /// expected there).
+    Padding { offset: u64 },
     /// The frame at `offset` runs past the readable length (a torn write), or its
     /// header is zero-filled.
     Torn { offset: u64, reason: String },
@@ -230,6 +235,10 @@ impl<'f> Scanner<'f> {
             return Ok(Scan::End);
         }
         if left < HEADER_LEN as u64 {
+            let file: &File = self.reader.get_ref().get_ref();
+            if is_zero_range(file, offset, self.limit)? {
+                return Ok(Scan::Padding { offset });
+            }
             return Ok(Scan::Torn {
                 offset,
                 reason: format!("{left} bytes left, less than a frame header"),
@@ -239,10 +248,14 @@ impl<'f> Scanner<'f> {
         let header = match FrameHeader::decode(&self.header) {
             Ok(header) => header,
             Err(HeaderError::Zeroed) => {
+                let file: &File = self.reader.get_ref().get_ref();
+                if is_zero_range(file, offset + HEADER_LEN as u64, self.limit)? {
+                    return Ok(Scan::Padding { offset });
+                }
                 return Ok(Scan::Torn {
                     offset,
                     reason: HeaderError::Zeroed.reason(),
-                })
+                });
             }
             Err(err) => {
                 return Ok(Scan::Corrupt {
@@ -277,6 +290,22 @@ impl<'f> Scanner<'f> {
         self.offset += header.frame_len();
         Ok(Scan::Frame { header, offset })
     }
+}
+
+/// Whether `[offset, end)` of `file` is all zero bytes: the never-written rest of a
+/// preallocated segment.
+pub fn is_zero_range(file: &File, offset: u64, end: u64) -> io::Result<bool> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = offset;
+    while at < end {
+        let n = (end - at).min(1 << 20) as usize;
+        file.read_exact_at(&mut buf[..n], at)?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
+    Ok(true)
 }
 
 /// Reads the first frame header of a segment, if it has a valid one.
@@ -340,6 +369,8 @@ impl SegmentIo for File {
 /// Creates segment files for the writer. Production: [`RealFs`].
 pub trait SegmentFs: Send + Sync {
     fn create(&self, path: &Path) -> io::Result<Box<dyn SegmentIo>>;
+    /// Opens an existing file (a preallocated spare renamed into a segment).
+    fn open(&self, path: &Path) -> io::Result<Box<dyn SegmentIo>>;
 }
 
 /// Plain files.
@@ -354,9 +385,18 @@ pub fn create_segment_file(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// Opens an existing segment file for reading and writing.
+pub fn open_segment_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new().read(true).write(true).open(path)
+}
+
 impl SegmentFs for RealFs {
     fn create(&self, path: &Path) -> io::Result<Box<dyn SegmentIo>> {
         Ok(Box::new(create_segment_file(path)?))
+    }
+
+    fn open(&self, path: &Path) -> io::Result<Box<dyn SegmentIo>> {
+        Ok(Box::new(open_segment_file(path)?))
     }
 }
 
@@ -460,5 +500,20 @@ mod tests {
             scanner.next(Some(&mut buf)).unwrap(),
             Scan::Corrupt { offset: 50, .. }
         ));
+    }
+
+    #[test]
+    fn zero_check_finds_a_stray_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let mut bytes = vec![0u8; 3 * (1 << 20)];
+        fs::write(&path, &bytes).unwrap();
+        let file = File::open(&path).unwrap();
+        assert!(is_zero_range(&file, 10, bytes.len() as u64).unwrap());
+        bytes[2 * (1 << 20) + 5] = 1;
+        fs::write(&path, &bytes).unwrap();
+        let file = File::open(&path).unwrap();
+        assert!(!is_zero_range(&file, 10, bytes.len() as u64).unwrap());
+        assert!(is_zero_range(&file, 10, 2 * (1 << 20) as u64).unwrap());
     }
 }

@@ -38,7 +38,7 @@
 //! restart never reuses a sequence number.
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
@@ -47,6 +47,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::ledger::{unix_ms, Counters, HotFrame, SegmentMeta, Shared};
+use super::prealloc::Spare;
 use super::segment::{
     is_no_space, segment_path, sync_dir, FrameHeader, SegmentFs, SegmentIo, HEADER_LEN,
 };
@@ -88,6 +89,9 @@ struct Active {
     io: Box<dyn SegmentIo>,
     /// Durable bytes.
     len: u64,
+    /// File length: more than `len` when the segment was preallocated (zeros after
+    /// the frames).
+    capacity: u64,
     /// A failed write could not be cut back, or `fdatasync` failed: start a new
     /// segment before writing again.
     broken: bool,
@@ -103,6 +107,8 @@ pub(crate) struct Writer {
     buf: Vec<u8>,
     appends_closed: bool,
     last_group_len: usize,
+    /// Prepares zero-filled segments ahead of rotation; `None`: segments grow.
+    spare: Option<Spare>,
 }
 
 /// Marks the writer gone (also when unwinding) and wakes the reader.
@@ -159,6 +165,11 @@ impl Writer {
         state: StateFile,
         next_seq: u64,
     ) -> Writer {
+        let spare = if shared.cfg.preallocate {
+            Spare::start(&shared.dir, shared.cfg.segment_bytes)
+        } else {
+            None
+        };
         Writer {
             shared,
             rx,
@@ -169,6 +180,7 @@ impl Writer {
             buf: Vec::new(),
             appends_closed: false,
             last_group_len: 0,
+            spare,
         }
     }
 
@@ -327,6 +339,7 @@ impl Writer {
             let path = segment_path(&self.shared.dir, active.first);
             // Cut the segment back so no partial frame stays; if even that fails, the
             // next group starts a new segment and replay drops the stale bytes.
+            active.capacity = active.len;
             if let Err(cut) = active.io.set_len(active.len) {
                 tracing::error!(
                     path = %path.display(), error = %cut,
@@ -404,14 +417,9 @@ impl Writer {
         }
         let first = self.next_seq;
         let path = segment_path(&self.shared.dir, first);
-        let io = match self.fs.create(&path) {
-            Ok(io) => io,
-            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
-                // A leftover of a failed attempt that never held a durable frame.
-                std::fs::remove_file(&path).map_err(|e| (path.clone(), e))?;
-                self.fs.create(&path).map_err(|e| (path.clone(), e))?
-            }
-            Err(err) => return Err((path, err)),
+        let (io, capacity) = match self.open_spare(&path) {
+            Some(opened) => opened,
+            None => (self.create_segment(&path)?, 0),
         };
         // The new name must survive a crash like the frames in it.
         if let Err(err) = sync_dir(&self.shared.dir) {
@@ -431,15 +439,60 @@ impl Writer {
             first,
             io,
             len: 0,
+            capacity,
             broken: false,
         });
         Ok(())
     }
 
+    /// Renames a ready spare to `path` and opens it; `None` (segments grow) when there
+    /// is none or it cannot be used.
+    fn open_spare(&mut self, path: &Path) -> Option<(Box<dyn SegmentIo>, u64)> {
+        let spare = self.spare.as_ref()?;
+        let opened = spare.take(path).and_then(|taken| {
+            if !taken {
+                return Ok(None);
+            }
+            let io = self.fs.open(path)?;
+            Ok(Some((io, std::fs::metadata(path)?.len())))
+        });
+        match opened {
+            Ok(opened) => opened,
+            Err(err) => {
+                tracing::warn!(
+                    path = %path.display(), error = %err,
+                    "cannot use the preallocated spool segment; creating one that grows"
+                );
+                let _ = std::fs::remove_file(path);
+                None
+            }
+        }
+    }
+
+    fn create_segment(&self, path: &Path) -> Result<Box<dyn SegmentIo>, (PathBuf, io::Error)> {
+        let path = path.to_path_buf();
+        match self.fs.create(&path) {
+            Ok(io) => Ok(io),
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                // A leftover of a failed attempt that never held a durable frame.
+                std::fs::remove_file(&path).map_err(|e| (path.clone(), e))?;
+                self.fs.create(&path).map_err(|e| (path, e))
+            }
+            Err(err) => Err((path, err)),
+        }
+    }
+
     fn seal_active(&mut self) {
-        let Some(active) = self.active.take() else {
+        let Some(mut active) = self.active.take() else {
             return;
         };
+        if active.len > 0 && active.capacity > active.len {
+            // Cut the unused zeros so the sealed file holds exactly its frames. Not
+            // synced: recovery also accepts a zero tail, should this cut be lost.
+            if let Err(err) = active.io.set_len(active.len) {
+                tracing::debug!(error = %err, "cannot cut a sealed segment's zero tail");
+            }
+        }
         drop(active.io);
         let mut ledger = self.shared.ledger();
         if active.len == 0 {
