@@ -15,9 +15,9 @@
 //!
 //! # Protocol
 //!
-//! The thread writes `spare.tmp` in 1 MiB chunks (syncing every 8 MiB so the disk
-//! sees no 64 MiB burst), `fsync`s it, renames it to `spare.zls` and syncs the
-//! directory: a `spare.zls` is therefore always complete and all zero. The writer,
+//! The thread writes `spare.segment.tmp` in 1 MiB chunks (syncing every 8 MiB so the disk
+//! sees no 64 MiB burst), `fsync`s it, renames it to `spare.segment` and syncs the
+//! directory: a `spare.segment` is therefore always complete and all zero. The writer,
 //! when it rotates, takes it ([`Spare::take`]), renames it to the new segment's name
 //! and syncs the directory before writing a frame into it; the thread then prepares
 //! the next one. Nothing waits for the thread: without a ready spare the writer
@@ -42,9 +42,9 @@ use std::time::Duration;
 use super::segment::sync_dir;
 
 /// A complete spare, ready to be renamed into a segment.
-pub const SPARE_FILE: &str = "spare.zls";
+pub const SPARE_FILE: &str = "spare.segment";
 /// A spare being written; deleted when found at start.
-pub const SPARE_TMP_FILE: &str = "spare.tmp";
+pub const SPARE_TMP_FILE: &str = "spare.segment.tmp";
 
 const CHUNK: usize = 1 << 20;
 const SYNC_EVERY: u64 = 8 << 20;
@@ -55,7 +55,7 @@ const RETRY_AFTER: Duration = Duration::from_secs(10);
 enum State {
     /// The thread should write a spare.
     Wanted,
-    /// `spare.zls` is complete.
+    /// `spare.segment` is complete.
     Ready,
     Stopping,
 }

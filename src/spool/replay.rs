@@ -172,7 +172,7 @@ fn recover_tail(
             }
             .emit(counters);
         } else {
-            let copy = quarantine_copy(
+            let (copy, bytes) = quarantine_copy(
                 &file,
                 &segment_file_name(first),
                 valid_len,
@@ -184,7 +184,7 @@ fn recover_tail(
             Quarantined {
                 segment: &path,
                 offset: valid_len,
-                bytes: size - valid_len,
+                bytes,
                 frames: 1,
                 reason: &reason,
                 copy: &copy,
@@ -496,7 +496,7 @@ fn quarantine(
         Counters::add(&shared.counters.io_errors, 1);
         SegmentEnd::Error(SpoolError::Io { path, source })
     };
-    let copy = match quarantine_copy(
+    let (copy, bytes) = match quarantine_copy(
         file,
         &segment_file_name(first),
         at,
@@ -518,7 +518,7 @@ fn quarantine(
     Quarantined {
         segment: path,
         offset: at,
-        bytes: meta.len - at,
+        bytes,
         frames: lost,
         reason,
         copy: &copy,

@@ -308,6 +308,26 @@ pub fn is_zero_range(file: &File, offset: u64, end: u64) -> io::Result<bool> {
     Ok(true)
 }
 
+/// Where the data in `[from, end)` of `file` ends: `end` minus the whole 4 KiB pages
+/// of zeros before it (the unused rest of a preallocated segment), at least `from`.
+/// Whole pages only, so the zeros a frame may legitimately end with stay.
+pub fn data_end(file: &File, from: u64, end: u64) -> io::Result<u64> {
+    const PAGE: u64 = 4096;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut stop = end;
+    while stop > from {
+        let n = (stop - from).min(1 << 20) as usize;
+        let start = stop - n as u64;
+        file.read_exact_at(&mut buf[..n], start)?;
+        if let Some(last) = buf[..n].iter().rposition(|&b| b != 0) {
+            let data = start + last as u64 + 1;
+            return Ok(data.next_multiple_of(PAGE).clamp(from, end));
+        }
+        stop = start;
+    }
+    Ok(from)
+}
+
 /// Reads the first frame header of a segment, if it has a valid one.
 pub fn first_header(file: &File) -> Option<FrameHeader> {
     let mut h = [0u8; HEADER_LEN];
@@ -315,9 +335,10 @@ pub fn first_header(file: &File) -> Option<FrameHeader> {
     FrameHeader::decode(&h).ok()
 }
 
-/// Copies `[offset, end)` of `src` into a new file under `quarantine_dir`, durably,
-/// and returns its path. The name keeps the segment and offset so an operator can
-/// find where the bytes came from.
+/// Copies `[offset, end)` of `src`, without the zeros that end a preallocated
+/// segment, into a new file under `quarantine_dir`, durably, and returns its path and
+/// the bytes copied. The name keeps the segment and offset so an operator can find
+/// where the bytes came from.
 pub fn quarantine_copy(
     src: &File,
     segment_name: &str,
@@ -325,7 +346,8 @@ pub fn quarantine_copy(
     end: u64,
     quarantine_dir: &Path,
     unix_ms: u64,
-) -> io::Result<PathBuf> {
+) -> io::Result<(PathBuf, u64)> {
+    let end = data_end(src, offset, end)?;
     fs::create_dir_all(quarantine_dir)?;
     let path = quarantine_dir.join(format!("{segment_name}.at-{offset}.{unix_ms}.bad"));
     let mut out = OpenOptions::new()
@@ -338,7 +360,7 @@ pub fn quarantine_copy(
     io::copy(&mut from.take(end.saturating_sub(offset)), &mut out)?;
     out.sync_all()?;
     sync_dir(quarantine_dir)?;
-    Ok(path)
+    Ok((path, end - offset))
 }
 
 // === Writing ===
@@ -515,5 +537,17 @@ mod tests {
         let file = File::open(&path).unwrap();
         assert!(!is_zero_range(&file, 10, bytes.len() as u64).unwrap());
         assert!(is_zero_range(&file, 10, 2 * (1 << 20) as u64).unwrap());
+        let len = bytes.len() as u64;
+        // The page holding the stray byte is kept whole; the zero pages after it go.
+        assert_eq!(data_end(&file, 0, len).unwrap(), 2 * (1 << 20) + 4096);
+        assert_eq!(
+            data_end(&file, 0, 2 * (1 << 20) + 100).unwrap(),
+            2 * (1 << 20) + 100
+        );
+        assert_eq!(
+            data_end(&file, 2 * (1 << 20) + 4096, len).unwrap(),
+            2 * (1 << 20) + 4096
+        );
+        assert_eq!(data_end(&file, 7, 2 * (1 << 20)).unwrap(), 7);
     }
 }
