@@ -16,8 +16,8 @@
 //! - **Bounded memory.** `submit` waits while the batcher's queue is full
 //!   (`BATCH_MAX_QUEUE_ROWS`), so the feeder never holds more than that in flight; the
 //!   backlog stays on disk.
-//! - **Deduplication.** Each frame is submitted with its [`Origin`] (spool incarnation
-//!   and sequence number), from which the batcher builds the INSERT's
+//! - **Deduplication.** Each frame is submitted with its [`Origin`] (spool incarnation,
+//!   sequence number, append time), from which the batcher builds the INSERT's
 //!   `insert_deduplication_token` (see [`crate::sink::dedup`]).
 //! - **Stop.** After appends are closed the feeder keeps delivering until the spool is
 //!   empty or the drain budget is spent, then stops pulling frames and waits for the
@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::record::Batch;
 use crate::sink::{BatcherHandle, Origin, SinkError};
-use crate::spool::{FrameId, Spool, SpoolFrame, SpoolReader};
+use crate::spool::{Spool, SpoolFrame, SpoolReader};
 
 /// A frame handed to the batcher (its batch taken out; handed back if refused for
 /// good) and how its INSERT ended.
@@ -90,7 +90,7 @@ async fn send(
     mut frame: SpoolFrame,
 ) -> Option<Delivery> {
     let batch = std::mem::take(&mut frame.batch);
-    let origin = origins.of(&frame.id);
+    let origin = origins.of(&frame);
     match batcher.submit_from(batch, origin).await {
         Ok(receipt) => Some(Box::pin(async move { (frame, receipt.returning().await) })),
         Err(err) => {
@@ -100,7 +100,7 @@ async fn send(
     }
 }
 
-/// Turns frame ids into batcher origins. The spool's name (`<instance>-<epoch>`, the
+/// Turns frames into batcher origins. The spool's name (`<instance>-<epoch>`, the
 /// frame id without its sequence number) is formatted once and shared: a reader's
 /// frames all come from one spool incarnation (adopted frames are re-appended first).
 #[derive(Default)]
@@ -110,7 +110,8 @@ struct Origins {
 }
 
 impl Origins {
-    fn of(&mut self, id: &FrameId) -> Origin {
+    fn of(&mut self, frame: &SpoolFrame) -> Origin {
+        let id = &frame.id;
         let spool = match &self.last {
             Some((instance, epoch, name)) if *instance == id.instance && *epoch == id.epoch => {
                 Arc::clone(name)
@@ -121,7 +122,11 @@ impl Origins {
                 name
             }
         };
-        Origin { spool, seq: id.seq }
+        Origin {
+            spool,
+            seq: id.seq,
+            appended_unix_ms: frame.appended_unix_ms,
+        }
     }
 }
 
@@ -180,31 +185,39 @@ pub async fn adopt_orphans(spool: Spool, interval: Duration, cancel: Cancellatio
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spool::FrameId;
 
-    fn id(instance: &str, epoch: u64, seq: u64) -> FrameId {
-        FrameId {
-            instance: instance.into(),
-            epoch,
-            seq,
+    fn frame(instance: &str, epoch: u64, seq: u64) -> SpoolFrame {
+        SpoolFrame {
+            seq: crate::spool::SeqNo(seq),
+            id: FrameId {
+                instance: instance.into(),
+                epoch,
+                seq,
+            },
+            batch: Batch::default(),
+            appended_unix_ms: 1_700_000_000_000,
+            replayed: false,
         }
     }
 
     #[test]
-    fn a_frame_token_is_its_id_and_seq() {
-        // The token of a single frame reads as the frame id (as logged) plus its range.
+    fn a_frame_token_is_its_id_range_and_append_time() {
+        // The token of a single frame starts with the frame id, as logged.
         let mut origins = Origins::default();
-        let frame = id("3", 0xab, 42);
-        assert_eq!(origins.of(&frame).token(), format!("{frame}-42"));
-        assert_eq!(origins.of(&frame).token(), "3-00000000000000ab-42-42");
+        let frame = frame("3", 0xab, 42);
+        let token = origins.of(&frame).token();
+        assert_eq!(token, format!("{}-42-1700000000000", frame.id));
+        assert_eq!(token, "3-00000000000000ab-42-42-1700000000000");
     }
 
     #[test]
     fn the_spool_name_follows_instance_and_epoch() {
         let mut origins = Origins::default();
-        let a = origins.of(&id("1", 7, 1));
-        let b = origins.of(&id("1", 7, 2));
+        let a = origins.of(&frame("1", 7, 1));
+        let b = origins.of(&frame("1", 7, 2));
         assert!(Arc::ptr_eq(&a.spool, &b.spool), "formatted once");
-        assert_eq!(&*origins.of(&id("1", 8, 3)).spool, "1-0000000000000008");
-        assert_eq!(&*origins.of(&id("2", 8, 4)).spool, "2-0000000000000008");
+        assert_eq!(&*origins.of(&frame("1", 8, 3)).spool, "1-0000000000000008");
+        assert_eq!(&*origins.of(&frame("2", 8, 4)).spool, "2-0000000000000008");
     }
 }

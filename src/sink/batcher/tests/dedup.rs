@@ -21,6 +21,7 @@ async fn tokens_of(from: &[Source], script: Vec<Result<(), SinkError>>) -> Vec<O
                 let origin = Origin {
                     spool: (*spool).into(),
                     seq: *seq,
+                    appended_unix_ms: 1000 + seq,
                 };
                 h.handle.submit_from(batch(1), origin).await.unwrap()
             }
@@ -43,9 +44,9 @@ fn some(token: &str) -> Option<String> {
 #[tokio::test]
 async fn contiguous_frames_of_one_spool_share_a_range_token() {
     let tokens = tokens_of(&[Some(("sp", 5)), Some(("sp", 6)), Some(("sp", 7))], vec![]).await;
-    assert_eq!(tokens, vec![some("sp-5-7")]);
+    assert_eq!(tokens, vec![some("sp-5-7-1007")]);
     let tokens = tokens_of(&[Some(("sp", 9))], vec![]).await;
-    assert_eq!(tokens, vec![some("sp-9-9")]);
+    assert_eq!(tokens, vec![some("sp-9-9-1009")]);
 }
 
 #[tokio::test]
@@ -76,16 +77,16 @@ async fn a_rejected_merged_insert_retries_each_frame_with_its_own_token() {
     assert_eq!(
         tokens,
         vec![
-            some("sp-5-7"),
-            some("sp-5-5"),
-            some("sp-6-6"),
-            some("sp-7-7")
+            some("sp-5-7-1007"),
+            some("sp-5-5-1005"),
+            some("sp-6-6-1006"),
+            some("sp-7-7-1007")
         ]
     );
     // A batch without origin is retried alone without a token, even after a merged
     // INSERT that had none either.
     let tokens = tokens_of(&[Some(("sp", 5)), None], vec![rejected(), Ok(()), Ok(())]).await;
-    assert_eq!(tokens, vec![None, some("sp-5-5"), None]);
+    assert_eq!(tokens, vec![None, some("sp-5-5-1005"), None]);
 }
 
 #[tokio::test]
@@ -100,7 +101,7 @@ async fn every_transient_retry_sends_the_same_token() {
         vec![down(), down(), Ok(())],
     )
     .await;
-    assert_eq!(tokens, vec![some("sp-5-6"); 3]);
+    assert_eq!(tokens, vec![some("sp-5-6-1006"); 3]);
     // The per-frame retries of a rejected merged INSERT keep theirs too.
     let tokens = tokens_of(
         &[Some(("sp", 5)), Some(("sp", 6))],
@@ -117,10 +118,10 @@ async fn every_transient_retry_sends_the_same_token() {
     assert_eq!(
         tokens,
         vec![
-            some("sp-5-6"),
-            some("sp-5-5"),
-            some("sp-5-5"),
-            some("sp-6-6")
+            some("sp-5-6-1006"),
+            some("sp-5-5-1005"),
+            some("sp-5-5-1005"),
+            some("sp-6-6-1006")
         ]
     );
 }
