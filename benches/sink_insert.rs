@@ -58,11 +58,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let sink = ClickHouseSink::connect(&cfg).await?;
     let rows = rows(200_000);
-    sink.insert(&rows[..1000]).await?; // warm up the connection
+    sink.insert(&rows[..1000], None).await?; // warm up the connection
     let (mut total, cpu, started) = (0usize, process_cpu(), Instant::now());
     for _ in 0..5 {
         for chunk in rows.chunks(50_000) {
-            sink.insert(chunk).await?;
+            sink.insert(chunk, None).await?;
             total += chunk.len();
         }
     }

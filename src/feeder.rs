@@ -16,6 +16,9 @@
 //! - **Bounded memory.** `submit` waits while the batcher's queue is full
 //!   (`BATCH_MAX_QUEUE_ROWS`), so the feeder never holds more than that in flight; the
 //!   backlog stays on disk.
+//! - **Deduplication.** Each frame is submitted with its [`Origin`] (spool incarnation,
+//!   sequence number, append time), from which the batcher builds the INSERT's
+//!   `insert_deduplication_token` (see [`crate::sink::dedup`]).
 //! - **Stop.** After appends are closed the feeder keeps delivering until the spool is
 //!   empty or the drain budget is spent, then stops pulling frames and waits for the
 //!   INSERTs it started. Frames not acknowledged by then replay at the next start (or
@@ -24,6 +27,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -31,7 +35,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::record::Batch;
-use crate::sink::{BatcherHandle, SinkError};
+use crate::sink::{BatcherHandle, Origin, SinkError};
 use crate::spool::{Spool, SpoolFrame, SpoolReader};
 
 /// A frame handed to the batcher (its batch taken out; handed back if refused for
@@ -49,12 +53,13 @@ pub async fn feed(
     stop_pulling: CancellationToken,
 ) {
     let mut inflight: FuturesUnordered<Delivery> = FuturesUnordered::new();
+    let mut origins = Origins::default();
     let mut pulling = true;
     while pulling || !inflight.is_empty() {
         tokio::select! {
             frame = reader.next(), if pulling => match frame {
                 Some(frame) => {
-                    if let Some(delivery) = send(&batcher, frame).await {
+                    if let Some(delivery) = send(&batcher, &mut origins, frame).await {
                         inflight.push(delivery);
                     } else {
                         pulling = false;
@@ -79,13 +84,48 @@ pub async fn feed(
 
 /// Hands one frame to the batcher (waiting for room); `None` once the batcher is closed
 /// (the frame stays unacknowledged and replays).
-async fn send(batcher: &BatcherHandle, mut frame: SpoolFrame) -> Option<Delivery> {
+async fn send(
+    batcher: &BatcherHandle,
+    origins: &mut Origins,
+    mut frame: SpoolFrame,
+) -> Option<Delivery> {
     let batch = std::mem::take(&mut frame.batch);
-    match batcher.submit(batch).await {
+    let origin = origins.of(&frame);
+    match batcher.submit_from(batch, origin).await {
         Ok(receipt) => Some(Box::pin(async move { (frame, receipt.returning().await) })),
         Err(err) => {
             tracing::info!(frame = %frame.id, error = %err, "batcher closed; frame left in the spool");
             None
+        }
+    }
+}
+
+/// Turns frames into batcher origins. The spool's name (`<instance>-<epoch>`, the
+/// frame id without its sequence number) is formatted once and shared: a reader's
+/// frames all come from one spool incarnation (adopted frames are re-appended first).
+#[derive(Default)]
+struct Origins {
+    /// `(instance, epoch)` of the last frame and its formatted spool name.
+    last: Option<(Arc<str>, u64, Arc<str>)>,
+}
+
+impl Origins {
+    fn of(&mut self, frame: &SpoolFrame) -> Origin {
+        let id = &frame.id;
+        let spool = match &self.last {
+            Some((instance, epoch, name)) if *instance == id.instance && *epoch == id.epoch => {
+                Arc::clone(name)
+            }
+            _ => {
+                let name: Arc<str> = format!("{}-{:016x}", id.instance, id.epoch).into();
+                self.last = Some((Arc::clone(&id.instance), id.epoch, Arc::clone(&name)));
+                name
+            }
+        };
+        Origin {
+            spool,
+            seq: id.seq,
+            appended_unix_ms: frame.appended_unix_ms,
         }
     }
 }
@@ -139,5 +179,45 @@ pub async fn adopt_orphans(spool: Spool, interval: Duration, cancel: Cancellatio
             }
         }
         next = Instant::now() + interval;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::FrameId;
+
+    fn frame(instance: &str, epoch: u64, seq: u64) -> SpoolFrame {
+        SpoolFrame {
+            seq: crate::spool::SeqNo(seq),
+            id: FrameId {
+                instance: instance.into(),
+                epoch,
+                seq,
+            },
+            batch: Batch::default(),
+            appended_unix_ms: 1_700_000_000_000,
+            replayed: false,
+        }
+    }
+
+    #[test]
+    fn a_frame_token_is_its_id_range_and_append_time() {
+        // The token of a single frame starts with the frame id, as logged.
+        let mut origins = Origins::default();
+        let frame = frame("3", 0xab, 42);
+        let token = origins.of(&frame).token();
+        assert_eq!(token, format!("{}-42-1700000000000", frame.id));
+        assert_eq!(token, "3-00000000000000ab-42-42-1700000000000");
+    }
+
+    #[test]
+    fn the_spool_name_follows_instance_and_epoch() {
+        let mut origins = Origins::default();
+        let a = origins.of(&frame("1", 7, 1));
+        let b = origins.of(&frame("1", 7, 2));
+        assert!(Arc::ptr_eq(&a.spool, &b.spool), "formatted once");
+        assert_eq!(&*origins.of(&frame("1", 8, 3)).spool, "1-0000000000000008");
+        assert_eq!(&*origins.of(&frame("2", 8, 4)).spool, "2-0000000000000008");
     }
 }

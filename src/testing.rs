@@ -545,7 +545,9 @@ fn parse_http_response(raw: &[u8]) -> io::Result<(u16, String)> {
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
-fn decode_chunked(mut data: &[u8]) -> Option<Vec<u8>> {
+/// Decodes a complete `Transfer-Encoding: chunked` body; `None` while it is malformed
+/// or not complete yet.
+pub(crate) fn decode_chunked(mut data: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     loop {
         let line_end = data.windows(2).position(|w| w == b"\r\n")?;
@@ -618,6 +620,7 @@ impl Sink for MemorySink {
     fn insert(
         &self,
         rows: &[Record],
+        _token: Option<&str>,
     ) -> impl std::future::Future<Output = Result<(), SinkError>> + Send {
         let result = match self.outage().or_else(|| lock(&self.script).pop_front()) {
             Some(error) => Err(error),

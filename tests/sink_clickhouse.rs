@@ -193,7 +193,7 @@ async fn round_trip_keeps_every_field() -> Result<()> {
         };
         sent.push(r);
     }
-    sink.insert(&sent).await?;
+    sink.insert(&sent, None).await?;
 
     let Columns { ns, keys, values } = Columns::of(sink.layout());
     let body = ch.query(&format!(
@@ -250,7 +250,7 @@ async fn bulk_insert_spans_many_chunks() -> Result<()> {
     let sink = ClickHouseSink::connect(&config(&ch.http_url(), &db)).await?;
     let rows: Vec<Record> = records(100_000, "bulk");
     let started = Instant::now();
-    sink.insert(&rows).await?;
+    sink.insert(&rows, None).await?;
     let elapsed = started.elapsed();
     eprintln!(
         "inserted {} rows in {elapsed:?} ({:.0} rows/s, debug build, includes the server)",
@@ -554,7 +554,7 @@ async fn insert_only_users_need_no_ddl_rights() -> Result<()> {
         ..config(&ch.http_url(), &db)
     };
     let sink = ClickHouseSink::connect(&cfg).await?;
-    match sink.insert(&records(2, "readonly")).await {
+    match sink.insert(&records(2, "readonly"), None).await {
         Err(SinkError::Rejected { reason }) => assert!(reason.contains("Code: 164"), "{reason}"),
         other => panic!("expected Rejected, got {other:?}"),
     }

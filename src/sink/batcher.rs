@@ -30,9 +30,14 @@
 //!   batch, so that one bad request does not take the others down; a batch refused on
 //!   its own fails its receipt at once (handing the batch back through
 //!   [`Receipt::returning`]), is logged at error level with `batch_rows` and `error`,
-//!   and counted in `rows_failed`. Delivery
-//!   is at-least-once: an INSERT that timed out may still have committed, and its retry
-//!   then stores the rows twice (18.16 has no `insert_deduplication_token`).
+//!   and counted in `rows_failed`.
+//! - **Deduplication**: delivery is at-least-once: an INSERT that timed out may still
+//!   have committed, and its retry then stores the rows twice — unless it carries an
+//!   `insert_deduplication_token` the server honours (≥ 22.2, see [`dedup`]). An INSERT
+//!   gets a token only when all its batches were submitted with
+//!   [`submit_from`](BatcherHandle::submit_from) as one contiguous run of one spool's
+//!   frames; every retry of that INSERT sends the same token, and the per-batch retries
+//!   after a permanent failure send each frame's own token.
 //! - **Health**: a transient failure marks the sink down (reason, since when). A
 //!   background task pings ClickHouse every second until it answers, then marks it
 //!   healthy and wakes sleeping retries; a successful INSERT also marks it healthy.
@@ -66,6 +71,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::dedup::{self, Origin};
 use super::retry::Backoff;
 use super::{Sink, SinkDown, SinkError, SinkHealth};
 use crate::config::BatchConfig;
@@ -195,13 +201,27 @@ impl BatcherHandle {
         if let Err(queued_rows) = shared.reserve_rows(batch.len()) {
             return Err(SubmitError::Full { queued_rows });
         }
-        self.enqueue(batch)
+        self.enqueue(batch, None)
     }
 
     /// Queues a batch, waiting while the queue is full; queues even while the sink is
     /// down (its INSERT then retries). Only `Err(Closed)` after close or shutdown. For
-    /// the spool's feeder, whose batches are durable and must not be refused.
+    /// durable batches that must not be refused.
     pub async fn submit(&self, batch: Batch) -> Result<Receipt, SubmitError> {
+        self.submit_with(batch, None).await
+    }
+
+    /// [`submit`](Self::submit) for the spool's feeder: the batch is the frame `origin`,
+    /// which lets INSERTs of contiguous frames carry a deduplication token.
+    pub async fn submit_from(&self, batch: Batch, origin: Origin) -> Result<Receipt, SubmitError> {
+        self.submit_with(batch, Some(origin)).await
+    }
+
+    async fn submit_with(
+        &self,
+        batch: Batch,
+        origin: Option<Origin>,
+    ) -> Result<Receipt, SubmitError> {
         let shared = &*self.shared;
         if batch.is_empty() {
             return Ok(Receipt::ready(Ok(())));
@@ -225,11 +245,11 @@ impl BatcherHandle {
         if extra > 0 {
             shared.queued_rows.fetch_add(extra, Ordering::AcqRel);
         }
-        self.enqueue(batch)
+        self.enqueue(batch, origin)
     }
 
     /// Sends a batch whose rows are reserved to the flush loop.
-    fn enqueue(&self, batch: Batch) -> Result<Receipt, SubmitError> {
+    fn enqueue(&self, batch: Batch, origin: Option<Origin>) -> Result<Receipt, SubmitError> {
         let rows = batch.len();
         self.shared
             .stats
@@ -238,6 +258,7 @@ impl BatcherHandle {
         let (done, receipt) = oneshot::channel();
         let submission = Submission {
             batch,
+            origin,
             submitted: Instant::now(),
             done,
         };
@@ -359,6 +380,8 @@ impl Future for Returning {
 
 struct Submission {
     batch: Batch,
+    /// The spool frame it is, for the INSERT's deduplication token.
+    origin: Option<Origin>,
     submitted: Instant,
     done: oneshot::Sender<Outcome>,
 }
@@ -705,12 +728,15 @@ async fn insert_with_retries<S: Sink>(
         shared: Arc::clone(&shared),
         rows: row_count,
     };
+    let token = dedup::token(submissions.iter().map(|s| s.origin.as_ref()));
     let mut receipts = Vec::with_capacity(submissions.len());
     let mut sizes = Vec::with_capacity(submissions.len());
+    let mut origins = Vec::with_capacity(submissions.len());
     let mut rows: Vec<Record> = Vec::new();
     for submission in submissions {
         receipts.push(submission.done);
         sizes.push(submission.batch.len());
+        origins.push(submission.origin);
         let mut records = submission.batch.records;
         if rows.is_empty() {
             // The common single-request INSERT moves its records without copying.
@@ -720,7 +746,7 @@ async fn insert_with_retries<S: Sink>(
             rows.append(&mut records);
         }
     }
-    match insert_one(&*sink, &shared, &rows, retry_budget).await {
+    match insert_one(&*sink, &shared, &rows, token.as_deref(), retry_budget).await {
         Err(SinkError::Rejected { reason }) if receipts.len() > 1 => {
             tracing::warn!(
                 batch_rows = row_count,
@@ -728,8 +754,12 @@ async fn insert_with_retries<S: Sink>(
                 error = %reason,
                 "ClickHouse rejected an insert; retrying its requests one by one"
             );
-            for (receipt, records) in receipts.into_iter().zip(split_rows(rows, &sizes)) {
-                let outcome = insert_one(&*sink, &shared, &records, retry_budget).await;
+            let parts = split_rows(rows, &sizes).into_iter().zip(origins);
+            for (receipt, (records, origin)) in receipts.into_iter().zip(parts) {
+                // The merged token named all the frames; each retry names its own.
+                let token = origin.as_ref().map(Origin::token);
+                let outcome =
+                    insert_one(&*sink, &shared, &records, token.as_deref(), retry_budget).await;
                 resolve(&shared, receipt, outcome, records);
             }
         }
@@ -778,12 +808,14 @@ fn split_rows(mut rows: Vec<Record>, sizes: &[usize]) -> Vec<Vec<Record>> {
 }
 
 /// One INSERT with retries of transient failures until `retry_budget` is spent
-/// (`Duration::MAX`: for ever). Counts inserts and failed attempts; the caller counts
-/// failed rows.
+/// (`Duration::MAX`: for ever). Every attempt sends the same `token`, so that a retry
+/// of an attempt that did commit is dropped by a server that deduplicates. Counts
+/// inserts and failed attempts; the caller counts failed rows.
 async fn insert_one<S: Sink>(
     sink: &S,
     shared: &Shared,
     rows: &[Record],
+    token: Option<&str>,
     retry_budget: Duration,
 ) -> Result<(), SinkError> {
     let stats = &shared.stats;
@@ -793,7 +825,7 @@ async fn insert_one<S: Sink>(
     let mut attempts = 0u32;
     loop {
         attempts += 1;
-        let reason = match sink.insert(rows).await {
+        let reason = match sink.insert(rows, token).await {
             Ok(()) => {
                 Stats::add(&stats.inserts, 1);
                 Stats::add(&stats.rows_inserted, row_count as u64);

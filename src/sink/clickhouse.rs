@@ -6,6 +6,13 @@
 //! real columns and picks the matching row [`Layout`]. Nothing is retried here: the
 //! batcher owns retries, and a worker that cannot connect at start-up should fail loudly.
 //!
+//! An INSERT's deduplication token (see [`dedup`](super::dedup)) is sent as the query
+//! setting `insert_deduplication_token` only to servers from 22.2 on: older ones do not
+//! know the setting and would fail the query. On a plain `MergeTree` the server uses it
+//! only when the table has `non_replicated_deduplication_window` > 0 (set by our DDL;
+//! an operator-created table needs `ALTER TABLE … MODIFY SETTING`, see `docs/SPOOL.md`);
+//! otherwise sending it is harmless.
+//!
 //! The client is built `with_validation(false)`: the crate's schema check uses a setting
 //! that ClickHouse 18.16 does not know, and we check the table ourselves at start-up.
 //! Rows are encoded straight from `&Record` into borrowed row structs (no string copies).
@@ -15,6 +22,7 @@ use std::time::Duration;
 use clickhouse::{Client, Row, RowWrite};
 use serde::Deserialize;
 
+use super::dedup::TOKEN_SETTING;
 use super::retry::{self, Class};
 use super::schema::{self, DateTime64MapRow, DateTime64NestedRow, Features, Layout, LegacyRow};
 use super::{Sink, SinkError};
@@ -32,6 +40,8 @@ pub struct ClickHouseSink {
     table: String,
     version: String,
     layout: Layout,
+    /// The server knows `insert_deduplication_token` (≥ 22.2).
+    dedup_token: bool,
     insert_timeout: Duration,
     control_timeout: Duration,
 }
@@ -44,6 +54,7 @@ impl std::fmt::Debug for ClickHouseSink {
             .field("table", &self.table)
             .field("version", &self.version)
             .field("layout", &self.layout)
+            .field("dedup_token", &self.dedup_token)
             .finish_non_exhaustive()
     }
 }
@@ -63,25 +74,7 @@ impl ClickHouseSink {
     /// names the URL and what to check), [`SinkError::Rejected`] when it answers but
     /// refuses (credentials, missing table, incompatible columns).
     pub async fn connect(cfg: &ClickHouseConfig) -> Result<ClickHouseSink, SinkError> {
-        let mut client = Client::default()
-            .with_url(cfg.url.as_str())
-            .with_compression(clickhouse::Compression::Lz4)
-            .with_validation(false);
-        if !cfg.user.is_empty() {
-            client = client.with_user(cfg.user.as_str());
-        }
-        if !cfg.password.is_empty() {
-            client = client.with_password(cfg.password.as_str());
-        }
-        let mut sink = ClickHouseSink {
-            client,
-            url: redact_url(&cfg.url),
-            table: schema::qualified_table(&cfg.database, &cfg.table),
-            version: String::new(),
-            layout: Layout::Legacy,
-            insert_timeout: cfg.insert_timeout,
-            control_timeout: cfg.insert_timeout.min(CONTROL_TIMEOUT),
-        };
+        let mut sink = ClickHouseSink::unconnected(cfg);
 
         let version: String = sink
             .control(sink.client.query("SELECT version()").fetch_one())
@@ -98,6 +91,7 @@ impl ClickHouseSink {
             }
         };
         sink.version = version;
+        sink.dedup_token = features.dedup_token;
 
         // Look before creating: a worker whose user may only INSERT must still start
         // when the operator created the table beforehand.
@@ -138,20 +132,72 @@ impl ClickHouseSink {
             version = %sink.version,
             table = %sink.table,
             layout = %sink.layout,
+            dedup_token = sink.dedup_token,
             "connected to ClickHouse"
         );
         Ok(sink)
     }
 
+    /// The client and settings, before anything is asked of the server: legacy layout,
+    /// no deduplication token until the version is known.
+    fn unconnected(cfg: &ClickHouseConfig) -> ClickHouseSink {
+        let mut client = Client::default()
+            .with_url(cfg.url.as_str())
+            .with_compression(clickhouse::Compression::Lz4)
+            .with_validation(false);
+        if !cfg.user.is_empty() {
+            client = client.with_user(cfg.user.as_str());
+        }
+        if !cfg.password.is_empty() {
+            client = client.with_password(cfg.password.as_str());
+        }
+        ClickHouseSink {
+            client,
+            url: redact_url(&cfg.url),
+            table: schema::qualified_table(&cfg.database, &cfg.table),
+            version: String::new(),
+            layout: Layout::Legacy,
+            dedup_token: false,
+            insert_timeout: cfg.insert_timeout,
+            control_timeout: cfg.insert_timeout.min(CONTROL_TIMEOUT),
+        }
+    }
+
+    /// Test fixture: a sink that believes it talks to a `version` server whose table
+    /// we created (layout and features from the version), without contacting it — for
+    /// checking what goes on the wire against a capture server.
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn assuming_server(
+        cfg: &ClickHouseConfig,
+        version: schema::ServerVersion,
+    ) -> ClickHouseSink {
+        let features = Features::of(version);
+        ClickHouseSink {
+            version: version.to_string(),
+            layout: features.layout(),
+            dedup_token: features.dedup_token,
+            ..ClickHouseSink::unconnected(cfg)
+        }
+    }
+
     /// Writes `rows` in one INSERT (one attempt, no retry). An empty slice is a no-op.
-    pub async fn insert(&self, rows: &[Record]) -> Result<(), SinkError> {
+    /// `token` is sent as `insert_deduplication_token` when the server knows it, and
+    /// ignored otherwise; it must name exactly these rows (see [`dedup`](super::dedup)).
+    pub async fn insert(&self, rows: &[Record], token: Option<&str>) -> Result<(), SinkError> {
         if rows.is_empty() {
             return Ok(());
         }
+        let token = token.filter(|_| self.dedup_token);
         let result = match self.layout {
-            Layout::Legacy => self.insert_as::<LegacyRow<'static>>(rows).await,
-            Layout::DateTime64Nested => self.insert_as::<DateTime64NestedRow<'static>>(rows).await,
-            Layout::DateTime64Map => self.insert_as::<DateTime64MapRow<'static>>(rows).await,
+            Layout::Legacy => self.insert_as::<LegacyRow<'static>>(rows, token).await,
+            Layout::DateTime64Nested => {
+                self.insert_as::<DateTime64NestedRow<'static>>(rows, token)
+                    .await
+            }
+            Layout::DateTime64Map => {
+                self.insert_as::<DateTime64MapRow<'static>>(rows, token)
+                    .await
+            }
         };
         result.map_err(|e| self.insert_error(e))
     }
@@ -166,6 +212,11 @@ impl ClickHouseSink {
     /// What `SELECT version()` answered at start-up, e.g. `18.16.1`.
     pub fn server_version(&self) -> &str {
         &self.version
+    }
+
+    /// Whether INSERTs carry their deduplication token (server ≥ 22.2).
+    pub fn sends_dedup_token(&self) -> bool {
+        self.dedup_token
     }
 
     /// The row layout detected from the table.
@@ -190,7 +241,11 @@ impl ClickHouseSink {
         .map_err(|e| self.startup_error("reading the table's columns", e))
     }
 
-    async fn insert_as<R>(&self, rows: &[Record]) -> Result<(), clickhouse::error::Error>
+    async fn insert_as<R>(
+        &self,
+        rows: &[Record],
+        token: Option<&str>,
+    ) -> Result<(), clickhouse::error::Error>
     where
         R: Row + RowWrite + EncodeRow,
     {
@@ -200,6 +255,9 @@ impl ClickHouseSink {
                 .insert_unescaped::<R>(&self.table)
                 .await?
                 .with_timeouts(Some(self.insert_timeout), Some(self.insert_timeout));
+            if let Some(token) = token {
+                insert = insert.with_setting(TOKEN_SETTING, token);
+            }
             for record in rows {
                 insert.write(&R::encode(record)).await?;
             }
@@ -265,8 +323,9 @@ impl Sink for ClickHouseSink {
     fn insert(
         &self,
         rows: &[Record],
+        token: Option<&str>,
     ) -> impl std::future::Future<Output = Result<(), SinkError>> + Send {
-        ClickHouseSink::insert(self, rows)
+        ClickHouseSink::insert(self, rows, token)
     }
 
     fn ping(&self) -> impl std::future::Future<Output = Result<(), SinkError>> + Send {
@@ -338,6 +397,140 @@ impl EncodeRow for DateTime64MapRow<'static> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::Level;
+    use crate::sink::ServerVersion;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::mpsc;
+
+    /// A stand-in for ClickHouse's HTTP interface on 127.0.0.1: reads each request
+    /// whole, answers `200 OK` with an empty body, and reports the request target
+    /// (path and query string, where the crate puts the query and its settings).
+    async fn capture_server() -> (String, mpsc::UnboundedReceiver<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(serve_one(stream, tx.clone()));
+            }
+        });
+        (url, rx)
+    }
+
+    /// One request per connection (`Connection: close`), so that no body framing
+    /// beyond "complete or not" is needed.
+    async fn serve_one(mut stream: TcpStream, targets: mpsc::UnboundedSender<String>) {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            if let Some(target) = complete_request(&buf) {
+                let _ = targets.send(target);
+                let response = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+                let _ = stream.write_all(response.as_bytes()).await;
+                let _ = stream.shutdown().await;
+                return;
+            }
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// The request target once headers and body (chunked or sized) are all in `raw`.
+    fn complete_request(raw: &[u8]) -> Option<String> {
+        let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+        let head = String::from_utf8_lossy(&raw[..head_end]).to_ascii_lowercase();
+        let body = &raw[head_end..];
+        let complete = if head.contains("transfer-encoding: chunked") {
+            // The last chunk and the empty trailer line have arrived.
+            crate::testing::decode_chunked(body).is_some() && body.ends_with(b"\r\n\r\n")
+        } else {
+            let length = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:"))
+                .and_then(|value| value.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            body.len() >= length
+        };
+        let first_line = String::from_utf8_lossy(&raw[..head_end]).into_owned();
+        let target = first_line.split_whitespace().nth(1)?.to_string();
+        complete.then_some(target)
+    }
+
+    fn config(url: String) -> ClickHouseConfig {
+        ClickHouseConfig {
+            url,
+            database: "db".into(),
+            table: "logs".into(),
+            user: String::new(),
+            password: String::new(),
+            create_table: false,
+            retry_budget: Duration::from_secs(1),
+            insert_timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn rows() -> Vec<Record> {
+        vec![Record {
+            timestamp_ns: 1_700_000_000_000_000_000,
+            level: Level::Info,
+            service: "svc".into(),
+            message: "m".into(),
+            trace_id: String::new(),
+            span_id: String::new(),
+            attributes: vec![("k".into(), "v".into())],
+        }]
+    }
+
+    const TOKEN: &str = "3-00000000000000ab-5-9";
+
+    async fn insert_target(
+        sink: &ClickHouseSink,
+        token: Option<&str>,
+        sent: &mut mpsc::UnboundedReceiver<String>,
+    ) -> String {
+        sink.insert(&rows(), token).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), sent.recv())
+            .await
+            .expect("the INSERT reached the capture server")
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn servers_from_22_2_get_the_token_as_a_query_setting() {
+        let (url, mut sent) = capture_server().await;
+        let sink = ClickHouseSink::assuming_server(&config(url), ServerVersion::new(22, 2, 0));
+        assert!(sink.sends_dedup_token());
+        assert_eq!(sink.layout(), Layout::DateTime64Map);
+
+        let target = insert_target(&sink, Some(TOKEN), &mut sent).await;
+        assert!(target.contains("query=INSERT+INTO"), "{target}");
+        assert!(
+            target.contains(&format!("&insert_deduplication_token={TOKEN}")),
+            "{target}"
+        );
+        // The setting is per INSERT: the next one without a token sends none.
+        let target = insert_target(&sink, None, &mut sent).await;
+        assert!(target.contains("query=INSERT+INTO"), "{target}");
+        assert!(!target.contains("insert_deduplication_token"), "{target}");
+    }
+
+    #[tokio::test]
+    async fn older_servers_never_see_the_setting() {
+        let (url, mut sent) = capture_server().await;
+        for version in [ServerVersion::new(18, 16, 1), ServerVersion::new(22, 1, 3)] {
+            let sink = ClickHouseSink::assuming_server(&config(url.clone()), version);
+            assert!(!sink.sends_dedup_token(), "{version}");
+            let target = insert_target(&sink, Some(TOKEN), &mut sent).await;
+            assert!(target.contains("query=INSERT+INTO"), "{version}: {target}");
+            assert!(
+                !target.contains("insert_deduplication_token"),
+                "{version}: {target}"
+            );
+        }
+    }
 
     #[test]
     fn urls_lose_their_credentials() {

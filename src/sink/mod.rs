@@ -12,6 +12,7 @@
 //!   The table schemas are documented there.
 //! - [`retry`]: transient vs permanent classification of ClickHouse errors, and the
 //!   capped exponential backoff with jitter.
+//! - [`dedup`]: the `insert_deduplication_token` of an INSERT made of spool frames.
 //!
 //! The [`Sink`] trait is the one seam between the batcher and the database, so the
 //! batcher's timing rules can be tested with a fake sink and paused time; production
@@ -29,11 +30,13 @@ use tokio::time::Instant;
 
 pub mod batcher;
 pub mod clickhouse;
+pub mod dedup;
 pub mod retry;
 pub mod schema;
 
 pub use self::batcher::{Batcher, BatcherHandle, Receipt, SubmitError};
 pub use self::clickhouse::ClickHouseSink;
+pub use self::dedup::Origin;
 pub use self::schema::{Layout, ServerVersion};
 
 /// Why rows did not reach ClickHouse.
@@ -57,10 +60,13 @@ pub enum SinkError {
 /// Implemented by [`ClickHouseSink`]; tests use fakes. The futures must be `Send`
 /// because inserts run on their own tasks.
 pub trait Sink: Send + Sync + 'static {
-    /// Writes all `rows` in one INSERT, or none of them.
+    /// Writes all `rows` in one INSERT, or none of them. `token` names exactly these
+    /// rows (see [`dedup`]); a sink whose server deduplicates by token sends it, so
+    /// that a repeated INSERT with the same token is dropped by the server.
     fn insert(
         &self,
         rows: &[crate::record::Record],
+        token: Option<&str>,
     ) -> impl Future<Output = Result<(), SinkError>> + Send;
     /// Cheap reachability check used while the sink is marked down.
     fn ping(&self) -> impl Future<Output = Result<(), SinkError>> + Send;

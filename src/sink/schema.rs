@@ -23,6 +23,10 @@
 //! ORDER BY (service, timestamp)
 //! ```
 //!
+//! From 22.2 the table also gets `SETTINGS non_replicated_deduplication_window = 1000`
+//! after the `ORDER BY`: without it a plain `MergeTree` ignores the INSERTs'
+//! `insert_deduplication_token` (see [`dedup`](super::dedup)).
+//!
 //! Servers from 20.1 (first with `DateTime64`) up to 21.x, where `Map` was still behind
 //! `allow_experimental_map_type`, get the same table with
 //! `attributes Nested(key String, value String)` instead of the `Map`.
@@ -124,18 +128,23 @@ pub struct Features {
     /// `Map(String, String)` without `allow_experimental_map_type`. Map appeared in
     /// 21.1 behind that setting (still required on 21.7); we use it from 22.1.
     pub map: bool,
+    /// The query setting `insert_deduplication_token`: since 22.2. Older servers fail a
+    /// query that names it, so it is only sent from 22.2 on.
+    pub dedup_token: bool,
 }
 
 impl Features {
     pub const DATETIME64_SINCE: ServerVersion = ServerVersion::new(20, 1, 0);
     pub const LOW_CARDINALITY_SINCE: ServerVersion = ServerVersion::new(19, 3, 0);
     pub const MAP_SINCE: ServerVersion = ServerVersion::new(22, 1, 0);
+    pub const DEDUP_TOKEN_SINCE: ServerVersion = ServerVersion::new(22, 2, 0);
 
     pub fn of(version: ServerVersion) -> Features {
         Features {
             datetime64: version >= Self::DATETIME64_SINCE,
             low_cardinality: version >= Self::LOW_CARDINALITY_SINCE,
             map: version >= Self::MAP_SINCE,
+            dedup_token: version >= Self::DEDUP_TOKEN_SINCE,
         }
     }
 
@@ -146,6 +155,7 @@ impl Features {
             datetime64: false,
             low_cardinality: false,
             map: false,
+            dedup_token: false,
         }
     }
 
@@ -195,6 +205,15 @@ impl fmt::Display for Layout {
 }
 
 // === DDL ===
+
+/// How many recent INSERT blocks a table we create remembers for deduplication by
+/// token (`non_replicated_deduplication_window`); ClickHouse's own default for
+/// `replicated_deduplication_window`. It must cover every block committed to the table,
+/// by all writers, between an INSERT and its retry or post-crash replay: at 10 INSERTs
+/// per second into the table (one block each, two around midnight when the rows span
+/// two daily partitions) that is about 100 s, far more than a retry backoff (≤ 5 s) or
+/// a restart takes. Each entry costs the server one short line in its deduplication log.
+pub const DEDUP_WINDOW: u32 = 1000;
 
 /// Quotes an identifier for ClickHouse SQL (backticks, with `\` and `` ` `` escaped).
 pub fn quote_identifier(name: &str) -> String {
@@ -259,6 +278,13 @@ pub fn create_table_sql(database: &str, table: &str, features: Features) -> Stri
     sql.push_str(
         "\n) ENGINE = MergeTree\nPARTITION BY toDate(timestamp)\nORDER BY (service, timestamp)",
     );
+    if features.dedup_token {
+        // A plain MergeTree ignores deduplication tokens while this window is 0.
+        let _ = write!(
+            sql,
+            "\nSETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW}"
+        );
+    }
     sql
 }
 

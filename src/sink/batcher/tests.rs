@@ -12,6 +12,8 @@ struct FakeSink {
     /// Answer when the script is empty: `Some(reason)` → Unavailable.
     failing: Mutex<Option<String>>,
     inserts: Mutex<Vec<usize>>,
+    /// The deduplication token of every attempt, in order.
+    tokens: Mutex<Vec<Option<String>>>,
     attempts: AtomicUsize,
     ping_ok: AtomicBool,
     insert_delay: Mutex<Duration>,
@@ -34,11 +36,19 @@ impl FakeSink {
     fn inserts(&self) -> Vec<usize> {
         self.inserts.lock().unwrap().clone()
     }
+    fn tokens(&self) -> Vec<Option<String>> {
+        self.tokens.lock().unwrap().clone()
+    }
 }
 
 impl Sink for FakeSink {
-    fn insert(&self, rows: &[Record]) -> impl Future<Output = Result<(), SinkError>> + Send {
+    fn insert(
+        &self,
+        rows: &[Record],
+        token: Option<&str>,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send {
         let n = rows.len();
+        self.tokens.lock().unwrap().push(token.map(str::to_string));
         async move {
             self.attempts.fetch_add(1, Ordering::SeqCst);
             let running = self.running.fetch_add(1, Ordering::SeqCst) + 1;
@@ -502,3 +512,5 @@ async fn submit_waits_for_room_and_queues_while_the_sink_is_down() {
     assert_eq!(h.stats.snapshot().rows_failed, 0, "nothing given up");
     h.stop().await;
 }
+
+mod dedup;

@@ -46,6 +46,32 @@ fn features_follow_the_version() {
 }
 
 #[test]
+fn dedup_tokens_from_22_2() {
+    assert!(!Features::of(v("18.16.1")).dedup_token);
+    assert!(!Features::of(v("22.1.3.7")).dedup_token);
+    assert!(!Features::oldest().dedup_token);
+    for version in ["22.2", "22.2.2.1", "23.8.2.7", "24.3.1.2672"] {
+        assert!(Features::of(v(version)).dedup_token, "{version}");
+    }
+}
+
+#[test]
+fn ddl_sets_the_dedup_window_only_where_tokens_exist() {
+    let window = format!("SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW}");
+    for version in ["22.2.2.1", "23.8.2.7"] {
+        let sql = create_table_sql("db", "t", Features::of(v(version)));
+        assert!(
+            sql.ends_with(&format!("ORDER BY (service, timestamp)\n{window}")),
+            "{sql}"
+        );
+    }
+    for version in ["18.16.1", "20.3.21.2", "22.1.3.7"] {
+        let sql = create_table_sql("db", "t", Features::of(v(version)));
+        assert!(!sql.contains("SETTINGS"), "{version}: {sql}");
+    }
+}
+
+#[test]
 fn legacy_ddl_uses_only_types_18_16_knows() {
     let sql = create_table_sql("logs", "logs", Features::of(v("18.16.1")));
     assert!(
