@@ -1,11 +1,12 @@
 //! The acknowledgement seam: queue submitted batches, cut them into INSERTs, retry, and
 //! tell each submitter how its rows ended.
 //!
-//! In this version a request is acknowledged when its rows are committed to ClickHouse:
-//! [`BatcherHandle::try_submit`] returns a [`Receipt`] that resolves then. A later
-//! version puts a durable spool in front and acknowledges there; the handle API is kept
-//! small and storage-agnostic (submit a [`Batch`], get a receipt) so that the spool can
-//! feed the same batcher.
+//! Two callers: with `ACK_MODE=clickhouse` a request is acknowledged when its rows are
+//! committed ([`BatcherHandle::try_submit`] returns a [`Receipt`] that resolves then);
+//! with `ACK_MODE=spool` the feeder submits durable spool frames
+//! ([`BatcherHandle::submit_from`], which waits for room and names the frame so the
+//! INSERT can carry a deduplication token) and acknowledges them in the spool when
+//! their receipts resolve.
 //!
 //! # Rules
 //!

@@ -78,10 +78,11 @@
 //!   outcome was unknown (timeout) and it was retried. The first case is bounded by
 //!   what is in flight: at most `max_inflight_inserts × max_rows` rows (acks above the
 //!   watermark, from INSERTs that finished out of order, are not persisted and replay
-//!   too). Every frame has a stable [`FrameId`] (`<instance>-<epoch>-<seq>`), so a
-//!   server with deduplication tokens can turn this into exactly-once later, as long as
-//!   INSERTs are cut on frame boundaries (a token per frame, or per frame range).
-//!   Frames re-appended by adoption get new ids in the adopting spool.
+//!   too). Every frame has a stable [`FrameId`] (`<instance>-<epoch>-<seq>`): on
+//!   ClickHouse ≥ 22.2 an INSERT of a contiguous frame range carries a deduplication
+//!   token built from it (`sink::dedup`), which drops retried INSERTs and replays that
+//!   re-form the same range (docs/SPOOL.md says when that happens). Frames re-appended
+//!   by adoption get new ids in the adopting spool.
 //! - **Corruption is contained.** A bad frame never crashes the worker or blocks the
 //!   spool: the valid prefix is delivered and the rest of that segment is moved to
 //!   `quarantine/`, logged at error level and counted (`quarantined_frames`/`_bytes`).

@@ -32,8 +32,8 @@ const READ_RETRY: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpoolFrame {
     pub seq: SeqNo,
-    /// Stable id (`<instance>-<epoch>-<seq>`), usable as an INSERT deduplication token
-    /// on servers that have one.
+    /// Stable id (`<instance>-<epoch>-<seq>`), the base of the INSERT deduplication
+    /// token (`sink::dedup`).
     pub id: FrameId,
     pub batch: Batch,
     /// When the frame was committed (Unix ms).
