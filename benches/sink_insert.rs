@@ -55,6 +55,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         create_table: true,
         retry_budget: Duration::from_secs(5),
         insert_timeout: Duration::from_secs(30),
+        compression: zero_logs::config::Compression::Auto,
     };
     let sink = ClickHouseSink::connect(&cfg).await?;
     let rows = rows(200_000);

@@ -113,6 +113,53 @@ pub struct ClickHouseConfig {
     pub retry_budget: Duration,
     /// Per-insert timeout.
     pub insert_timeout: Duration,
+    /// LZ4 on INSERT bodies (`CLICKHOUSE_COMPRESSION`).
+    pub compression: Compression,
+}
+
+/// Whether INSERT bodies are LZ4-compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// `auto` (the default): LZ4 unless ClickHouse is on a loopback address, where
+    /// there is no network to save and both ends would only spend CPU on it.
+    Auto,
+    Lz4,
+    None,
+}
+
+impl Compression {
+    fn parse(text: &str) -> Result<Compression, String> {
+        match text.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Compression::Auto),
+            "lz4" => Ok(Compression::Lz4),
+            "none" => Ok(Compression::None),
+            _ => Err("expected auto, lz4 or none".into()),
+        }
+    }
+
+    /// Whether to compress INSERTs sent to `url`.
+    pub fn lz4_for(self, url: &str) -> bool {
+        match self {
+            Compression::Lz4 => true,
+            Compression::None => false,
+            Compression::Auto => !is_loopback_url(url),
+        }
+    }
+}
+
+/// `http://127.x.y.z…`, `http://[::1]…` or `http://localhost…`.
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host_port.split(':').next().unwrap_or(""),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// When the batcher cuts a batch into one INSERT.
@@ -354,6 +401,13 @@ impl Config {
                 "CLICKHOUSE_INSERT_TIMEOUT",
                 Duration::from_secs(30),
                 millis,
+            )?,
+            compression: r.parse(
+                &flags.clickhouse_compression,
+                "clickhouse-compression",
+                "CLICKHOUSE_COMPRESSION",
+                Compression::Auto,
+                Compression::parse,
             )?,
         };
         let batch = BatchConfig {

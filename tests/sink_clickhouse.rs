@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use zero_logs::config::{BatchConfig, ClickHouseConfig};
+use zero_logs::config::{BatchConfig, ClickHouseConfig, Compression};
 use zero_logs::record::{Batch, Level, Record};
 use zero_logs::sink::{Batcher, BatcherHandle, ClickHouseSink, Layout, SinkError, SubmitError};
 use zero_logs::stats::Stats;
@@ -26,6 +26,8 @@ fn config(ch_url: &str, database: &str) -> ClickHouseConfig {
         create_table: true,
         retry_budget: Duration::from_millis(1500),
         insert_timeout: Duration::from_secs(5),
+        // LZ4 here (auto would pick none for loopback): the end-to-end tests cover none.
+        compression: Compression::Lz4,
     }
 }
 

@@ -46,6 +46,10 @@ pub struct ServeFlags {
     /// Timeout of one INSERT, in ms. [env: CLICKHOUSE_INSERT_TIMEOUT] [default: 30000]
     #[arg(long, value_name = "MS")]
     pub clickhouse_insert_timeout: Option<String>,
+    /// LZ4 on INSERT bodies: auto (none when ClickHouse is on a loopback address, lz4
+    /// otherwise), lz4 or none. [env: CLICKHOUSE_COMPRESSION] [default: auto]
+    #[arg(long, value_name = "MODE")]
+    pub clickhouse_compression: Option<String>,
     /// Rows per INSERT at most. [env: BATCH_MAX_ROWS] [default: 100000]
     #[arg(long, value_name = "N")]
     pub batch_max_rows: Option<String>,

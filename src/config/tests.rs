@@ -173,3 +173,45 @@ fn bad_spool_settings_name_the_variable() {
         assert!(err.reason.contains(hint), "{var}: {}", err.reason);
     }
 }
+
+#[test]
+fn compression_is_off_only_for_loopback_clickhouse_in_auto_mode() {
+    let cfg = Config::load(&ServeFlags::default(), &env(&[])).unwrap();
+    assert_eq!(cfg.clickhouse.compression, Compression::Auto);
+    for url in [
+        "http://127.0.0.1:8123",
+        "http://127.9.9.9:8123/",
+        "http://[::1]:8123",
+        "http://LOCALHOST:8123",
+        "https://user:pw@localhost/?x=1",
+    ] {
+        assert!(!Compression::Auto.lz4_for(url), "{url}");
+        assert!(Compression::Lz4.lz4_for(url), "{url}");
+    }
+    for url in [
+        "http://10.0.0.5:8123",
+        "http://[2001:db8::1]:8123",
+        "https://clickhouse.example:8443",
+        "http://localhost.example:8123",
+        "http://127.0.0.1.example:8123",
+    ] {
+        assert!(Compression::Auto.lz4_for(url), "{url}");
+        assert!(!Compression::None.lz4_for(url), "{url}");
+    }
+    let cfg = Config::load(
+        &ServeFlags::default(),
+        &env(&[("CLICKHOUSE_COMPRESSION", "NONE")]),
+    )
+    .unwrap();
+    assert_eq!(cfg.clickhouse.compression, Compression::None);
+    let err = Config::load(
+        &ServeFlags::default(),
+        &env(&[("CLICKHOUSE_COMPRESSION", "zstd")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("CLICKHOUSE_COMPRESSION") && err.contains("auto, lz4 or none"),
+        "{err}"
+    );
+}

@@ -141,9 +141,14 @@ impl ClickHouseSink {
     /// The client and settings, before anything is asked of the server: legacy layout,
     /// no deduplication token until the version is known.
     fn unconnected(cfg: &ClickHouseConfig) -> ClickHouseSink {
+        let compression = if cfg.compression.lz4_for(&cfg.url) {
+            clickhouse::Compression::Lz4
+        } else {
+            clickhouse::Compression::None
+        };
         let mut client = Client::default()
             .with_url(cfg.url.as_str())
-            .with_compression(clickhouse::Compression::Lz4)
+            .with_compression(compression)
             .with_validation(false);
         if !cfg.user.is_empty() {
             client = client.with_user(cfg.user.as_str());
@@ -469,6 +474,7 @@ mod tests {
             create_table: false,
             retry_budget: Duration::from_secs(1),
             insert_timeout: Duration::from_secs(5),
+            compression: crate::config::Compression::Auto,
         }
     }
 
