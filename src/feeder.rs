@@ -145,9 +145,14 @@ async fn settle(
                 tracing::error!(frame = %frame.id, error = %err, "cannot quarantine a rejected frame");
             }
         }
+        Err((SinkError::Closed, _)) => {
+            // A stop while ClickHouse does not answer: the frame replays at the next
+            // start; the worker logs how many are left when it closes the spool.
+            tracing::debug!(frame = %frame.id, "stopping; frame left in the spool");
+        }
         Err((error, _)) => {
-            // Closed at shutdown, or (never with an unlimited budget) given up: the frame
-            // is not acknowledged, so it replays at the next start.
+            // Given up (never with an unlimited budget): the frame is not acknowledged,
+            // so it replays at the next start.
             tracing::warn!(frame = %frame.id, error = %error, "frame not delivered; it stays in the spool");
         }
     }

@@ -10,7 +10,9 @@
 //! longer with `Connection: close` and then closed once their in-flight requests
 //! (each waiting for its acknowledgement) are answered — see [`crate::serve`];
 //! then spool appends close and the feeder delivers what is left (at most half of
-//! `GRACEFUL_SHUTDOWN_TIMEOUT`; the rest replays at the next start); then the
+//! `GRACEFUL_SHUTDOWN_TIMEOUT`, and not at all once ClickHouse has been down for a
+//! second: INSERTs of spooled rows stop retrying at a stop; the rest replays at the
+//! next start or is adopted); then the
 //! batcher is closed and flushes what it holds; everything runs under one
 //! [`TaskTracker`] and the whole drain is bounded by `GRACEFUL_SHUTDOWN_TIMEOUT`.
 //! Last, whatever happened, the spool persists its acknowledgements and closes.
@@ -18,6 +20,7 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tokio::time::Instant;
@@ -284,12 +287,22 @@ pub async fn run(
         if let (Some(spool), Some(mut feeder)) = (&spool, feeder) {
             spool.close_appends();
             stop_adopting.cancel();
-            if tokio::time::timeout(deadline / 2, &mut feeder)
-                .await
-                .is_err()
-            {
-                stop_pulling.cancel();
-                let _ = feeder.await;
+            // Deliver the rest while ClickHouse takes it: up to half the budget, or
+            // until it has been down for a second (the spool keeps the rest).
+            let give_up = async {
+                tokio::select! {
+                    () = tokio::time::sleep(deadline / 2) => "drain budget spent",
+                    () = clickhouse_down_for(&batcher, Duration::from_secs(1)) => "ClickHouse is down",
+                }
+            };
+            tokio::select! {
+                _ = &mut feeder => {}
+                why = give_up => {
+                    tracing::info!(reason = why, "leaving the rest of the spool for the next start");
+                    stop_pulling.cancel();
+                    batcher.close();
+                    let _ = feeder.await;
+                }
             }
         }
         batcher.close();
@@ -334,4 +347,18 @@ pub async fn run(
         let _ = std::fs::remove_file(path);
     }
     Ok(())
+}
+
+/// Resolves once the batcher has reported ClickHouse down for `long` without a break.
+async fn clickhouse_down_for(batcher: &crate::sink::BatcherHandle, long: Duration) {
+    let mut down_since: Option<tokio::time::Instant> = None;
+    loop {
+        let now = tokio::time::Instant::now();
+        if batcher.health().is_healthy() {
+            down_since = None;
+        } else if now - *down_since.get_or_insert(now) >= long {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -848,6 +848,12 @@ async fn insert_one<S: Sink>(
         };
         Stats::add(&stats.insert_failures, 1);
         shared.mark_down(&reason);
+        if retry_budget == Duration::MAX && shared.closing.is_cancelled() {
+            // Unlimited retries mean the rows are durable upstream (the spool): at a
+            // stop, waiting for ClickHouse would only hold the stop up; they replay at
+            // the next start (or are adopted by a running instance).
+            return Err(SinkError::Closed);
+        }
         let now = Instant::now();
         let mut delay = backoff.next_delay();
         if let Some(deadline) = deadline {
@@ -874,9 +880,12 @@ async fn insert_one<S: Sink>(
             "insert failed; retrying"
         );
         let recovered = shared.recovered.notified();
+        let durable_upstream = retry_budget == Duration::MAX;
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = recovered => {}
+            // One last attempt, then the check above ends it.
+            () = shared.closing.cancelled(), if durable_upstream => {}
         }
     }
 }

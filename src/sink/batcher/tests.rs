@@ -513,4 +513,23 @@ async fn submit_waits_for_room_and_queues_while_the_sink_is_down() {
     h.stop().await;
 }
 
+#[tokio::test]
+async fn close_ends_unlimited_retries_with_closed_so_a_stop_does_not_wait() {
+    let sink = FakeSink::new();
+    sink.fail_all(Some("connection refused"));
+    sink.ping_ok.store(false, Ordering::SeqCst);
+    let h = start(cfg(10, 10), u64::MAX, &sink);
+    let receipt = within(500, h.handle.submit(batch(10))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = sink.attempts.load(Ordering::SeqCst);
+    assert!(before >= 1, "the INSERT was tried");
+    h.handle.close();
+    // Woken from its backoff: one last attempt, then Closed (the spool keeps the rows).
+    let outcome = within(2_000, receipt).await;
+    assert!(matches!(outcome, Err(SinkError::Closed)), "{outcome:?}");
+    assert!(sink.attempts.load(Ordering::SeqCst) <= before + 1);
+    assert!(sink.inserts().is_empty());
+    h.stop().await;
+}
+
 mod dedup;
