@@ -94,7 +94,8 @@ pub struct ServeFlags {
     /// Largest attribute value. [env: MAX_ATTRIBUTE_VALUE_BYTES] [default: 4096]
     #[arg(long, value_name = "BYTES")]
     pub max_attribute_value_bytes: Option<String>,
-    /// Validate on a dedicated CPU pool instead of inline (true|false).
+    /// Validate large or compressed bodies on a dedicated CPU pool instead of inline
+    /// (plain bodies up to 32 KiB are always validated inline) (true|false).
     /// [env: ENABLE_WORKER_VALIDATION] [default: true]
     #[arg(long, value_name = "BOOL")]
     pub enable_worker_validation: Option<String>,

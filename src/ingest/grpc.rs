@@ -12,7 +12,7 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 
 use super::reject::{RejectKind, Rejection};
-use super::{now_ns, Ingest};
+use super::{now_ns, Ingest, Work};
 use crate::proto::log_service_server::{LogService, LogServiceServer};
 use crate::proto::{IngestRequest, IngestResponse, LogRecord, RecordErrors};
 use crate::record::Batch;
@@ -41,7 +41,7 @@ impl LogService for LogServiceImpl {
         let cost = logs.iter().map(LogRecord::encoded_len).sum::<usize>();
         let result = self
             .ingest
-            .accept(cost, move |limits| {
+            .accept(cost, Work::of(cost, false), move |limits| {
                 if logs.is_empty() {
                     return Err(Rejection::new(
                         RejectKind::Invalid,

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 
-use super::{body, now_ns, Ingest};
+use super::{body, now_ns, Ingest, Work};
 use crate::validate;
 
 pub const LOGS_PATH: &str = "/api/v1/logs";
@@ -59,8 +59,9 @@ async fn handle(
         _ => raw.len().saturating_mul(10).min(max),
     };
     // Decompression is CPU work too: it runs with validation, on the pool.
+    let work = Work::of(raw.len(), encoding != body::Encoding::Identity);
     ingest
-        .accept(cost, move |limits| {
+        .accept(cost, work, move |limits| {
             let plain = body::decompress(raw, encoding, max)?;
             Ok(validate::decode(&plain, format, limits, now_ns())?)
         })

@@ -31,6 +31,32 @@ enum Validator {
     Pool(pool::Pool),
 }
 
+/// Bodies up to this size (uncompressed) are validated on the runtime thread even
+/// with the pool on: ~100 µs of work, under the time a task should run between
+/// awaits, and it saves two thread hand-offs per request (measured: worker CPU at
+/// 5 490 req/s of 21.8 KiB bodies 1.37 → 1.21 µs/record).
+pub const INLINE_MAX_BYTES: usize = 32 << 10;
+
+/// How much CPU a request's decoding may take, which decides where it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// A plain body of at most [`INLINE_MAX_BYTES`]: decoded where it was received.
+    Light,
+    /// Larger, or compressed (decompression can reach `MAX_BODY_BYTES`): on the
+    /// validation pool, so a runtime thread never stalls on it.
+    Heavy,
+}
+
+impl Work {
+    pub fn of(bytes: usize, compressed: bool) -> Work {
+        if compressed || bytes > INLINE_MAX_BYTES {
+            Work::Heavy
+        } else {
+            Work::Light
+        }
+    }
+}
+
 /// Where a request's rows are handed over; a `202` means this step succeeded.
 pub enum AckPoint {
     /// Appended and `fdatasync`ed in the spool (the feeder delivers it later).
@@ -84,9 +110,9 @@ impl Ingest {
         })
     }
 
-    /// Admits `cost` bytes, validates with `decode`, submits and waits for the
-    /// acknowledgement. Returns the number of records accepted.
-    pub async fn accept<F>(&self, cost: usize, decode: F) -> Result<usize, Rejection>
+    /// Admits `cost` bytes, validates with `decode` (where `work` says), submits and
+    /// waits for the acknowledgement. Returns the number of records accepted.
+    pub async fn accept<F>(&self, cost: usize, work: Work, decode: F) -> Result<usize, Rejection>
     where
         F: FnOnce(&RecordLimits) -> Result<Batch, Rejection> + Send + 'static,
     {
@@ -100,7 +126,7 @@ impl Ingest {
                 ),
             )
         })?;
-        let batch = self.validate(decode).await?;
+        let batch = self.validate(work, decode).await?;
         let rows = batch.len();
         if rows == 0 {
             return Ok(0);
@@ -114,13 +140,13 @@ impl Ingest {
         Ok(rows)
     }
 
-    async fn validate<F>(&self, decode: F) -> Result<Batch, Rejection>
+    async fn validate<F>(&self, work: Work, decode: F) -> Result<Batch, Rejection>
     where
         F: FnOnce(&RecordLimits) -> Result<Batch, Rejection> + Send + 'static,
     {
-        match &self.validator {
-            Validator::Inline => decode(&self.limits),
-            Validator::Pool(pool) => {
+        match (&self.validator, work) {
+            (Validator::Inline, _) | (Validator::Pool(_), Work::Light) => decode(&self.limits),
+            (Validator::Pool(pool), Work::Heavy) => {
                 let (tx, rx) = oneshot::channel();
                 let limits = self.limits.clone();
                 pool.spawn(move || {
@@ -164,4 +190,18 @@ pub fn router(ingest: Arc<Ingest>, admin: axum::Router) -> axum::Router {
     http::routes(ingest)
         .merge(admin)
         .merge(grpc.into_axum_router())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Work, INLINE_MAX_BYTES};
+
+    #[test]
+    fn only_small_plain_bodies_are_light_work() {
+        assert_eq!(Work::of(0, false), Work::Light);
+        assert_eq!(Work::of(INLINE_MAX_BYTES, false), Work::Light);
+        assert_eq!(Work::of(INLINE_MAX_BYTES + 1, false), Work::Heavy);
+        // A small gzip body may inflate to MAX_BODY_BYTES: never on the runtime.
+        assert_eq!(Work::of(100, true), Work::Heavy);
+    }
 }

@@ -1,5 +1,6 @@
 //! The validation pool (`ENABLE_WORKER_VALIDATION=true`): plain threads taking
-//! decode jobs from one queue and sleeping in the kernel while it is empty.
+//! decode jobs (compressed bodies and plain ones over `INLINE_MAX_BYTES`) from one
+//! queue and sleeping in the kernel while it is empty.
 //!
 //! Why not rayon: its idle workers spin with `sched_yield` before they sleep. With
 //! requests arriving a few thousand times a second they never reach sleep, and on a
