@@ -18,7 +18,7 @@ mod system;
 
 use std::time::{Duration, Instant};
 
-use system::cluster::{check_cluster_stats, running, Cluster};
+use system::cluster::{assert_scaled_up, check_cluster_stats, running, Cluster};
 use system::{load, LoadReport, LoadSpec, SystemdContainer};
 
 /// What one `zero-logs-ctl` run did.
@@ -192,17 +192,7 @@ fn status_stats_health_and_scale() {
     let scale_up = t.elapsed();
     assert!(out.contains("zero-logs@3.service: running"), "{out}");
     assert!(out.contains("zero-logs@4.service: running"), "{out}");
-    let after = running(c);
-    assert_eq!(
-        after.keys().collect::<Vec<_>>(),
-        ["1", "2", "3", "4"],
-        "{after:?}"
-    );
-    assert_eq!(
-        (after["1"], after["2"]),
-        (before["1"], before["2"]),
-        "running instances untouched"
-    );
+    let after = assert_scaled_up(c, &before, &["1", "2", "3", "4"]);
     let scale_file = "/etc/zero-logs/zero-logs.env.d/50-scale.env";
     let persisted = c.read_file(scale_file).expect("50-scale.env");
     assert!(

@@ -27,7 +27,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use system::cluster::{check_cluster_stats, http, running, Cluster};
+use system::cluster::{assert_scaled_up, check_cluster_stats, http, running, Cluster};
 use system::{load, wait_until, LoadReport, LoadSpec, SystemdContainer};
 
 const TOKEN_FILE: &str = "/etc/zero-logs/api-token";
@@ -310,17 +310,7 @@ fn api_scale_stats_events_and_persistence_under_load() {
     let (s, body) = f.api("POST", "/scale", Some(TOKEN), Some(r#"{"workers":4}"#));
     let up = t.elapsed();
     assert_eq!((s, body["ok"].as_bool()), (200, Some(true)), "{body}");
-    let four = running(c);
-    assert_eq!(
-        four.keys().collect::<Vec<_>>(),
-        ["1", "2", "3", "4"],
-        "{four:?}"
-    );
-    assert_eq!(
-        (four["1"], four["2"]),
-        (pids["1"], pids["2"]),
-        "running instances untouched"
-    );
+    let four = assert_scaled_up(c, &pids, &["1", "2", "3", "4"]);
     let t = Instant::now();
     let (s, body) = f.api("POST", "/scale", Some(TOKEN), Some(r#"{"workers":1}"#));
     let down = t.elapsed();

@@ -48,32 +48,20 @@ const RSS_BOUND: u64 = 150 << 20;
 /// Where the units put the spools (`$STATE_DIRECTORY/spool`).
 const SPOOL_ROOT: &str = "/var/lib/zero-logs/spool";
 
-/// The shared [`Cluster`] (ClickHouse, container with `WORKERS` instances, load
-/// runtime) plus this file's helpers.
-struct Fixture(Cluster);
-
-impl std::ops::Deref for Fixture {
-    type Target = Cluster;
-    fn deref(&self) -> &Cluster {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Fixture {
-    fn deref_mut(&mut self) -> &mut Cluster {
-        &mut self.0
-    }
-}
-
-impl Fixture {
-    /// Boots with `extra` env lines and starts the target (waits for `WORKERS`
-    /// instances active/running, none restarted).
-    fn start(extra: &[(&str, &str)]) -> Fixture {
-        Fixture(Cluster::start(WORKERS, extra))
-    }
-
+/// This file's checks on the shared [`Cluster`] (ClickHouse, container with
+/// `WORKERS` instances, load runtime).
+trait SpoolChecks {
     /// Rows of `service` once there are at least `expected`, or after `within`;
     /// with how long that took.
+    fn rows_reaching(&self, service: &str, expected: u64, within: Duration) -> (u64, Duration);
+    /// The load's requests whose records are in ClickHouse more than once:
+    /// `(client, request, rows, distinct records, unix second of the first row)`,
+    /// oldest first, at most 50 (the load's messages are `load c<client> r<request>
+    /// i<index>`). To tell where duplicates came from.
+    fn duplicated_requests(&self, service: &str) -> Vec<(String, String, u64, u64, u64)>;
+}
+
+impl SpoolChecks for Cluster {
     fn rows_reaching(&self, service: &str, expected: u64, within: Duration) -> (u64, Duration) {
         let started = Instant::now();
         loop {
@@ -85,10 +73,6 @@ impl Fixture {
         }
     }
 
-    /// The load's requests whose records are in ClickHouse more than once:
-    /// `(client, request, rows, distinct records, unix second of the first row)`,
-    /// oldest first, at most 50 (the load's messages are `load c<client> r<request>
-    /// i<index>`). To tell where duplicates came from.
     fn duplicated_requests(&self, service: &str) -> Vec<(String, String, u64, u64, u64)> {
         let sql = format!(
             "SELECT splitByChar(' ', message)[2] AS c, splitByChar(' ', message)[3] AS r, \
@@ -241,7 +225,7 @@ fn kill_9_under_load_restarts_and_replays_every_acknowledged_record() {
     // SPOOL_ADOPT_IDLE stays at its default (30 s): the killed instance's spool must
     // be replayed by the instance itself when systemd restarts it, not adopted by a
     // sibling in the RestartSec= gap.
-    let f = Fixture::start(&[]);
+    let f = Cluster::start(WORKERS, &[]);
     let c = f.c();
     let service = "spool-kill";
     let run = f.load(fresh_load(service, 6));
@@ -360,7 +344,13 @@ fn kill_9_under_load_restarts_and_replays_every_acknowledged_record() {
         report.summary()
     );
     // Nothing is left behind: every instance's spool drains.
-    system::wait_until("every spool drained", Duration::from_secs(15), |last| {
+    wait_spools_drained(c, Duration::from_secs(15));
+    f.done("kill");
+}
+
+/// Waits until all `WORKERS` instances report no unacknowledged spool frame.
+fn wait_spools_drained(c: &SystemdContainer, within: Duration) {
+    system::wait_until("every spool drained", within, |last| {
         let all = c.stats_all();
         let unacked: BTreeMap<String, u64> = all
             .iter()
@@ -369,7 +359,6 @@ fn kill_9_under_load_restarts_and_replays_every_acknowledged_record() {
         *last = format!("unacked frames {unacked:?}");
         (all.len() == WORKERS && unacked.values().all(|n| *n == 0)).then_some(())
     });
-    f.done("kill");
 }
 
 /// Scenario 2: scale-down while ClickHouse is down leaves undelivered spools;
@@ -378,11 +367,14 @@ fn kill_9_under_load_restarts_and_replays_every_acknowledged_record() {
 fn scale_down_with_clickhouse_down_leaves_orphans_that_are_adopted_and_delivered_once() {
     // Adoption waits for 5 s of idleness so that the orphans can be seen on disk
     // right after the scale-down; it is checked every 0.5 s.
-    let mut f = Fixture::start(&[
-        ("GRACEFUL_SHUTDOWN_TIMEOUT", "3000"),
-        ("SPOOL_ADOPT_IDLE", "5000"),
-        ("SPOOL_ADOPT_INTERVAL", "500"),
-    ]);
+    let mut f = Cluster::start(
+        WORKERS,
+        &[
+            ("GRACEFUL_SHUTDOWN_TIMEOUT", "3000"),
+            ("SPOOL_ADOPT_IDLE", "5000"),
+            ("SPOOL_ADOPT_INTERVAL", "500"),
+        ],
+    );
     let service = "spool-orphans";
     let stop_timeout = timespan(
         &f.c()
@@ -588,10 +580,13 @@ fn scale_down_with_clickhouse_down_leaves_orphans_that_are_adopted_and_delivered
 fn clickhouse_outage_under_load_fills_the_spool_to_429_with_bounded_memory() {
     const OUTAGE: Duration = Duration::from_secs(25);
     let cap: u64 = 4 << 20;
-    let mut f = Fixture::start(&[
-        ("SPOOL_MAX_BYTES", "4MiB"),
-        ("SPOOL_SEGMENT_BYTES", "512KiB"),
-    ]);
+    let mut f = Cluster::start(
+        WORKERS,
+        &[
+            ("SPOOL_MAX_BYTES", "4MiB"),
+            ("SPOOL_SEGMENT_BYTES", "512KiB"),
+        ],
+    );
     let service = "spool-outage";
     // 100 records (~10 KB spooled) per request, so that ~400 acknowledged requests
     // fill an instance even when the spread over the instances is uneven (seen: one
@@ -766,15 +761,7 @@ fn clickhouse_outage_under_load_fills_the_spool_to_429_with_bounded_memory() {
     );
 
     // Nothing acknowledged is lost; everything drains.
-    system::wait_until("every spool drained", Duration::from_secs(30), |last| {
-        let all = c.stats_all();
-        let unacked: BTreeMap<String, u64> = all
-            .iter()
-            .map(|(i, s)| (i.clone(), spool_field(s, "unacked_frames")))
-            .collect();
-        *last = format!("unacked frames {unacked:?}");
-        (all.len() == WORKERS && unacked.values().all(|n| *n == 0)).then_some(())
-    });
+    wait_spools_drained(c, Duration::from_secs(30));
     let (stored, _) = f.rows_reaching(
         service,
         report.acknowledged_records,

@@ -25,31 +25,16 @@ use system::{LoadReport, LoadSpec, Pinned, SystemdContainer};
 
 const WORKERS: usize = 3;
 
-/// The shared [`Cluster`] (ClickHouse, container with `WORKERS` instances, load
-/// runtime) plus this file's helpers.
-struct Fixture(Cluster);
-
-impl std::ops::Deref for Fixture {
-    type Target = Cluster;
-    fn deref(&self) -> &Cluster {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Fixture {
-    fn deref_mut(&mut self) -> &mut Cluster {
-        &mut self.0
-    }
-}
-
-impl Fixture {
-    /// Boots with `extra` env lines and starts the target (waits for `WORKERS`
-    /// instances active/running, none restarted).
-    fn start(extra: &[(&str, &str)]) -> Fixture {
-        Fixture(Cluster::start(WORKERS, extra))
-    }
-
+/// This file's requests and checks on the shared [`Cluster`] (ClickHouse,
+/// container with `WORKERS` instances, load runtime).
+trait WorkerChecks {
     /// One request on a fresh connection; (status, body, time to the answer).
+    fn post_one(&self, service: &str, records: usize) -> (u16, String, Duration);
+    /// Per instance: `/stats` `requests` now.
+    fn requests(&self) -> BTreeMap<String, u64>;
+}
+
+impl WorkerChecks for Cluster {
     fn post_one(&self, service: &str, records: usize) -> (u16, String, Duration) {
         let url = format!("{}/api/v1/logs", self.c().base_url());
         let batch: Vec<serde_json::Value> = (0..records)
@@ -77,7 +62,6 @@ impl Fixture {
         })
     }
 
-    /// Per instance: `/stats` `requests` now.
     fn requests(&self) -> BTreeMap<String, u64> {
         self.c().spread("requests")
     }
@@ -331,7 +315,7 @@ fn hook(
     panic!("{path} on instance {instance}: no expected answer in 3 attempts");
 }
 
-fn assert_nothing_lost(f: &Fixture, scenario: &str, reports: &[(&str, &LoadReport)]) {
+fn assert_nothing_lost(f: &Cluster, scenario: &str, reports: &[(&str, &LoadReport)]) {
     for (service, report) in reports {
         let stored = f.wait_rows(service, report.acknowledged_records);
         eprintln!(
@@ -350,7 +334,7 @@ fn assert_nothing_lost(f: &Fixture, scenario: &str, reports: &[(&str, &LoadRepor
 /// Scenario 2 (spread) and 6 (WORKER_ID in the journal), one container.
 #[test]
 fn load_spreads_over_every_instance_and_journal_has_worker_ids() {
-    let f = Fixture::start(&[]);
+    let f = Cluster::start(WORKERS, &[]);
     let c = f.c();
 
     // Fresh connection per request.
@@ -502,7 +486,7 @@ fn load_spreads_over_every_instance_and_journal_has_worker_ids() {
 /// under continuous load.
 #[test]
 fn restarts_one_by_one_under_load_fail_nothing_and_lose_nothing() {
-    let f = Fixture::start(&[]);
+    let f = Cluster::start(WORKERS, &[]);
     let c = f.c();
     let since = now_us();
     let fresh = f.load(fresh_load("restart-fresh", 8));
@@ -631,7 +615,7 @@ fn restarts_one_by_one_under_load_fail_nothing_and_lose_nothing() {
 /// killed by the watchdog and replaced; the others keep serving.
 #[test]
 fn watchdog_replaces_a_frozen_worker_and_a_stuck_flusher() {
-    let f = Fixture::start(&[("WORKER_WATCHDOG_TIMEOUT", "3000")]);
+    let f = Cluster::start(WORKERS, &[("WORKER_WATCHDOG_TIMEOUT", "3000")]);
     let c = f.c();
     let watchdog = c.unit_property("zero-logs@2.service", "WatchdogUSec");
     assert_eq!(watchdog, "3s", "WatchdogSec from WORKER_WATCHDOG_TIMEOUT");
@@ -842,7 +826,7 @@ const GROW_MB: u64 = 220;
 /// anew, under load, without a failed request.
 #[test]
 fn memory_limit_restart_is_graceful_under_load() {
-    let f = Fixture::start(&[("WORKER_MEMORY_LIMIT", "200MiB")]);
+    let f = Cluster::start(WORKERS, &[("WORKER_MEMORY_LIMIT", "200MiB")]);
     let c = f.c();
     let limits = c.unit_properties(
         "zero-logs@2.service",
@@ -953,7 +937,7 @@ fn memory_limit_restart_is_graceful_under_load() {
 /// instance stopped), one container.
 #[test]
 fn stop_target_under_load_loses_nothing_and_the_socket_starts_a_worker_again() {
-    let f = Fixture::start(&[]);
+    let f = Cluster::start(WORKERS, &[]);
     let c = f.c();
     let socket_props = ["ActiveState", "ActiveEnterTimestampMonotonic", "NRefused"];
     let socket0 = c.unit_properties("zero-logs.socket", &socket_props);

@@ -445,16 +445,14 @@ impl Writer {
         Ok(())
     }
 
-    /// Renames a ready spare to `path` and opens it; `None` (segments grow) when there
-    /// is none or it cannot be used.
+    /// Renames a ready spare to `path` and opens it, with its length (`segment_bytes`:
+    /// the only size `Spare` writes or keeps); `None` (segments grow) when there is
+    /// none or it cannot be used.
     fn open_spare(&mut self, path: &Path) -> Option<(Box<dyn SegmentIo>, u64)> {
         let spare = self.spare.as_ref()?;
-        let opened = spare.take(path).and_then(|taken| {
-            if !taken {
-                return Ok(None);
-            }
-            let io = self.fs.open(path)?;
-            Ok(Some((io, std::fs::metadata(path)?.len())))
+        let opened = spare.take(path).and_then(|taken| match taken {
+            true => Ok(Some((self.fs.open(path)?, self.shared.cfg.segment_bytes))),
+            false => Ok(None),
         });
         match opened {
             Ok(opened) => opened,

@@ -135,6 +135,24 @@ pub fn running(c: &SystemdContainer) -> BTreeMap<String, u32> {
         .collect()
 }
 
+/// After a scale-up: exactly `expected` instances run, and those of `before` kept
+/// their PIDs (scaling up never restarts a running instance). Returns `after`.
+pub fn assert_scaled_up(
+    c: &SystemdContainer,
+    before: &BTreeMap<String, u32>,
+    expected: &[&str],
+) -> BTreeMap<String, u32> {
+    let after = running(c);
+    assert_eq!(after.keys().collect::<Vec<_>>(), expected, "{after:?}");
+    for (instance, pid) in before {
+        assert_eq!(
+            after[instance], *pid,
+            "running instance {instance} untouched"
+        );
+    }
+    after
+}
+
 /// Checks a `stats --json` / `GET /stats` document against the old cluster
 /// API's shape and the running instances' PIDs; every worker must be healthy.
 /// Returns the sum of `requestsHandled`.
