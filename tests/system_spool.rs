@@ -99,19 +99,6 @@ impl SpoolChecks for Cluster {
     }
 }
 
-/// Fresh connection per request, so the load spreads over every instance.
-fn fresh_load(service: &str, clients: usize) -> LoadSpec {
-    LoadSpec {
-        clients,
-        records_per_request: 10,
-        duration: Duration::from_secs(120),
-        service: service.to_string(),
-        fresh_connections: true,
-        request_timeout: Duration::from_secs(30),
-        ..LoadSpec::default()
-    }
-}
-
 fn unix_s() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -228,7 +215,7 @@ fn kill_9_under_load_restarts_and_replays_every_acknowledged_record() {
     let f = Cluster::start(WORKERS, &[]);
     let c = f.c();
     let service = "spool-kill";
-    let run = f.load(fresh_load(service, 6));
+    let run = f.load(LoadSpec::fresh(service, 6));
     let load_started = run.started();
     std::thread::sleep(Duration::from_millis(1500));
 
@@ -392,7 +379,7 @@ fn scale_down_with_clickhouse_down_leaves_orphans_that_are_adopted_and_delivered
     let run = f.load(LoadSpec {
         max_requests_per_client: per_client,
         duration: Duration::from_secs(60),
-        ..fresh_load(service, clients)
+        ..LoadSpec::fresh(service, clients)
     });
     let report = f.rt.block_on(run.wait());
     eprintln!(
@@ -596,7 +583,7 @@ fn clickhouse_outage_under_load_fills_the_spool_to_429_with_bounded_memory() {
     let run = f.load(LoadSpec {
         records_per_request: 100,
         pause: Duration::from_millis(5),
-        ..fresh_load(service, 6)
+        ..LoadSpec::fresh(service, 6)
     });
     let load_started = run.started();
     std::thread::sleep(Duration::from_millis(1000));

@@ -67,20 +67,6 @@ impl WorkerChecks for Cluster {
     }
 }
 
-/// Load of fresh connections (one per request): spreads over every instance's
-/// accept, and never reuses a connection a stopping worker is closing.
-fn fresh_load(service: &str, clients: usize) -> LoadSpec {
-    LoadSpec {
-        clients,
-        records_per_request: 10,
-        duration: Duration::from_secs(120),
-        service: service.to_string(),
-        fresh_connections: true,
-        request_timeout: Duration::from_secs(30),
-        ..LoadSpec::default()
-    }
-}
-
 fn delta(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
     after
         .iter()
@@ -341,7 +327,7 @@ fn load_spreads_over_every_instance_and_journal_has_worker_ids() {
     let before = f.requests();
     let run = f.load(LoadSpec {
         duration: Duration::from_secs(3),
-        ..fresh_load("spread-fresh", 12)
+        ..LoadSpec::fresh("spread-fresh", 12)
     });
     let fresh = f.rt.block_on(run.wait());
     let fresh_spread = delta(&f.requests(), &before);
@@ -370,7 +356,7 @@ fn load_spreads_over_every_instance_and_journal_has_worker_ids() {
     let run = f.load(LoadSpec {
         duration: Duration::from_secs(3),
         fresh_connections: false,
-        ..fresh_load("spread-keepalive", 24)
+        ..LoadSpec::fresh("spread-keepalive", 24)
     });
     let keepalive = f.rt.block_on(run.wait());
     let keepalive_spread = delta(&f.requests(), &before);
@@ -489,10 +475,10 @@ fn restarts_one_by_one_under_load_fail_nothing_and_lose_nothing() {
     let f = Cluster::start(WORKERS, &[]);
     let c = f.c();
     let since = now_us();
-    let fresh = f.load(fresh_load("restart-fresh", 8));
+    let fresh = f.load(LoadSpec::fresh("restart-fresh", 8));
     let keepalive = f.load(LoadSpec {
         fresh_connections: false,
-        ..fresh_load("restart-keepalive", 4)
+        ..LoadSpec::fresh("restart-keepalive", 4)
     });
     let load_started = fresh.started();
     std::thread::sleep(Duration::from_millis(700));
@@ -626,7 +612,7 @@ fn watchdog_replaces_a_frozen_worker_and_a_stuck_flusher() {
     // fail; the victim connection below shows what such a client sees).
     let warm = f.load(LoadSpec {
         duration: Duration::from_secs(1),
-        ..fresh_load("watchdog-frozen", 8)
+        ..LoadSpec::fresh("watchdog-frozen", 8)
     });
     let warm = f.rt.block_on(warm.wait());
     warm.assert_no_failures();
@@ -638,7 +624,7 @@ fn watchdog_replaces_a_frozen_worker_and_a_stuck_flusher() {
     let t_frozen = Instant::now();
     let during = f.load(LoadSpec {
         service: "watchdog-frozen-2".into(),
-        ..fresh_load("", 8)
+        ..LoadSpec::fresh("", 8)
     });
     // A client whose connection the frozen worker had already accepted.
     let victim_thread = std::thread::spawn(move || {
@@ -723,7 +709,7 @@ fn watchdog_replaces_a_frozen_worker_and_a_stuck_flusher() {
 
     // --- stuck flusher ---
     let old = UnitSnap::of(c, "3");
-    let stalled_load = f.load(fresh_load("watchdog-stall", 8));
+    let stalled_load = f.load(LoadSpec::fresh("watchdog-stall", 8));
     std::thread::sleep(Duration::from_millis(500));
     let stalled_at = now_us();
     let t_stalled = Instant::now();
@@ -835,7 +821,7 @@ fn memory_limit_restart_is_graceful_under_load() {
     eprintln!("[worker:memory] unit limits: {limits:?}");
     let rss_before = c.spread("rss_bytes");
     let old = UnitSnap::of(c, "2");
-    let running = f.load(fresh_load("memory", 8));
+    let running = f.load(LoadSpec::fresh("memory", 8));
     std::thread::sleep(Duration::from_millis(700));
     let since = now_us();
     let t_grow = Instant::now();
@@ -944,7 +930,7 @@ fn stop_target_under_load_loses_nothing_and_the_socket_starts_a_worker_again() {
     assert_eq!(socket0["ActiveState"], "active");
     let old = c.instances();
 
-    let running = f.load(fresh_load("stop-target", 8));
+    let running = f.load(LoadSpec::fresh("stop-target", 8));
     std::thread::sleep(Duration::from_millis(1500));
     let stop_at = now_us();
     let started = Instant::now();

@@ -65,6 +65,21 @@ impl Default for LoadSpec {
     }
 }
 
+impl LoadSpec {
+    /// `clients` sending 10-record requests of `service` for up to 120 s (the test
+    /// stops it), each on a fresh connection: spreads over every instance's accept,
+    /// and never reuses a connection a stopping worker is closing.
+    pub fn fresh(service: &str, clients: usize) -> LoadSpec {
+        LoadSpec {
+            clients,
+            duration: Duration::from_secs(120),
+            service: service.to_string(),
+            fresh_connections: true,
+            ..LoadSpec::default()
+        }
+    }
+}
+
 /// What a run did.
 #[derive(Debug, Clone, Default)]
 pub struct LoadReport {
