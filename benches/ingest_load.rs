@@ -45,10 +45,17 @@ usage: cargo bench --bench ingest_load -- --url http://127.0.0.1:PORT [options]
   --connections N         concurrent keep-alive HTTP/1.1 connections [64]
   --duration SECS         measured run time [20; a safety cap of 600 with --requests]
   --requests N            stop after N measured requests instead of after --duration
-  --rate R                offered load: R requests/s in total, paced per connection
-                          (open loop: latency counts from each request's scheduled
-                          start, so a stall shows up in p99) [unpaced: as fast as
-                          the answers come]
+  --rate R                offered load: R requests/s in total, open loop: latency
+                          counts from each request's scheduled start, so a stall
+                          shows up in p99 [unpaced: as fast as the answers come]
+  --pacing shared|per-connection
+                          with --rate, who sends the request due at a given time:
+                          shared = the next free connection (a client's connection
+                          pool: a request waits only when all connections are
+                          busy); per-connection = each connection sends every
+                          connections/R s, one request in flight, so one slow
+                          answer delays that connection's next ones even while
+                          others are idle [shared]
   --warmup SECS           load sent before measuring starts (not counted) [0]
   --batch N               records per request [100]
   --pool N                distinct pre-generated request bodies [64]
@@ -60,6 +67,9 @@ usage: cargo bench --bench ingest_load -- --url http://127.0.0.1:PORT [options]
   --clickhouse-pid PID    ClickHouse server process: report its CPU time too
   --clickhouse-url URL    ClickHouse HTTP URL: check acknowledged records arrived
   --clickhouse-table DB.T table to count rows in (with --clickhouse-url)
+  --latency-log PATH      write one line per accepted measured request: its
+                          scheduled start (ms into the measured interval) and its
+                          latency (us), to find when in a run the slow ones were
   --seed N                RNG seed for the generated records [42]
   --allow-failures        exit 0 even if some requests failed
   --json                  print the report as one JSON object
@@ -107,6 +117,16 @@ enum Format {
     Ndjson,
 }
 
+/// `--pacing`: how the `--rate` schedule is spread over the connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pacing {
+    /// One schedule for all: slot k is due at `start + k / rate` and goes to whichever
+    /// connection claims it next.
+    Shared,
+    /// Each connection keeps its own schedule, `connections / rate` apart.
+    PerConnection,
+}
+
 #[derive(Debug)]
 struct Args {
     url: String,
@@ -114,6 +134,7 @@ struct Args {
     duration: Duration,
     requests: Option<u64>,
     rate: Option<f64>,
+    pacing: Pacing,
     warmup: Duration,
     batch: usize,
     pool: usize,
@@ -126,6 +147,7 @@ struct Args {
     clickhouse_url: Option<String>,
     clickhouse_table: Option<String>,
     seed: u64,
+    latency_log: Option<String>,
     allow_failures: bool,
     json: bool,
 }
@@ -138,6 +160,7 @@ impl Args {
         let mut duration = None;
         let mut requests = None;
         let mut rate = None;
+        let mut pacing = Pacing::Shared;
         let mut warmup = 0.0f64;
         let mut batch = 100usize;
         let mut pool = 64usize;
@@ -150,6 +173,7 @@ impl Args {
         let mut clickhouse_url = None;
         let mut clickhouse_table = None;
         let mut seed = 42u64;
+        let mut latency_log = None;
         let mut allow_failures = false;
         let mut json = false;
         let mut problems = Vec::new();
@@ -180,6 +204,15 @@ impl Args {
                     "--requests" | "-n" => requests = Some(num(flag, &value(flag)?)?),
                     "--warmup" => warmup = secs(flag, &value(flag)?)?,
                     "--rate" => rate = Some(secs(flag, &value(flag)?)?),
+                    "--pacing" => {
+                        pacing = match value(flag)?.as_str() {
+                            "shared" => Pacing::Shared,
+                            "per-connection" => Pacing::PerConnection,
+                            other => {
+                                bail!("--pacing: expected shared or per-connection, got {other:?}")
+                            }
+                        }
+                    }
                     "--batch" => batch = num(flag, &value(flag)?)?,
                     "--pool" => pool = num(flag, &value(flag)?)?,
                     "--format" => {
@@ -196,6 +229,7 @@ impl Args {
                     "--clickhouse-pid" => clickhouse_pid = Some(num(flag, &value(flag)?)?),
                     "--clickhouse-url" => clickhouse_url = Some(value(flag)?),
                     "--clickhouse-table" => clickhouse_table = Some(value(flag)?),
+                    "--latency-log" => latency_log = Some(value(flag)?),
                     "--seed" => seed = num(flag, &value(flag)?)?,
                     "--allow-failures" => allow_failures = true,
                     "--json" => json = true,
@@ -249,6 +283,7 @@ impl Args {
             duration: Duration::from_secs_f64(duration),
             requests,
             rate,
+            pacing,
             warmup: Duration::from_secs_f64(warmup),
             batch,
             pool,
@@ -261,6 +296,7 @@ impl Args {
             clickhouse_url,
             clickhouse_table,
             seed,
+            latency_log,
             allow_failures,
             json,
         }))
@@ -524,8 +560,12 @@ struct Plan {
     /// `--requests`: measured requests still to claim.
     limit: Option<u64>,
     claimed: AtomicU64,
-    /// `--rate`: each connection sends one request per `interval`.
+    /// `--rate`: the interval between two requests of one schedule (all connections'
+    /// with shared pacing, one connection's otherwise).
     interval: Option<Duration>,
+    pacing: Pacing,
+    /// Shared pacing: the next slot of the common schedule to claim.
+    next_slot: AtomicU64,
     /// When the first (warm-up) request is scheduled.
     start: Instant,
     connections: usize,
@@ -540,6 +580,8 @@ struct Tally {
     bytes: u64,
     /// Latency of 202 responses, microseconds.
     latencies_us: Vec<u32>,
+    /// Their scheduled starts, ms after `Plan::measure_from` (same order).
+    started_ms: Vec<u32>,
     by_status: BTreeMap<u16, u64>,
     by_error: BTreeMap<String, u64>,
     /// One example response body per failing status.
@@ -553,6 +595,7 @@ impl Tally {
         self.accepted += other.accepted;
         self.bytes += other.bytes;
         self.latencies_us.extend(other.latencies_us);
+        self.started_ms.extend(other.started_ms);
         for (k, v) in other.by_status {
             *self.by_status.entry(k).or_default() += v;
         }
@@ -585,13 +628,19 @@ async fn drive_connection(plan: Arc<Plan>, index: usize) -> (Tally, Tally) {
     let mut measured = Tally::default();
     let mut sender: Option<SendRequest<Full<Bytes>>> = None;
     let mut next_body = index;
-    // Paced connections start staggered over one interval.
+    // Per-connection schedules start staggered over one interval.
     let mut scheduled = plan
         .interval
         .map(|every| plan.start + every.mul_f64(index as f64 / plan.connections as f64));
     loop {
-        let start = match (&mut scheduled, plan.interval) {
-            (Some(at), Some(every)) => {
+        let start = match (&mut scheduled, plan.interval, plan.pacing) {
+            (_, Some(every), Pacing::Shared) => {
+                let slot = plan.next_slot.fetch_add(1, Ordering::Relaxed);
+                let at = plan.start + every.mul_f64(slot as f64);
+                tokio::time::sleep_until(at).await;
+                at
+            }
+            (Some(at), Some(every), Pacing::PerConnection) => {
                 tokio::time::sleep_until(*at).await;
                 let this = *at;
                 *at += every;
@@ -636,6 +685,10 @@ async fn drive_connection(plan: Arc<Plan>, index: usize) -> (Tally, Tally) {
                 tally
                     .latencies_us
                     .push(u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX));
+                let since = start.saturating_duration_since(plan.measure_from);
+                tally
+                    .started_ms
+                    .push(u32::try_from(since.as_millis()).unwrap_or(u32::MAX));
             }
             Outcome::Status(status, body) => {
                 tally.bytes += body_len;
@@ -877,9 +930,12 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             deadline: measure_from + args.duration,
             limit: args.requests,
             claimed: AtomicU64::new(0),
-            interval: args
-                .rate
-                .map(|r| Duration::from_secs_f64(args.connections as f64 / r)),
+            interval: args.rate.map(|r| match args.pacing {
+                Pacing::Shared => Duration::from_secs_f64(1.0 / r),
+                Pacing::PerConnection => Duration::from_secs_f64(args.connections as f64 / r),
+            }),
+            pacing: args.pacing,
+            next_slot: AtomicU64::new(0),
             start: Instant::now(),
             connections: args.connections,
         });
@@ -921,6 +977,10 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             _ => None,
         };
 
+        if let Some(path) = &args.latency_log {
+            write_latency_log(path, &measured)
+                .with_context(|| format!("writing --latency-log {path}"))?;
+        }
         let acknowledged = warm.accepted + measured.accepted;
         let clickhouse = match (&args.clickhouse_url, &args.clickhouse_table) {
             (Some(url), Some(table)) => Some(
@@ -952,10 +1012,28 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(report.exit_code(args.allow_failures))
 }
 
+/// `--latency-log`: "start_ms latency_us" per accepted request, in start order.
+fn write_latency_log(path: &str, measured: &Tally) -> std::io::Result<()> {
+    let mut rows: Vec<(u32, u32)> = measured
+        .started_ms
+        .iter()
+        .copied()
+        .zip(measured.latencies_us.iter().copied())
+        .collect();
+    rows.sort_unstable();
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(out, "# start_ms latency_us")?;
+    for (start, latency) in rows {
+        writeln!(out, "{start} {latency}")?;
+    }
+    out.flush()
+}
+
 struct Report {
     connections: usize,
     /// `--rate`, requests/s offered.
     offered_rps: Option<f64>,
+    pacing: Pacing,
     batch: usize,
     record_bytes: f64,
     elapsed: Duration,
@@ -990,6 +1068,7 @@ impl Report {
         Report {
             connections: args.connections,
             offered_rps: args.rate,
+            pacing: args.pacing,
             batch: args.batch,
             record_bytes: pool.record_bytes,
             elapsed,
@@ -1098,7 +1177,11 @@ impl Report {
         let mib = 1024.0 * 1024.0;
         println!("zero-logs ingest load: {} connections, {} records/request (~{:.0} B/record), {:.1} s measured", self.connections, self.batch, self.record_bytes, secs);
         if let Some(rate) = self.offered_rps {
-            println!("  offered     {rate:.0} requests/s (paced, open loop)");
+            let pacing = match self.pacing {
+                Pacing::Shared => "shared by the connections",
+                Pacing::PerConnection => "paced per connection",
+            };
+            println!("  offered     {rate:.0} requests/s (open loop, {pacing})");
         }
         println!(
             "  requests    sent {}  ok(202) {}  failed {}{}",

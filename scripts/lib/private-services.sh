@@ -157,6 +157,33 @@ _ch_autogroup_nice() {
     fi
 }
 
+# CH_IDLE=1 (scripts/bench --clickhouse-idle) puts ClickHouse in a cgroup of its own
+# with cpu.idle=1, which is what systemd's CPUWeight=idle does for a service: any
+# other task that wakes up preempts it at once, and it gets only the CPU nobody else
+# wants. Needs a writable cgroup cpu controller (v1 /sys/fs/cgroup/cpu or the v2 root).
+CH_CGROUP=''
+_ch_idle_cgroup() {
+    [[ "${CH_IDLE:-0}" == 1 ]] || return 0
+    local base
+    for base in /sys/fs/cgroup/cpu /sys/fs/cgroup; do
+        [[ -f "$base/cpu.idle" || -f "$base/cgroup.subtree_control" ]] && break
+        base=''
+    done
+    [[ -n "$base" && -w "$base" ]] ||
+        die "--clickhouse-idle needs a writable cpu cgroup (tried /sys/fs/cgroup/cpu, /sys/fs/cgroup)"
+    CH_CGROUP="$base/zero-logs-bench-$$-clickhouse"
+    mkdir "$CH_CGROUP" || die "cannot create cgroup $CH_CGROUP"
+    echo 1 >"$CH_CGROUP/cpu.idle" || die "cannot set cpu.idle in $CH_CGROUP (kernel < 5.15?)"
+    echo "$CH_PID" >"$CH_CGROUP/cgroup.procs" || die "cannot move ClickHouse ($CH_PID) into $CH_CGROUP"
+    log "ClickHouse in idle cgroup $CH_CGROUP (cpu.idle=1, like CPUWeight=idle)"
+}
+
+_ch_idle_cgroup_remove() {
+    [[ -n "$CH_CGROUP" ]] || return 0
+    rmdir "$CH_CGROUP" 2>/dev/null || warn "could not remove cgroup $CH_CGROUP"
+    CH_CGROUP=''
+}
+
 ch_start() {
     local dir=$1 attempt token i
     command -v clickhouse-server >/dev/null 2>&1 ||
@@ -187,6 +214,7 @@ ch_start() {
                 "$CH_URL/" 2>/dev/null)" == "$token" ]]; then
                 log "ClickHouse $(ch_query 'SELECT version()') up: $CH_URL (tcp $CH_TCP_PORT, pid $CH_PID, data $dir)"
                 _ch_autogroup_nice
+                _ch_idle_cgroup
                 return 0
             fi
             sleep 0.1
@@ -212,6 +240,7 @@ ch_stop() {
         stop_pid "$CH_PID" "ClickHouse" 30
         CH_PID=''
     fi
+    _ch_idle_cgroup_remove
 }
 
 # --- zero-logs worker -----------------------------------------------------------
