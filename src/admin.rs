@@ -203,7 +203,7 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
 pub fn prometheus_text(s: &WorkerStats) -> String {
     use std::fmt::Write;
     let c = &s.counters;
-    let rows: [(&str, &str, &str, f64); 15] = [
+    let rows: [(&str, &str, &str, f64); 17] = [
         (
             "zero_logs_requests_total",
             "counter",
@@ -269,6 +269,18 @@ pub fn prometheus_text(s: &WorkerStats) -> String {
             "gauge",
             "Unix time of the last successful INSERT.",
             c.last_flush_unix_ms as f64 / 1000.0,
+        ),
+        (
+            "zero_logs_request_p50_seconds",
+            "gauge",
+            "Accepted requests' handling time since start, median (bucket upper bound).",
+            c.request_p50_us as f64 / 1e6,
+        ),
+        (
+            "zero_logs_request_p99_seconds",
+            "gauge",
+            "Accepted requests' handling time since start, 99th percentile (bucket upper bound).",
+            c.request_p99_us as f64 / 1e6,
         ),
         (
             "zero_logs_resident_memory_bytes",

@@ -30,6 +30,7 @@ pub mod config;
 pub mod ctl;
 pub mod feeder;
 pub mod ingest;
+pub mod latency;
 pub mod listen;
 pub mod notify;
 pub mod proto;

@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use serde::Serialize;
 
+use crate::latency::LatencyHistogram;
+
 /// Counters updated by the pipeline. Cheap to clone behind an `Arc`.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -23,6 +25,10 @@ pub struct Stats {
     pub queue_rows: AtomicI64,
     /// Unix time in milliseconds of the last successful insert (0: never).
     pub last_flush_unix_ms: AtomicU64,
+    /// Accepted requests, from the handler's start to the answer: body read (HTTP; a
+    /// gRPC message is already decoded), validation, and the acknowledgement point
+    /// (spool commit or INSERT).
+    pub request_latency: LatencyHistogram,
 }
 
 /// A consistent-enough copy for reporting.
@@ -39,6 +45,10 @@ pub struct StatsSnapshot {
     pub insert_failures: u64,
     pub queue_rows: i64,
     pub last_flush_unix_ms: u64,
+    /// Quantiles of `Stats::request_latency` since start (µs, bucket upper bounds,
+    /// at most 25 % above the true value).
+    pub request_p50_us: u64,
+    pub request_p99_us: u64,
 }
 
 impl Stats {
@@ -59,6 +69,8 @@ impl Stats {
             insert_failures: self.insert_failures.load(Relaxed),
             queue_rows: self.queue_rows.load(Relaxed),
             last_flush_unix_ms: self.last_flush_unix_ms.load(Relaxed),
+            request_p50_us: self.request_latency.quantile_us(0.50),
+            request_p99_us: self.request_latency.quantile_us(0.99),
         }
     }
 }

@@ -262,6 +262,10 @@ async fn every_http_format_and_grpc_round_trip_field_by_field() {
     assert_eq!(stats["requests"], 6, "{stats}");
     assert_eq!(stats["pid"], worker.pid(), "{stats}");
     assert!(stats["rss_bytes"].as_u64().unwrap() > 1 << 20, "{stats}");
+    // Accepted requests were timed: a median, and a p99 no smaller than it.
+    let p50 = stats["request_p50_us"].as_u64().unwrap();
+    let p99 = stats["request_p99_us"].as_u64().unwrap();
+    assert!(p50 > 0 && p99 >= p50, "{stats}");
     let (status, _, metrics) = get(&client, &format!("{}/metrics", worker.base))
         .await
         .unwrap();
@@ -269,6 +273,13 @@ async fn every_http_format_and_grpc_round_trip_field_by_field() {
     let metrics = String::from_utf8(metrics.to_vec()).unwrap();
     assert!(
         metrics.contains("zero_logs_rows_inserted_total{worker_id=\"1\"} 17"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "zero_logs_request_p99_seconds{{worker_id=\"1\"}} {}",
+            p99 as f64 / 1e6
+        )),
         "{metrics}"
     );
 }

@@ -7,6 +7,7 @@
 //! metadata entry (seconds).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use prost::Message;
 use tonic::{Request, Response, Status};
@@ -37,6 +38,8 @@ impl LogService for LogServiceImpl {
         &self,
         request: Request<IngestRequest>,
     ) -> Result<Response<IngestResponse>, Status> {
+        // tonic has read and decoded the message by now: the clock starts here.
+        let started = Instant::now();
         let logs = request.into_inner().logs;
         let cost = logs.iter().map(LogRecord::encoded_len).sum::<usize>();
         let result = self
@@ -61,7 +64,7 @@ impl LogService for LogServiceImpl {
                 validate_all(&logs, limits)
             })
             .await;
-        self.ingest.record_outcome(&result, cost);
+        self.ingest.record_outcome(&result, cost, started);
         match result {
             Ok(accepted) => Ok(Response::new(IngestResponse {
                 accepted: accepted as u64,

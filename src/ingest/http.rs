@@ -5,6 +5,7 @@
 //! acknowledged, or a JSON error from [`super::reject`].
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -25,9 +26,10 @@ pub fn routes(ingest: Arc<Ingest>) -> Router {
 }
 
 async fn post_logs(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
     let mut body_bytes = 0;
     let result = handle(&ingest, &headers, body, &mut body_bytes).await;
-    ingest.record_outcome(&result, body_bytes);
+    ingest.record_outcome(&result, body_bytes, started);
     match result {
         Ok(accepted) => (
             StatusCode::ACCEPTED,

@@ -15,6 +15,7 @@ mod pool;
 pub mod reject;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::{oneshot, Semaphore};
 
@@ -159,12 +160,20 @@ impl Ingest {
         }
     }
 
-    /// Counts the outcome of one request.
-    pub fn record_outcome(&self, result: &Result<usize, Rejection>, body_bytes: usize) {
+    /// Counts the outcome of one request that began at `started`.
+    pub fn record_outcome(
+        &self,
+        result: &Result<usize, Rejection>,
+        body_bytes: usize,
+        started: Instant,
+    ) {
         Stats::add(&self.stats.requests, 1);
         Stats::add(&self.stats.bytes_received, body_bytes as u64);
         match result {
-            Ok(n) => Stats::add(&self.stats.records_accepted, *n as u64),
+            Ok(n) => {
+                Stats::add(&self.stats.records_accepted, *n as u64);
+                self.stats.request_latency.record(started.elapsed());
+            }
             Err(rejection) => {
                 Stats::add(&self.stats.requests_failed, 1);
                 // Records that failed validation; a body that never parsed counts as one.

@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 use super::acks::AckTracker;
 use super::adopt::DirLock;
 use super::SpoolConfig;
+use crate::latency::LatencyHistogram;
 use crate::record::Batch;
 
 /// One segment file as the ledger knows it.
@@ -137,41 +138,6 @@ pub struct Counters {
     pub adopted_frames: AtomicU64,
     /// Append → durable (queued for the writer until its group's `fdatasync` returned).
     pub commit_latency: LatencyHistogram,
-}
-
-/// Counts of durations in power-of-two microsecond buckets (bucket `i` holds
-/// `[2^i, 2^(i+1))` µs; 0 holds under 2 µs), lock-free, since start.
-#[derive(Debug, Default)]
-pub struct LatencyHistogram {
-    buckets: [AtomicU64; 26],
-}
-
-impl LatencyHistogram {
-    pub fn record(&self, elapsed: std::time::Duration) {
-        let us = u64::try_from(elapsed.as_micros())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        let i = (63 - us.leading_zeros() as usize).min(self.buckets.len() - 1);
-        self.buckets[i].fetch_add(1, Relaxed);
-    }
-
-    /// The upper bound (µs) of the bucket holding quantile `q` (0..1); 0 when empty.
-    pub fn quantile_us(&self, q: f64) -> u64 {
-        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
-        let total: u64 = counts.iter().sum();
-        if total == 0 {
-            return 0;
-        }
-        let rank = ((total as f64) * q).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (i, n) in counts.iter().enumerate() {
-            seen += n;
-            if seen >= rank {
-                return 1u64 << (i + 1);
-            }
-        }
-        1u64 << counts.len()
-    }
 }
 
 impl Counters {
@@ -320,26 +286,4 @@ pub fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-#[cfg(test)]
-mod latency_tests {
-    use super::LatencyHistogram;
-    use std::time::Duration;
-
-    #[test]
-    fn quantiles_are_bucket_upper_bounds() {
-        let h = LatencyHistogram::default();
-        assert_eq!(h.quantile_us(0.5), 0);
-        for _ in 0..98 {
-            h.record(Duration::from_micros(300)); // bucket [256, 512)
-        }
-        h.record(Duration::from_millis(20)); // [16384, 32768)
-        h.record(Duration::from_millis(20));
-        assert_eq!(h.quantile_us(0.5), 512);
-        assert_eq!(h.quantile_us(0.98), 512);
-        assert_eq!(h.quantile_us(0.99), 32768);
-        h.record(Duration::from_secs(1_000_000));
-        assert_eq!(h.quantile_us(1.0), 1 << 26);
-    }
 }
