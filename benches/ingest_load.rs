@@ -582,6 +582,9 @@ struct Tally {
     latencies_us: Vec<u32>,
     /// Their scheduled starts, ms after `Plan::measure_from` (same order).
     started_ms: Vec<u32>,
+    /// `--rate`: how late each measured request left against its schedule, µs (the
+    /// generator waiting for a core or a connection; included in the latency).
+    lags_us: Vec<u32>,
     by_status: BTreeMap<u16, u64>,
     by_error: BTreeMap<String, u64>,
     /// One example response body per failing status.
@@ -596,6 +599,7 @@ impl Tally {
         self.bytes += other.bytes;
         self.latencies_us.extend(other.latencies_us);
         self.started_ms.extend(other.started_ms);
+        self.lags_us.extend(other.lags_us);
         for (k, v) in other.by_status {
             *self.by_status.entry(k).or_default() += v;
         }
@@ -664,6 +668,10 @@ async fn drive_connection(plan: Arc<Plan>, index: usize) -> (Tally, Tally) {
         } else {
             &mut warm
         };
+        if is_measured && plan.interval.is_some() {
+            let lag = start.elapsed().as_micros();
+            tally.lags_us.push(u32::try_from(lag).unwrap_or(u32::MAX));
+        }
         let body = plan.bodies[next_body % plan.bodies.len()].clone();
         next_body = next_body.wrapping_add(plan.bodies.len() / 2 + 1);
         let body_len = body.len() as u64;
@@ -1029,6 +1037,15 @@ fn write_latency_log(path: &str, measured: &Tally) -> std::io::Result<()> {
     out.flush()
 }
 
+/// Percentile `p` (0..100) of sorted µs values, in ms.
+fn percentile_ms(sorted_us: &[u32], p: f64) -> Option<f64> {
+    if sorted_us.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted_us.len() as f64).ceil() as usize;
+    Some(f64::from(sorted_us[rank.clamp(1, sorted_us.len()) - 1]) / 1000.0)
+}
+
 struct Report {
     connections: usize,
     /// `--rate`, requests/s offered.
@@ -1040,6 +1057,7 @@ struct Report {
     warm: Tally,
     measured: Tally,
     sorted_latencies_us: Vec<u32>,
+    sorted_lags_us: Vec<u32>,
     worker_pid: Option<String>,
     worker_cpu_s: Option<f64>,
     worker_peak_rss: Option<u64>,
@@ -1065,6 +1083,8 @@ impl Report {
     ) -> Report {
         let mut sorted = std::mem::take(&mut measured.latencies_us);
         sorted.sort_unstable();
+        let mut lags = std::mem::take(&mut measured.lags_us);
+        lags.sort_unstable();
         Report {
             connections: args.connections,
             offered_rps: args.rate,
@@ -1075,6 +1095,7 @@ impl Report {
             warm,
             measured,
             sorted_latencies_us: sorted,
+            sorted_lags_us: lags,
             worker_pid: worker_pid.map(str::to_string),
             worker_cpu_s,
             worker_peak_rss: worker_pid.and_then(|p| status_kb(p, "VmHWM")),
@@ -1091,12 +1112,7 @@ impl Report {
 
     /// Latency percentile in milliseconds (nearest rank).
     fn percentile_ms(&self, p: f64) -> Option<f64> {
-        let v = &self.sorted_latencies_us;
-        if v.is_empty() {
-            return None;
-        }
-        let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
-        Some(f64::from(v[rank.clamp(1, v.len()) - 1]) / 1000.0)
+        percentile_ms(&self.sorted_latencies_us, p)
     }
 
     fn acknowledged(&self) -> u64 {
@@ -1151,6 +1167,11 @@ impl Report {
                 "p99": ms(99.0).map(|v| round(v, 3)),
                 "max": self.sorted_latencies_us.last().map(|v| round(f64::from(*v) / 1000.0, 3)),
             },
+            "send_lag_ms": (!self.sorted_lags_us.is_empty()).then(|| json!({
+                "p50": percentile_ms(&self.sorted_lags_us, 50.0).map(|v| round(v, 3)),
+                "p99": percentile_ms(&self.sorted_lags_us, 99.0).map(|v| round(v, 3)),
+                "max": self.sorted_lags_us.last().map(|v| round(f64::from(*v) / 1000.0, 3)),
+            })),
             "worker": self.worker_pid.as_ref().map(|pid| json!({
                 "pid": pid.parse::<u64>().ok(),
                 "cpu_s": self.worker_cpu_s.map(|v| round(v, 2)),
@@ -1234,6 +1255,15 @@ impl Report {
                 .last()
                 .map(|v| f64::from(*v) / 1000.0)),
         );
+        if !self.sorted_lags_us.is_empty() {
+            let lag = |p| fmt(percentile_ms(&self.sorted_lags_us, p));
+            println!(
+                "  send lag    p50 {}  p99 {}  max {}   (generator late against its schedule; in the latency)",
+                lag(50.0),
+                lag(99.0),
+                fmt(self.sorted_lags_us.last().map(|v| f64::from(*v) / 1000.0)),
+            );
+        }
         if let Some(pid) = &self.worker_pid {
             if let Some(cpu) = self.worker_cpu_s {
                 println!(

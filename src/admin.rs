@@ -416,6 +416,18 @@ fn spool_metrics(s: &SpoolStats) -> Vec<Metric> {
             "Append-to-durable time since start, 99th percentile (bucket upper bound).",
             s.commit_p99_us as f64 / 1e6,
         ),
+        (
+            "zero_logs_spool_fsync_p50_seconds",
+            "gauge",
+            "One group's fdatasync since start, median (bucket upper bound).",
+            s.fsync_p50_us as f64 / 1e6,
+        ),
+        (
+            "zero_logs_spool_fsync_p99_seconds",
+            "gauge",
+            "One group's fdatasync since start, 99th percentile (bucket upper bound).",
+            s.fsync_p99_us as f64 / 1e6,
+        ),
     ]
 }
 

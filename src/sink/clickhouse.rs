@@ -30,6 +30,8 @@ use crate::config::ClickHouseConfig;
 use crate::record::Record;
 
 /// How long start-up queries and pings may take when `insert_timeout` is longer.
+/// Rows encoded between two yields to the runtime (~0.3 ms of encoding).
+const YIELD_EVERY_ROWS: usize = 2048;
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Writes rows to one ClickHouse table.
@@ -263,8 +265,14 @@ impl ClickHouseSink {
             if let Some(token) = token {
                 insert = insert.with_setting(TOKEN_SETTING, token);
             }
-            for record in rows {
+            for (i, record) in rows.iter().enumerate() {
                 insert.write(&R::encode(record)).await?;
+                // Encoding runs on the runtime that also serves requests, and a write
+                // only waits when the connection is slow: without this a 100 000-row
+                // INSERT holds its thread for ~15 ms at a time.
+                if i % YIELD_EVERY_ROWS == YIELD_EVERY_ROWS - 1 {
+                    tokio::task::yield_now().await;
+                }
             }
             insert.end().await
         };

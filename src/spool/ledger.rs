@@ -39,6 +39,8 @@ pub struct SegmentMeta {
     pub sealed: bool,
     /// Append time of its first frame (Unix ms, 0 if unknown), for the age statistic.
     pub first_unix_ms: u64,
+    /// Fully acknowledged and handed to the reaper thread (`reaper.rs`) for deletion.
+    pub deleting: bool,
 }
 
 /// A durable frame kept in memory so the reader need not read it back from disk.
@@ -138,6 +140,8 @@ pub struct Counters {
     pub adopted_frames: AtomicU64,
     /// Append → durable (queued for the writer until its group's `fdatasync` returned).
     pub commit_latency: LatencyHistogram,
+    /// One `fdatasync` of a group (the disk's part of `commit_latency`).
+    pub sync_latency: LatencyHistogram,
 }
 
 impl Counters {
@@ -217,6 +221,8 @@ impl Shared {
             adopted_frames: c.adopted_frames.load(Relaxed),
             commit_p50_us: c.commit_latency.quantile_us(0.50),
             commit_p99_us: c.commit_latency.quantile_us(0.99),
+            fsync_p50_us: c.sync_latency.quantile_us(0.50),
+            fsync_p99_us: c.sync_latency.quantile_us(0.99),
         };
         drop(ledger);
         stats
@@ -276,9 +282,12 @@ pub struct SpoolStats {
     pub adopted_spools: u64,
     pub adopted_frames: u64,
     /// Append → durable since start, p50 and p99, as the upper bound of a
-    /// power-of-two microsecond bucket (so within 2× above the true value).
+    /// [`LatencyHistogram`] bucket (at most 25 % above the true value).
     pub commit_p50_us: u64,
     pub commit_p99_us: u64,
+    /// One group's `fdatasync`, likewise.
+    pub fsync_p50_us: u64,
+    pub fsync_p99_us: u64,
 }
 
 /// Wall-clock now in Unix milliseconds (frame stamps and ages, not timing).

@@ -38,8 +38,9 @@
 //!   scanner, quarantine copies and the write seam.
 //! - `state_file.rs`: `spool.state` (watermark, next sequence number, epoch).
 //! - [`codec`]: a `Batch` ↔ payload bytes.
-//! - `writer.rs`: the writer thread (group commit, rotation, `ENOSPC`, ack persistence,
-//!   segment deletion).
+//! - `writer.rs`: the writer thread (group commit, rotation, `ENOSPC`, ack persistence).
+//! - `reaper.rs`: the thread that deletes acknowledged segments (an `unlink` of a full
+//!   segment takes milliseconds; appends must not wait for it).
 //! - `replay.rs`: recovery at open and validated chunk reads (torn tails, quarantine).
 //! - `reader.rs`: [`SpoolReader`], memory or disk, in sequence order.
 //! - `acks.rs`: the low-watermark over out-of-order acks.
@@ -115,6 +116,7 @@ pub mod codec;
 mod ledger;
 mod prealloc;
 mod reader;
+mod reaper;
 mod replay;
 pub mod segment;
 mod state_file;

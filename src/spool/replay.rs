@@ -80,6 +80,7 @@ pub(crate) fn recover(
                     last_seq: next_first - 1,
                     sealed: true,
                     first_unix_ms,
+                    deleting: false,
                 })
                 .filter(|_| size > 0)
             }
@@ -199,6 +200,7 @@ fn recover_tail(
         last_seq: expected - 1,
         sealed: true,
         first_unix_ms,
+        deleting: false,
     }))
 }
 

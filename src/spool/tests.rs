@@ -157,6 +157,42 @@ async fn concurrent_appends_share_fsyncs() {
 }
 
 #[tokio::test]
+async fn acked_segments_are_deleted_in_the_background_without_a_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = SpoolConfig {
+        segment_bytes: 2048,
+        ..config(tmp.path(), "1")
+    };
+    let (spool, mut reader) = Spool::open(cfg).await.unwrap();
+    let n = 30;
+    append_all(&spool, (0..n).map(|i| batch(i, 3))).await;
+    let before = spool.stats();
+    assert!(before.segments >= 6, "rotation: {before:?}");
+    for seq in read_seqs(&mut reader, n).await {
+        spool.ack(SeqNo(seq));
+    }
+    // Only the acks' maintenance runs (the reaper deletes); nobody waits for it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while spool.stats().segments > 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "acked segments not deleted: {:?}",
+            spool.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let after = spool.stats();
+    assert_eq!(after.segments_deleted, before.segments - 1, "{after:?}");
+    assert!(after.bytes < before.bytes, "{before:?} -> {after:?}");
+    assert_eq!(
+        segments(spool.dir()).len(),
+        1,
+        "only the active segment is left"
+    );
+    spool.shutdown().await;
+}
+
+#[tokio::test]
 async fn segments_rotate_and_are_deleted_only_when_every_frame_is_acked() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = SpoolConfig {

@@ -33,9 +33,11 @@
 //! # Maintenance
 //!
 //! When acks moved, the thread persists the watermark in `spool.state` (one
-//! `fdatasync`) and then deletes every sealed segment whose frames are all
-//! acknowledged. Persisting first keeps `next_seq` ahead of every deleted frame, so a
-//! restart never reuses a sequence number.
+//! `fdatasync`) and then has every sealed segment whose frames are all acknowledged
+//! deleted — by the reaper thread (`reaper.rs`), since an `unlink` of a full segment
+//! takes milliseconds that queued appends would wait out; inline at checkpoints and
+//! shutdown, which also wait for the reaper. Persisting first keeps `next_seq` ahead of
+//! every deleted frame, so a restart never reuses a sequence number.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -48,6 +50,7 @@ use tokio::time::Instant;
 
 use super::ledger::{unix_ms, Counters, HotFrame, SegmentMeta, Shared};
 use super::prealloc::Spare;
+use super::reaper::{delete_segment, Reaper};
 use super::segment::{
     is_no_space, segment_path, sync_dir, FrameHeader, SegmentFs, SegmentIo, HEADER_LEN,
 };
@@ -109,6 +112,19 @@ pub(crate) struct Writer {
     last_group_len: usize,
     /// Prepares zero-filled segments ahead of rotation; `None`: segments grow.
     spare: Option<Spare>,
+    /// Deletes acknowledged segments; `None` (thread did not start): inline.
+    reaper: Option<Reaper>,
+}
+
+/// Why `Writer::maintain` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Maintenance {
+    /// Acks moved: deletions go to the reaper.
+    Background,
+    /// Someone waits for the result: delete inline and wait for the reaper.
+    Checkpoint,
+    /// Like `Checkpoint`, and the last segment too (nothing more is appended).
+    Closing,
 }
 
 /// Marks the writer gone (also when unwinding) and wakes the reader.
@@ -170,6 +186,7 @@ impl Writer {
         } else {
             None
         };
+        let reaper = Reaper::start(Arc::clone(&shared));
         Writer {
             shared,
             rx,
@@ -181,6 +198,7 @@ impl Writer {
             appends_closed: false,
             last_group_len: 0,
             spare,
+            reaper,
         }
     }
 
@@ -199,8 +217,10 @@ impl Writer {
             if round.close_appends || round.shutdown.is_some() {
                 self.close_appends();
             }
-            if maintain || !checkpoints.is_empty() || self.shared.maintain_pending.load(Relaxed) {
-                self.maintain(false);
+            if !checkpoints.is_empty() {
+                self.maintain(Maintenance::Checkpoint);
+            } else if maintain || self.shared.maintain_pending.load(Relaxed) {
+                self.maintain(Maintenance::Background);
             }
             for done in checkpoints {
                 let _ = done.send(());
@@ -213,7 +233,7 @@ impl Writer {
         // Shutdown, or every handle dropped: nothing more can be appended.
         self.close_appends();
         self.seal_active();
-        self.maintain(true);
+        self.maintain(Maintenance::Closing);
         if let Some(done) = shutdown {
             let _ = done.send(());
         }
@@ -329,8 +349,12 @@ impl Writer {
             .io
             .write_all_at(&self.buf, active.len)
             .and_then(|()| {
-                Counters::add(&self.shared.counters.fsyncs, 1);
-                active.io.sync_data().inspect_err(|_| synced = false)
+                let counters = &self.shared.counters;
+                Counters::add(&counters.fsyncs, 1);
+                let started = Instant::now();
+                let synced_now = active.io.sync_data().inspect_err(|_| synced = false);
+                counters.sync_latency.record(started.elapsed());
+                synced_now
             });
         if let Err(err) = written {
             // After a failed fdatasync the kernel may have dropped the dirty pages and
@@ -433,6 +457,7 @@ impl Writer {
                 last_seq: first.saturating_sub(1),
                 sealed: false,
                 first_unix_ms: unix_ms(),
+                deleting: false,
             },
         );
         self.active = Some(Active {
@@ -552,9 +577,10 @@ impl Writer {
         }
     }
 
-    /// Persists the watermark, then deletes fully acknowledged segments. `closing`:
-    /// also the last segment (this run appends nothing more).
-    fn maintain(&mut self, closing: bool) {
+    /// Persists the watermark, then deletes fully acknowledged segments (see
+    /// [`Maintenance`] for where and which).
+    fn maintain(&mut self, how: Maintenance) {
+        let closing = how == Maintenance::Closing;
         self.shared.maintain_pending.store(false, Relaxed);
         let (watermark, deletable) = {
             let ledger = self.shared.ledger();
@@ -562,7 +588,8 @@ impl Writer {
                 .segments
                 .iter()
                 .filter(|(&first, meta)| {
-                    (meta.sealed || closing)
+                    !meta.deleting
+                        && (meta.sealed || closing)
                         && meta.last_seq >= first
                         && ledger.acks.covers(first, meta.last_seq)
                 })
@@ -592,25 +619,38 @@ impl Writer {
             }
         }
         for (first, len) in deletable {
-            let path = segment_path(&self.shared.dir, first);
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    Counters::add(&self.shared.counters.io_errors, 1);
-                    tracing::error!(
-                        path = %path.display(), error = %e,
-                        "cannot delete an acknowledged segment"
-                    );
-                    continue;
-                }
+            if how == Maintenance::Background && self.hand_to_reaper(first, len) {
+                continue;
             }
-            if self.active.as_ref().is_some_and(|a| a.first == first) {
+            if delete_segment(&self.shared, first, len)
+                && self.active.as_ref().is_some_and(|a| a.first == first)
+            {
                 self.active = None;
             }
-            self.shared.ledger().segments.remove(&first);
-            self.shared.release(len);
-            Counters::add(&self.shared.counters.segments_deleted, 1);
         }
+        if how != Maintenance::Background {
+            if let Some(reaper) = &self.reaper {
+                reaper.flush();
+            }
+        }
+    }
+
+    /// Marks a sealed, fully acknowledged segment `deleting` and queues it for the
+    /// reaper; `false` (unmarked) when there is no reaper thread.
+    fn hand_to_reaper(&self, first: u64, len: u64) -> bool {
+        let Some(reaper) = &self.reaper else {
+            return false;
+        };
+        let mark = |deleting| {
+            if let Some(meta) = self.shared.ledger().segments.get_mut(&first) {
+                meta.deleting = deleting;
+            }
+        };
+        mark(true);
+        let queued = reaper.delete(first, len);
+        if !queued {
+            mark(false);
+        }
+        queued
     }
 }
