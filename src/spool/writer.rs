@@ -32,25 +32,25 @@
 //!
 //! # Maintenance
 //!
-//! When acks moved, the thread persists the watermark in `spool.state` (one
-//! `fdatasync`) and then has every sealed segment whose frames are all acknowledged
-//! deleted — by the reaper thread (`reaper.rs`), since an `unlink` of a full segment
-//! takes milliseconds that queued appends would wait out; inline at checkpoints and
-//! shutdown, which also wait for the reaper. Persisting first keeps `next_seq` ahead of
-//! every deleted frame, so a restart never reuses a sequence number.
+//! When acks moved, the watermark is persisted in `spool.state` (one `fdatasync`) and
+//! then every sealed segment whose frames are all acknowledged is deleted. Persisting
+//! first keeps `next_seq` ahead of every deleted frame, so a restart never reuses a
+//! sequence number. The reaper thread (`reaper.rs`) does both, in that order, since
+//! they take milliseconds that queued appends would otherwise wait out; checkpoints
+//! and shutdown wait for the reaper and then do it inline.
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::ledger::{unix_ms, Counters, HotFrame, SegmentMeta, Shared};
 use super::prealloc::Spare;
-use super::reaper::{delete_segment, Reaper};
+use super::reaper::{delete_segment, mark_deleting, persist_state, Reaper, SharedState};
 use super::segment::{
     is_no_space, segment_path, sync_dir, FrameHeader, SegmentFs, SegmentIo, HEADER_LEN,
 };
@@ -104,7 +104,7 @@ pub(crate) struct Writer {
     shared: Arc<Shared>,
     rx: Receiver<WriterMsg>,
     fs: Arc<dyn SegmentFs>,
-    state: StateFile,
+    state: SharedState,
     active: Option<Active>,
     next_seq: u64,
     buf: Vec<u8>,
@@ -186,7 +186,8 @@ impl Writer {
         } else {
             None
         };
-        let reaper = Reaper::start(Arc::clone(&shared));
+        let state = Arc::new(Mutex::new(state));
+        let reaper = Reaper::start(Arc::clone(&shared), Arc::clone(&state));
         Writer {
             shared,
             rx,
@@ -581,6 +582,12 @@ impl Writer {
     /// [`Maintenance`] for where and which).
     fn maintain(&mut self, how: Maintenance) {
         let closing = how == Maintenance::Closing;
+        if how != Maintenance::Background {
+            // Inline from here on: let the reaper's queued jobs finish first.
+            if let Some(reaper) = &self.reaper {
+                reaper.flush();
+            }
+        }
         self.shared.maintain_pending.store(false, Relaxed);
         let (watermark, deletable) = {
             let ledger = self.shared.ledger();
@@ -597,59 +604,53 @@ impl Writer {
                 .collect();
             (ledger.acks.watermark(), deletable)
         };
-        let persisted = self.state.get();
+        let persisted = self
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get();
         let wanted = SpoolState {
             acked_through: watermark.max(persisted.acked_through),
             next_seq: self.next_seq.max(persisted.next_seq),
             epoch: persisted.epoch,
         };
         let stale_next = !deletable.is_empty() && persisted.next_seq < self.next_seq;
-        if wanted.acked_through > persisted.acked_through
+        let persist = (wanted.acked_through > persisted.acked_through
             || stale_next
-            || (closing && wanted != persisted)
-        {
-            if let Err(err) = self.state.write(wanted) {
-                Counters::add(&self.shared.counters.io_errors, 1);
-                tracing::error!(
-                    dir = %self.shared.dir.display(), error = %err,
-                    "cannot persist spool acknowledgements; segments kept, retried on the next ack"
-                );
-                self.shared.maintain_pending.store(true, Relaxed);
-                return;
-            }
+            || (closing && wanted != persisted))
+            .then_some(wanted);
+        if persist.is_none() && deletable.is_empty() {
+            return;
+        }
+        if how == Maintenance::Background && self.hand_to_reaper(persist, &deletable) {
+            return;
+        }
+        if persist.is_some_and(|wanted| !persist_state(&self.shared, &self.state, wanted)) {
+            return;
         }
         for (first, len) in deletable {
-            if how == Maintenance::Background && self.hand_to_reaper(first, len) {
-                continue;
-            }
             if delete_segment(&self.shared, first, len)
                 && self.active.as_ref().is_some_and(|a| a.first == first)
             {
                 self.active = None;
             }
         }
-        if how != Maintenance::Background {
-            if let Some(reaper) = &self.reaper {
-                reaper.flush();
-            }
-        }
     }
 
-    /// Marks a sealed, fully acknowledged segment `deleting` and queues it for the
-    /// reaper; `false` (unmarked) when there is no reaper thread.
-    fn hand_to_reaper(&self, first: u64, len: u64) -> bool {
+    /// Marks `segments` `deleting` and queues the job for the reaper; `false`
+    /// (unmarked) when there is no reaper thread.
+    fn hand_to_reaper(&self, state: Option<SpoolState>, segments: &[(u64, u64)]) -> bool {
         let Some(reaper) = &self.reaper else {
             return false;
         };
-        let mark = |deleting| {
-            if let Some(meta) = self.shared.ledger().segments.get_mut(&first) {
-                meta.deleting = deleting;
-            }
-        };
-        mark(true);
-        let queued = reaper.delete(first, len);
+        for &(first, _) in segments {
+            mark_deleting(&self.shared, first, true);
+        }
+        let queued = reaper.maintain(state, segments.to_vec());
         if !queued {
-            mark(false);
+            for &(first, _) in segments {
+                mark_deleting(&self.shared, first, false);
+            }
         }
         queued
     }
