@@ -203,7 +203,7 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
 pub fn prometheus_text(s: &WorkerStats) -> String {
     use std::fmt::Write;
     let c = &s.counters;
-    let rows: [(&str, &str, &str, f64); 17] = [
+    let rows: [(&str, &str, &str, f64); 15] = [
         (
             "zero_logs_requests_total",
             "counter",
@@ -271,18 +271,6 @@ pub fn prometheus_text(s: &WorkerStats) -> String {
             c.last_flush_unix_ms as f64 / 1000.0,
         ),
         (
-            "zero_logs_request_p50_seconds",
-            "gauge",
-            "Accepted requests' handling time since start, median (bucket upper bound).",
-            c.request_p50_us as f64 / 1e6,
-        ),
-        (
-            "zero_logs_request_p99_seconds",
-            "gauge",
-            "Accepted requests' handling time since start, 99th percentile (bucket upper bound).",
-            c.request_p99_us as f64 / 1e6,
-        ),
-        (
             "zero_logs_resident_memory_bytes",
             "gauge",
             "Resident set size of the worker.",
@@ -312,6 +300,34 @@ pub fn prometheus_text(s: &WorkerStats) -> String {
     for (name, kind, help, value) in rows.into_iter().chain(spool_rows) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         let _ = writeln!(out, "{name}{{worker_id=\"{}\"}} {value}", s.worker_id);
+    }
+    let mut summaries = vec![(
+        "zero_logs_request_seconds",
+        "Accepted requests' handling time since start (bucket upper bounds).",
+        [c.request_p50_us, c.request_p99_us],
+    )];
+    if let Some(sp) = &s.spool {
+        summaries.push((
+            "zero_logs_spool_commit_seconds",
+            "Append-to-durable time since start (bucket upper bounds).",
+            [sp.commit_p50_us, sp.commit_p99_us],
+        ));
+        summaries.push((
+            "zero_logs_spool_fsync_seconds",
+            "One group's fdatasync since start (bucket upper bounds).",
+            [sp.fsync_p50_us, sp.fsync_p99_us],
+        ));
+    }
+    for (name, help, quantiles_us) in summaries {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} summary");
+        for (q, us) in ["0.5", "0.99"].into_iter().zip(quantiles_us) {
+            let value = us as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "{name}{{worker_id=\"{}\",quantile=\"{q}\"}} {value}",
+                s.worker_id
+            );
+        }
     }
     out
 }
@@ -403,30 +419,6 @@ fn spool_metrics(s: &SpoolStats) -> Vec<Metric> {
             "counter",
             "Batches adopted from stopped instances' spools.",
             s.adopted_frames as f64,
-        ),
-        (
-            "zero_logs_spool_commit_p50_seconds",
-            "gauge",
-            "Append-to-durable time since start, median (bucket upper bound).",
-            s.commit_p50_us as f64 / 1e6,
-        ),
-        (
-            "zero_logs_spool_commit_p99_seconds",
-            "gauge",
-            "Append-to-durable time since start, 99th percentile (bucket upper bound).",
-            s.commit_p99_us as f64 / 1e6,
-        ),
-        (
-            "zero_logs_spool_fsync_p50_seconds",
-            "gauge",
-            "One group's fdatasync since start, median (bucket upper bound).",
-            s.fsync_p50_us as f64 / 1e6,
-        ),
-        (
-            "zero_logs_spool_fsync_p99_seconds",
-            "gauge",
-            "One group's fdatasync since start, 99th percentile (bucket upper bound).",
-            s.fsync_p99_us as f64 / 1e6,
         ),
     ]
 }

@@ -277,7 +277,7 @@ async fn every_http_format_and_grpc_round_trip_field_by_field() {
     );
     assert!(
         metrics.contains(&format!(
-            "zero_logs_request_p99_seconds{{worker_id=\"1\"}} {}",
+            "zero_logs_request_seconds{{worker_id=\"1\",quantile=\"0.99\"}} {}",
             p99 as f64 / 1e6
         )),
         "{metrics}"
