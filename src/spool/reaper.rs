@@ -51,7 +51,7 @@ pub(crate) struct Reaper {
 }
 
 impl Reaper {
-    /// `None` if the thread cannot start: the writer then deletes inline.
+    /// `None` if the thread cannot start: the writer then does its jobs inline.
     pub fn start(shared: Arc<Shared>, state: SharedState) -> Option<Reaper> {
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -73,7 +73,7 @@ impl Reaper {
             .is_some_and(|tx| tx.send(Job::Maintain { state, segments }).is_ok())
     }
 
-    /// Returns once every deletion queued before has been done or has failed.
+    /// Returns once every job queued before has been done or has failed.
     pub fn flush(&self) {
         let (done_tx, done_rx) = mpsc::sync_channel(1);
         let queued = self

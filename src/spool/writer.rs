@@ -112,14 +112,15 @@ pub(crate) struct Writer {
     last_group_len: usize,
     /// Prepares zero-filled segments ahead of rotation; `None`: segments grow.
     spare: Option<Spare>,
-    /// Deletes acknowledged segments; `None` (thread did not start): inline.
+    /// Persists acks and deletes acknowledged segments; `None` (thread did not
+    /// start): inline.
     reaper: Option<Reaper>,
 }
 
 /// Why `Writer::maintain` runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Maintenance {
-    /// Acks moved: deletions go to the reaper.
+    /// Acks moved: the state write and the deletions go to the reaper.
     Background,
     /// Someone waits for the result: delete inline and wait for the reaper.
     Checkpoint,
