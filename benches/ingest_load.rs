@@ -560,15 +560,25 @@ struct Plan {
     /// `--requests`: measured requests still to claim.
     limit: Option<u64>,
     claimed: AtomicU64,
-    /// `--rate`: the interval between two requests of one schedule (all connections'
-    /// with shared pacing, one connection's otherwise).
-    interval: Option<Duration>,
-    pacing: Pacing,
-    /// Shared pacing: the next slot of the common schedule to claim.
+    /// When requests are due (`--rate`, `--pacing`).
+    schedule: Schedule,
+    /// `Schedule::Shared`: the next slot of the common schedule to claim.
     next_slot: AtomicU64,
     /// When the first (warm-up) request is scheduled.
     start: Instant,
     connections: usize,
+}
+
+/// When a connection's requests are due.
+#[derive(Debug, Clone, Copy)]
+enum Schedule {
+    /// As fast as the answers come.
+    Unpaced,
+    /// Slot k of one schedule is due at `start + k * every` and goes to whichever
+    /// connection claims it next.
+    Shared { every: Duration },
+    /// Each connection sends one request per `every`, the connections staggered.
+    PerConnection { every: Duration },
 }
 
 #[derive(Default)]
@@ -633,24 +643,27 @@ async fn drive_connection(plan: Arc<Plan>, index: usize) -> (Tally, Tally) {
     let mut sender: Option<SendRequest<Full<Bytes>>> = None;
     let mut next_body = index;
     // Per-connection schedules start staggered over one interval.
-    let mut scheduled = plan
-        .interval
-        .map(|every| plan.start + every.mul_f64(index as f64 / plan.connections as f64));
+    let mut own_next = match plan.schedule {
+        Schedule::PerConnection { every } => {
+            plan.start + every.mul_f64(index as f64 / plan.connections as f64)
+        }
+        _ => plan.start,
+    };
     loop {
-        let start = match (&mut scheduled, plan.interval, plan.pacing) {
-            (_, Some(every), Pacing::Shared) => {
+        let start = match plan.schedule {
+            Schedule::Unpaced => Instant::now(),
+            Schedule::Shared { every } => {
                 let slot = plan.next_slot.fetch_add(1, Ordering::Relaxed);
                 let at = plan.start + every.mul_f64(slot as f64);
                 tokio::time::sleep_until(at).await;
                 at
             }
-            (Some(at), Some(every), Pacing::PerConnection) => {
-                tokio::time::sleep_until(*at).await;
-                let this = *at;
-                *at += every;
-                this
+            Schedule::PerConnection { every } => {
+                let at = own_next;
+                own_next += every;
+                tokio::time::sleep_until(at).await;
+                at
             }
-            _ => Instant::now(),
         };
         if start >= plan.deadline {
             break;
@@ -668,7 +681,7 @@ async fn drive_connection(plan: Arc<Plan>, index: usize) -> (Tally, Tally) {
         } else {
             &mut warm
         };
-        if is_measured && plan.interval.is_some() {
+        if is_measured && !matches!(plan.schedule, Schedule::Unpaced) {
             let lag = start.elapsed().as_micros();
             tally.lags_us.push(u32::try_from(lag).unwrap_or(u32::MAX));
         }
@@ -938,11 +951,15 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             deadline: measure_from + args.duration,
             limit: args.requests,
             claimed: AtomicU64::new(0),
-            interval: args.rate.map(|r| match args.pacing {
-                Pacing::Shared => Duration::from_secs_f64(1.0 / r),
-                Pacing::PerConnection => Duration::from_secs_f64(args.connections as f64 / r),
-            }),
-            pacing: args.pacing,
+            schedule: match (args.rate, args.pacing) {
+                (None, _) => Schedule::Unpaced,
+                (Some(r), Pacing::Shared) => Schedule::Shared {
+                    every: Duration::from_secs_f64(1.0 / r),
+                },
+                (Some(r), Pacing::PerConnection) => Schedule::PerConnection {
+                    every: Duration::from_secs_f64(args.connections as f64 / r),
+                },
+            },
             next_slot: AtomicU64::new(0),
             start: Instant::now(),
             connections: args.connections,

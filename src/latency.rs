@@ -35,23 +35,26 @@ impl LatencyHistogram {
         self.buckets[bucket_of(us)].fetch_add(1, Relaxed);
     }
 
-    /// The upper bound (µs, exclusive) of the bucket holding quantile `q` (0..1);
-    /// 0 when nothing was recorded.
-    pub fn quantile_us(&self, q: f64) -> u64 {
-        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+    /// For each quantile in `qs` (0..1, ascending), the upper bound (µs, exclusive) of
+    /// the bucket holding it, all from one reading of the counters; 0 when nothing
+    /// was recorded.
+    pub fn quantiles_us<const N: usize>(&self, qs: [f64; N]) -> [u64; N] {
+        let counts: [u64; BUCKETS] = std::array::from_fn(|i| self.buckets[i].load(Relaxed));
         let total: u64 = counts.iter().sum();
-        if total == 0 {
-            return 0;
-        }
-        let rank = ((total as f64) * q).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (i, n) in counts.iter().enumerate() {
-            seen += n;
-            if seen >= rank {
-                return upper_bound(i);
+        qs.map(|q| {
+            if total == 0 {
+                return 0;
             }
-        }
-        upper_bound(BUCKETS - 1)
+            let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+            let mut seen = 0;
+            counts
+                .iter()
+                .position(|n| {
+                    seen += n;
+                    seen >= rank
+                })
+                .map_or(upper_bound(BUCKETS - 1), upper_bound)
+        })
     }
 }
 
@@ -98,15 +101,13 @@ mod tests {
     #[test]
     fn quantiles_come_from_the_recorded_distribution() {
         let h = LatencyHistogram::default();
-        assert_eq!(h.quantile_us(0.99), 0);
+        assert_eq!(h.quantiles_us([0.99]), [0]);
         for _ in 0..98 {
             h.record(Duration::from_micros(1_000));
         }
         h.record(Duration::from_millis(9));
         h.record(Duration::from_millis(40));
         // 1000 µs is in [896, 1024); 9 ms in [8192, 10240); 40 ms in [32768, 40960).
-        assert_eq!(h.quantile_us(0.50), 1_024);
-        assert_eq!(h.quantile_us(0.99), 10_240);
-        assert_eq!(h.quantile_us(1.0), 40_960);
+        assert_eq!(h.quantiles_us([0.50, 0.99, 1.0]), [1_024, 10_240, 40_960]);
     }
 }

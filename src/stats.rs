@@ -57,6 +57,7 @@ impl Stats {
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {
+        let [request_p50_us, request_p99_us] = self.request_latency.quantiles_us([0.50, 0.99]);
         StatsSnapshot {
             requests: self.requests.load(Relaxed),
             requests_failed: self.requests_failed.load(Relaxed),
@@ -69,8 +70,8 @@ impl Stats {
             insert_failures: self.insert_failures.load(Relaxed),
             queue_rows: self.queue_rows.load(Relaxed),
             last_flush_unix_ms: self.last_flush_unix_ms.load(Relaxed),
-            request_p50_us: self.request_latency.quantile_us(0.50),
-            request_p99_us: self.request_latency.quantile_us(0.99),
+            request_p50_us,
+            request_p99_us,
         }
     }
 }

@@ -186,6 +186,8 @@ impl Shared {
 
     pub fn stats(&self) -> SpoolStats {
         let c = &self.counters;
+        let [commit_p50_us, commit_p99_us] = c.commit_latency.quantiles_us([0.50, 0.99]);
+        let [fsync_p50_us, fsync_p99_us] = c.sync_latency.quantiles_us([0.50, 0.99]);
         let mut ledger = self.ledger();
         let watermark = ledger.acks.watermark();
         let unacked = ledger
@@ -219,10 +221,10 @@ impl Shared {
             rejected_frames: c.rejected_frames.load(Relaxed),
             adopted_spools: c.adopted_spools.load(Relaxed),
             adopted_frames: c.adopted_frames.load(Relaxed),
-            commit_p50_us: c.commit_latency.quantile_us(0.50),
-            commit_p99_us: c.commit_latency.quantile_us(0.99),
-            fsync_p50_us: c.sync_latency.quantile_us(0.50),
-            fsync_p99_us: c.sync_latency.quantile_us(0.99),
+            commit_p50_us,
+            commit_p99_us,
+            fsync_p50_us,
+            fsync_p99_us,
         };
         drop(ledger);
         stats

@@ -102,7 +102,7 @@ fn run(shared: &Shared, state_file: &Mutex<StateFile>, rx: Receiver<Job>) {
                 let persisted = state.is_none_or(|s| persist_state(shared, state_file, s));
                 for (first, len) in segments {
                     if !(persisted && delete_segment(shared, first, len)) {
-                        mark_deleting(shared, first, false);
+                        mark_deleting(shared, &[(first, len)], false);
                     }
                 }
             }
@@ -113,10 +113,13 @@ fn run(shared: &Shared, state_file: &Mutex<StateFile>, rx: Receiver<Job>) {
     }
 }
 
-/// Sets or clears the `deleting` mark of segment `first`.
-pub(crate) fn mark_deleting(shared: &Shared, first: u64, deleting: bool) {
-    if let Some(meta) = shared.ledger().segments.get_mut(&first) {
-        meta.deleting = deleting;
+/// Sets or clears the `deleting` mark of `segments` (`first`, `len`).
+pub(crate) fn mark_deleting(shared: &Shared, segments: &[(u64, u64)], deleting: bool) {
+    let mut ledger = shared.ledger();
+    for (first, _) in segments {
+        if let Some(meta) = ledger.segments.get_mut(first) {
+            meta.deleting = deleting;
+        }
     }
 }
 

@@ -644,14 +644,10 @@ impl Writer {
         let Some(reaper) = &self.reaper else {
             return false;
         };
-        for &(first, _) in segments {
-            mark_deleting(&self.shared, first, true);
-        }
+        mark_deleting(&self.shared, segments, true);
         let queued = reaper.maintain(state, segments.to_vec());
         if !queued {
-            for &(first, _) in segments {
-                mark_deleting(&self.shared, first, false);
-            }
+            mark_deleting(&self.shared, segments, false);
         }
         queued
     }
