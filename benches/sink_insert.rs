@@ -6,8 +6,9 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
+use zero_logs::codec::EncodedBatch;
 use zero_logs::config::ClickHouseConfig;
-use zero_logs::record::{Level, Record};
+use zero_logs::record::{Batch, Level, Record};
 use zero_logs::sink::ClickHouseSink;
 use zero_logs::testing::ClickHouseServer;
 
@@ -58,13 +59,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         compression: zero_logs::config::Compression::Auto,
     };
     let sink = ClickHouseSink::connect(&cfg).await?;
-    let rows = rows(200_000);
-    sink.insert(&rows[..1000], None).await?; // warm up the connection
+    // 100-record batches, as requests submit them; the batcher sends 500 per INSERT.
+    let batches: Vec<EncodedBatch> = rows(200_000)
+        .chunks(100)
+        .map(|c| EncodedBatch::encode(&Batch::new(c.to_vec())))
+        .collect();
+    sink.insert(&batches[..10], None).await?; // warm up the connection
     let (mut total, cpu, started) = (0usize, process_cpu(), Instant::now());
     for _ in 0..5 {
-        for chunk in rows.chunks(50_000) {
+        for chunk in batches.chunks(500) {
             sink.insert(chunk, None).await?;
-            total += chunk.len();
+            total += chunk.iter().map(EncodedBatch::len).sum::<usize>();
         }
     }
     let cpu = process_cpu() - cpu;

@@ -34,14 +34,15 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::record::Batch;
+use crate::codec::EncodedBatch;
 use crate::sink::{BatcherHandle, Origin, SinkError};
 use crate::spool::{Spool, SpoolFrame, SpoolReader};
 
 /// A frame handed to the batcher (its batch taken out; handed back if refused for
 /// good) and how its INSERT ended.
-type Delivery =
-    Pin<Box<dyn Future<Output = (SpoolFrame, Result<(), (SinkError, Option<Batch>)>)> + Send>>;
+type Delivery = Pin<
+    Box<dyn Future<Output = (SpoolFrame, Result<(), (SinkError, Option<EncodedBatch>)>)> + Send>,
+>;
 
 /// Runs until the reader is exhausted (appends closed and every frame handed out) or
 /// `stop_pulling` is cancelled, then waits for the INSERTs in flight. `stop_pulling` is
@@ -134,7 +135,7 @@ impl Origins {
 async fn settle(
     spool: &Spool,
     mut frame: SpoolFrame,
-    outcome: Result<(), (SinkError, Option<Batch>)>,
+    outcome: Result<(), (SinkError, Option<EncodedBatch>)>,
 ) {
     match outcome {
         Ok(()) => spool.ack(frame.seq),
@@ -200,7 +201,7 @@ mod tests {
                 epoch,
                 seq,
             },
-            batch: Batch::default(),
+            batch: EncodedBatch::default(),
             appended_unix_ms: 1_700_000_000_000,
             replayed: false,
         }

@@ -10,6 +10,8 @@
 //!   admission, refusals mapped to both wires.
 //! - [`validate`]: pure decoding and validation of request bodies.
 //! - [`record`]: `Record`, `Level`, `Batch` — the validated row type.
+//! - [`codec`]: `EncodedBatch`, the compact form a batch keeps from validation to the
+//!   INSERT (spool frames, batcher queue, sink rows).
 //! - [`sink`]: batching and the ClickHouse inserter (DDL by server version).
 //! - [`spool`]: durable per-instance spool (the acknowledgement point with
 //!   `ACK_MODE=spool`): group-committed appends, replay, quarantine of corrupt
@@ -26,6 +28,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod codec;
 pub mod config;
 pub mod ctl;
 pub mod feeder;

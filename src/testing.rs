@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::codec::EncodedBatch;
 use crate::record::Record;
 use crate::sink::{Sink, SinkError};
 
@@ -619,13 +620,19 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Sink for MemorySink {
     fn insert(
         &self,
-        rows: &[Record],
+        batches: &[EncodedBatch],
         _token: Option<&str>,
     ) -> impl std::future::Future<Output = Result<(), SinkError>> + Send {
         let result = match self.outage().or_else(|| lock(&self.script).pop_front()) {
             Some(error) => Err(error),
             None => {
-                lock(&self.rows).extend_from_slice(rows);
+                let mut rows = lock(&self.rows);
+                for batch in batches {
+                    // Built by `EncodedBatch::encode` or checked by `from_payload`.
+                    let decoded = batch.decode().expect("queued batches decode");
+                    rows.extend(decoded.records);
+                }
+                drop(rows);
                 self.inserts.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
@@ -673,7 +680,7 @@ mod tests {
             span_id: String::new(),
             attributes: Vec::new(),
         };
-        let one = || Batch::new(vec![record.clone()]);
+        let one = || EncodedBatch::encode(&Batch::new(vec![record.clone()]));
         handle.try_submit(one()).unwrap().await.unwrap();
         sink.fail_next(SinkError::Rejected {
             reason: "bad".into(),

@@ -10,6 +10,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use zero_logs::codec::EncodedBatch;
 use zero_logs::config::{BatchConfig, ClickHouseConfig, Compression};
 use zero_logs::record::{Batch, Level, Record};
 use zero_logs::sink::{Batcher, BatcherHandle, ClickHouseSink, Layout, SinkError, SubmitError};
@@ -41,6 +42,10 @@ fn record(ns: i64, level: Level, service: &str, message: &str) -> Record {
         span_id: String::new(),
         attributes: Vec::new(),
     }
+}
+
+fn encoded(records: Vec<Record>) -> EncodedBatch {
+    EncodedBatch::encode(&Batch::new(records))
 }
 
 fn records(n: usize, tag: &str) -> Vec<Record> {
@@ -195,7 +200,7 @@ async fn round_trip_keeps_every_field() -> Result<()> {
         };
         sent.push(r);
     }
-    sink.insert(&sent, None).await?;
+    sink.insert(&[encoded(sent.clone())], None).await?;
 
     let Columns { ns, keys, values } = Columns::of(sink.layout());
     let body = ch.query(&format!(
@@ -251,8 +256,10 @@ async fn bulk_insert_spans_many_chunks() -> Result<()> {
     let db = ch.fresh_database();
     let sink = ClickHouseSink::connect(&config(&ch.http_url(), &db)).await?;
     let rows: Vec<Record> = records(100_000, "bulk");
+    // As the batcher sends them: many requests' batches in one INSERT.
+    let batches: Vec<EncodedBatch> = rows.chunks(100).map(|c| encoded(c.to_vec())).collect();
     let started = Instant::now();
-    sink.insert(&rows, None).await?;
+    sink.insert(&batches, None).await?;
     let elapsed = started.elapsed();
     eprintln!(
         "inserted {} rows in {elapsed:?} ({:.0} rows/s, debug build, includes the server)",
@@ -329,8 +336,8 @@ async fn batches_by_rows_and_by_age() -> Result<()> {
 
     // By rows: 50 + 50 reaches max_rows, so one INSERT goes out long before max_age.
     let started = Instant::now();
-    let a = p.handle.try_submit(Batch::new(records(50, "rows-a")))?;
-    let b = p.handle.try_submit(Batch::new(records(50, "rows-b")))?;
+    let a = p.handle.try_submit(encoded(records(50, "rows-a")))?;
+    let b = p.handle.try_submit(encoded(records(50, "rows-b")))?;
     a.await?;
     b.await?;
     assert!(
@@ -346,7 +353,7 @@ async fn batches_by_rows_and_by_age() -> Result<()> {
     let receipts: Vec<_> = (0..3)
         .map(|i| {
             p.handle
-                .try_submit(Batch::new(records(10, &format!("age-{i}"))))
+                .try_submit(encoded(records(10, &format!("age-{i}"))))
         })
         .collect::<Result<_, _>>()?;
     for receipt in receipts {
@@ -364,7 +371,7 @@ async fn batches_by_rows_and_by_age() -> Result<()> {
     assert_eq!(count(&ch, &db), 130);
 
     // Shutdown flushes what is queued without waiting for max_age.
-    let last = p.handle.try_submit(Batch::new(records(7, "shutdown")))?;
+    let last = p.handle.try_submit(encoded(records(7, "shutdown")))?;
     let handle = p.handle.clone();
     let started = Instant::now();
     p.shut_down().await;
@@ -376,9 +383,7 @@ async fn batches_by_rows_and_by_age() -> Result<()> {
     );
     assert_eq!(count(&ch, &db), 137);
     assert_eq!(
-        handle
-            .try_submit(Batch::new(records(1, "late")))
-            .unwrap_err(),
+        handle.try_submit(encoded(records(1, "late"))).unwrap_err(),
         SubmitError::Closed
     );
     Ok(())
@@ -400,7 +405,7 @@ async fn permanent_rejection_fails_fast_and_is_counted() -> Result<()> {
         retry_budget,
     );
     let started = Instant::now();
-    let receipt = p.handle.try_submit(Batch::new(records(3, "poison")))?;
+    let receipt = p.handle.try_submit(encoded(records(3, "poison")))?;
     match receipt.await {
         Err(SinkError::Rejected { reason }) => {
             eprintln!("rejected: {reason}");
@@ -426,7 +431,7 @@ async fn permanent_rejection_fails_fast_and_is_counted() -> Result<()> {
         "a rejection is not an outage"
     );
     // The pipeline is not blocked behind the poison batch.
-    assert!(p.handle.try_submit(Batch::new(records(1, "next"))).is_ok());
+    assert!(p.handle.try_submit(encoded(records(1, "next"))).is_ok());
     p.shut_down().await;
     Ok(())
 }
@@ -442,13 +447,11 @@ async fn outage_gives_unavailable_after_budget_then_recovers() -> Result<()> {
         batch_config(1, Duration::from_millis(10)),
         cfg.retry_budget,
     );
-    p.handle
-        .try_submit(Batch::new(records(5, "before")))?
-        .await?;
+    p.handle.try_submit(encoded(records(5, "before")))?.await?;
 
     ch.stop();
     let started = Instant::now();
-    let receipt = p.handle.try_submit(Batch::new(records(4, "during")))?;
+    let receipt = p.handle.try_submit(encoded(records(4, "during")))?;
     match receipt.await {
         Err(SinkError::Unavailable { reason }) => {
             assert!(reason.contains(&ch.http_url()), "names the URL: {reason}")
@@ -470,7 +473,7 @@ async fn outage_gives_unavailable_after_budget_then_recovers() -> Result<()> {
     assert!(down.reason.contains(&ch.http_url()), "{}", down.reason);
     assert!(health.last_flush.is_some());
     let started = Instant::now();
-    match p.handle.try_submit(Batch::new(records(1, "refused"))) {
+    match p.handle.try_submit(encoded(records(1, "refused"))) {
         Err(SubmitError::Unavailable { .. }) => {}
         other => panic!("expected an immediate Unavailable, got {other:?}"),
     }
@@ -492,9 +495,7 @@ async fn outage_gives_unavailable_after_budget_then_recovers() -> Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    p.handle
-        .try_submit(Batch::new(records(6, "after")))?
-        .await?;
+    p.handle.try_submit(encoded(records(6, "after")))?.await?;
     assert_eq!(count(&ch, &db), 11, "exactly the committed rows");
     p.shut_down().await;
     Ok(())
@@ -556,7 +557,7 @@ async fn insert_only_users_need_no_ddl_rights() -> Result<()> {
         ..config(&ch.http_url(), &db)
     };
     let sink = ClickHouseSink::connect(&cfg).await?;
-    match sink.insert(&records(2, "readonly"), None).await {
+    match sink.insert(&[encoded(records(2, "readonly"))], None).await {
         Err(SinkError::Rejected { reason }) => assert!(reason.contains("Code: 164"), "{reason}"),
         other => panic!("expected Rejected, got {other:?}"),
     }

@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use tokio::sync::{oneshot, Semaphore};
 
+use crate::codec::EncodedBatch;
 use crate::config::{IngestConfig, RecordLimits};
 use crate::record::Batch;
 use crate::sink::BatcherHandle;
@@ -141,10 +142,13 @@ impl Ingest {
         Ok(rows)
     }
 
-    async fn validate<F>(&self, work: Work, decode: F) -> Result<Batch, Rejection>
+    /// Decodes and encodes (see [`codec`](crate::codec)) in one place, inline or on
+    /// the pool, so the decoded records are dropped where they were made.
+    async fn validate<F>(&self, work: Work, decode: F) -> Result<EncodedBatch, Rejection>
     where
         F: FnOnce(&RecordLimits) -> Result<Batch, Rejection> + Send + 'static,
     {
+        let decode = move |limits: &RecordLimits| decode(limits).map(|b| EncodedBatch::encode(&b));
         match (&self.validator, work) {
             (Validator::Inline, _) | (Validator::Pool(_), Work::Light) => decode(&self.limits),
             (Validator::Pool(pool), Work::Heavy) => {

@@ -75,13 +75,13 @@ use tokio_util::task::TaskTracker;
 use super::dedup::{self, Origin};
 use super::retry::Backoff;
 use super::{Sink, SinkDown, SinkError, SinkHealth};
+use crate::codec::EncodedBatch;
 use crate::config::BatchConfig;
-use crate::record::{Batch, Record};
 use crate::stats::Stats;
 
 /// What a submitter learns: committed, or why not (with the batch when the sink
 /// refused it for good and the submitter may want to keep it).
-type Outcome = Result<(), (SinkError, Option<Batch>)>;
+type Outcome = Result<(), (SinkError, Option<EncodedBatch>)>;
 
 /// The flush loop wakes at least this often, so its heartbeat stays fresh when idle.
 const HEARTBEAT_PERIOD: Duration = Duration::from_millis(500);
@@ -186,7 +186,7 @@ impl BatcherHandle {
     /// exceed `max_queue_rows` (→ 429), `Err(Unavailable)` at once while the sink is
     /// known down (→ 503), `Err(Closed)` after close or shutdown (→ 503). An empty
     /// batch is accepted and its receipt is already resolved.
-    pub fn try_submit(&self, batch: Batch) -> Result<Receipt, SubmitError> {
+    pub fn try_submit(&self, batch: EncodedBatch) -> Result<Receipt, SubmitError> {
         let shared = &*self.shared;
         if shared.closing.is_cancelled() {
             return Err(SubmitError::Closed);
@@ -208,19 +208,23 @@ impl BatcherHandle {
     /// Queues a batch, waiting while the queue is full; queues even while the sink is
     /// down (its INSERT then retries). Only `Err(Closed)` after close or shutdown. For
     /// durable batches that must not be refused.
-    pub async fn submit(&self, batch: Batch) -> Result<Receipt, SubmitError> {
+    pub async fn submit(&self, batch: EncodedBatch) -> Result<Receipt, SubmitError> {
         self.submit_with(batch, None).await
     }
 
     /// [`submit`](Self::submit) for the spool's feeder: the batch is the frame `origin`,
     /// which lets INSERTs of contiguous frames carry a deduplication token.
-    pub async fn submit_from(&self, batch: Batch, origin: Origin) -> Result<Receipt, SubmitError> {
+    pub async fn submit_from(
+        &self,
+        batch: EncodedBatch,
+        origin: Origin,
+    ) -> Result<Receipt, SubmitError> {
         self.submit_with(batch, Some(origin)).await
     }
 
     async fn submit_with(
         &self,
-        batch: Batch,
+        batch: EncodedBatch,
         origin: Option<Origin>,
     ) -> Result<Receipt, SubmitError> {
         let shared = &*self.shared;
@@ -250,7 +254,7 @@ impl BatcherHandle {
     }
 
     /// Sends a batch whose rows are reserved to the flush loop.
-    fn enqueue(&self, batch: Batch, origin: Option<Origin>) -> Result<Receipt, SubmitError> {
+    fn enqueue(&self, batch: EncodedBatch, origin: Option<Origin>) -> Result<Receipt, SubmitError> {
         let rows = batch.len();
         self.shared
             .stats
@@ -370,7 +374,7 @@ impl Future for Receipt {
 pub struct Returning(Receipt);
 
 impl Future for Returning {
-    type Output = Result<(), (SinkError, Option<Batch>)>;
+    type Output = Result<(), (SinkError, Option<EncodedBatch>)>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.get_mut().0.poll_outcome(cx)
@@ -380,7 +384,7 @@ impl Future for Returning {
 // === Shared state ===
 
 struct Submission {
-    batch: Batch,
+    batch: EncodedBatch,
     /// The spool frame it is, for the INSERT's deduplication token.
     origin: Option<Origin>,
     submitted: Instant,
@@ -594,7 +598,7 @@ impl<S: Sink> Flusher<S> {
 
     fn push(&mut self, submission: Submission) {
         self.pending_rows += submission.batch.len();
-        self.pending_bytes += submission.batch.bytes;
+        self.pending_bytes += submission.batch.byte_len();
         self.pending.push_back(submission);
     }
 
@@ -650,7 +654,7 @@ impl<S: Sink> Flusher<S> {
             };
             let rows = submission.batch.len();
             self.pending_rows -= rows;
-            self.pending_bytes -= submission.batch.bytes;
+            self.pending_bytes -= submission.batch.byte_len();
             expired_rows += rows;
             expired_batches += 1;
             let _ = submission.done.send(Err((
@@ -681,7 +685,7 @@ impl<S: Sink> Flusher<S> {
         while let Some(front) = self.pending.front() {
             if !taken.is_empty()
                 && (rows + front.batch.len() > self.cfg.max_rows
-                    || bytes + front.batch.bytes > self.cfg.max_bytes)
+                    || bytes + front.batch.byte_len() > self.cfg.max_bytes)
             {
                 break;
             }
@@ -689,7 +693,7 @@ impl<S: Sink> Flusher<S> {
                 break;
             };
             rows += submission.batch.len();
-            bytes += submission.batch.bytes;
+            bytes += submission.batch.byte_len();
             taken.push(submission);
         }
         self.pending_rows -= rows;
@@ -731,23 +735,14 @@ async fn insert_with_retries<S: Sink>(
     };
     let token = dedup::token(submissions.iter().map(|s| s.origin.as_ref()));
     let mut receipts = Vec::with_capacity(submissions.len());
-    let mut sizes = Vec::with_capacity(submissions.len());
+    let mut batches = Vec::with_capacity(submissions.len());
     let mut origins = Vec::with_capacity(submissions.len());
-    let mut rows: Vec<Record> = Vec::new();
     for submission in submissions {
         receipts.push(submission.done);
-        sizes.push(submission.batch.len());
+        batches.push(submission.batch);
         origins.push(submission.origin);
-        let mut records = submission.batch.records;
-        if rows.is_empty() {
-            // The common single-request INSERT moves its records without copying.
-            rows = records;
-            rows.reserve(row_count.saturating_sub(rows.len()));
-        } else {
-            rows.append(&mut records);
-        }
     }
-    match insert_one(&*sink, &shared, &rows, token.as_deref(), retry_budget).await {
+    match insert_one(&*sink, &shared, &batches, token.as_deref(), retry_budget).await {
         Err(SinkError::Rejected { reason }) if receipts.len() > 1 => {
             tracing::warn!(
                 batch_rows = row_count,
@@ -755,17 +750,17 @@ async fn insert_with_retries<S: Sink>(
                 error = %reason,
                 "ClickHouse rejected an insert; retrying its requests one by one"
             );
-            let parts = split_rows(rows, &sizes).into_iter().zip(origins);
-            for (receipt, (records, origin)) in receipts.into_iter().zip(parts) {
+            for ((receipt, batch), origin) in receipts.into_iter().zip(batches).zip(origins) {
                 // The merged token named all the frames; each retry names its own.
                 let token = origin.as_ref().map(Origin::token);
+                let one = std::slice::from_ref(&batch);
                 let outcome =
-                    insert_one(&*sink, &shared, &records, token.as_deref(), retry_budget).await;
-                resolve(&shared, receipt, outcome, records);
+                    insert_one(&*sink, &shared, one, token.as_deref(), retry_budget).await;
+                resolve(&shared, receipt, outcome, batch);
             }
         }
         outcome => match receipts.len() {
-            1 => resolve(&shared, receipts.remove(0), outcome, rows),
+            1 => resolve(&shared, receipts.remove(0), outcome, batches.remove(0)),
             _ => {
                 if outcome.is_err() {
                     Stats::add(&shared.stats.rows_failed, row_count as u64);
@@ -779,33 +774,22 @@ async fn insert_with_retries<S: Sink>(
     }
 }
 
-/// Tells one submitter how its rows ended, handing back rows refused for good.
+/// Tells one submitter how its rows ended, handing back a batch refused for good.
 fn resolve(
     shared: &Shared,
     receipt: oneshot::Sender<Outcome>,
     outcome: Result<(), SinkError>,
-    records: Vec<Record>,
+    batch: EncodedBatch,
 ) {
     let outcome = match outcome {
         Ok(()) => Ok(()),
         Err(error) => {
-            Stats::add(&shared.stats.rows_failed, records.len() as u64);
-            let batch = matches!(error, SinkError::Rejected { .. }).then(|| Batch::new(records));
+            Stats::add(&shared.stats.rows_failed, batch.len() as u64);
+            let batch = matches!(error, SinkError::Rejected { .. }).then_some(batch);
             Err((error, batch))
         }
     };
     let _ = receipt.send(outcome);
-}
-
-/// Cuts the rows of a merged INSERT back into the submitted batches.
-fn split_rows(mut rows: Vec<Record>, sizes: &[usize]) -> Vec<Vec<Record>> {
-    let mut parts = Vec::with_capacity(sizes.len());
-    for &size in sizes.iter().rev() {
-        let tail = rows.split_off(rows.len() - size);
-        parts.push(tail);
-    }
-    parts.reverse();
-    parts
 }
 
 /// One INSERT with retries of transient failures until `retry_budget` is spent
@@ -815,18 +799,18 @@ fn split_rows(mut rows: Vec<Record>, sizes: &[usize]) -> Vec<Vec<Record>> {
 async fn insert_one<S: Sink>(
     sink: &S,
     shared: &Shared,
-    rows: &[Record],
+    batches: &[EncodedBatch],
     token: Option<&str>,
     retry_budget: Duration,
 ) -> Result<(), SinkError> {
     let stats = &shared.stats;
-    let row_count = rows.len();
+    let row_count: usize = batches.iter().map(EncodedBatch::len).sum();
     let deadline = Instant::now().checked_add(retry_budget);
     let mut backoff = Backoff::for_inserts();
     let mut attempts = 0u32;
     loop {
         attempts += 1;
-        let reason = match sink.insert(rows, token).await {
+        let reason = match sink.insert(batches, token).await {
             Ok(()) => {
                 Stats::add(&stats.inserts, 1);
                 Stats::add(&stats.rows_inserted, row_count as u64);

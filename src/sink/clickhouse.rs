@@ -15,7 +15,8 @@
 //!
 //! The client is built `with_validation(false)`: the crate's schema check uses a setting
 //! that ClickHouse 18.16 does not know, and we check the table ourselves at start-up.
-//! Rows are encoded straight from `&Record` into borrowed row structs (no string copies).
+//! Rows are encoded straight from the encoded batches' `RecordRef` views into borrowed
+//! row structs (no string copies, no allocation per row).
 
 use std::time::Duration;
 
@@ -26,8 +27,8 @@ use super::dedup::TOKEN_SETTING;
 use super::retry::{self, Class};
 use super::schema::{self, DateTime64MapRow, DateTime64NestedRow, Features, Layout, LegacyRow};
 use super::{Sink, SinkError};
+use crate::codec::{EncodedBatch, RecordRef};
 use crate::config::ClickHouseConfig;
-use crate::record::Record;
 
 /// How long start-up queries and pings may take when `insert_timeout` is longer.
 /// Rows encoded between two yields to the runtime (~0.3 ms of encoding).
@@ -187,22 +188,26 @@ impl ClickHouseSink {
         }
     }
 
-    /// Writes `rows` in one INSERT (one attempt, no retry). An empty slice is a no-op.
-    /// `token` is sent as `insert_deduplication_token` when the server knows it, and
-    /// ignored otherwise; it must name exactly these rows (see [`dedup`](super::dedup)).
-    pub async fn insert(&self, rows: &[Record], token: Option<&str>) -> Result<(), SinkError> {
-        if rows.is_empty() {
+    /// Writes the rows of `batches` in one INSERT (one attempt, no retry). No rows is a
+    /// no-op. `token` is sent as `insert_deduplication_token` when the server knows it,
+    /// and ignored otherwise; it must name exactly these rows (see [`dedup`](super::dedup)).
+    pub async fn insert(
+        &self,
+        batches: &[EncodedBatch],
+        token: Option<&str>,
+    ) -> Result<(), SinkError> {
+        if batches.iter().all(EncodedBatch::is_empty) {
             return Ok(());
         }
         let token = token.filter(|_| self.dedup_token);
         let result = match self.layout {
-            Layout::Legacy => self.insert_as::<LegacyRow<'static>>(rows, token).await,
+            Layout::Legacy => self.insert_as::<LegacyRow<'static>>(batches, token).await,
             Layout::DateTime64Nested => {
-                self.insert_as::<DateTime64NestedRow<'static>>(rows, token)
+                self.insert_as::<DateTime64NestedRow<'static>>(batches, token)
                     .await
             }
             Layout::DateTime64Map => {
-                self.insert_as::<DateTime64MapRow<'static>>(rows, token)
+                self.insert_as::<DateTime64MapRow<'static>>(batches, token)
                     .await
             }
         };
@@ -250,7 +255,7 @@ impl ClickHouseSink {
 
     async fn insert_as<R>(
         &self,
-        rows: &[Record],
+        batches: &[EncodedBatch],
         token: Option<&str>,
     ) -> Result<(), clickhouse::error::Error>
     where
@@ -265,7 +270,11 @@ impl ClickHouseSink {
             if let Some(token) = token {
                 insert = insert.with_setting(TOKEN_SETTING, token);
             }
-            for (i, record) in rows.iter().enumerate() {
+            let records = batches.iter().flat_map(EncodedBatch::records);
+            for (i, record) in records.enumerate() {
+                let record = record.map_err(|e| {
+                    clickhouse::error::Error::Custom(format!("a queued batch is damaged: {e}"))
+                })?;
                 insert.write(&R::encode(record)).await?;
                 // Encoding runs on the runtime that also serves requests, and a write
                 // only waits when the connection is slow: without this a 100 000-row
@@ -335,10 +344,10 @@ impl ClickHouseSink {
 impl Sink for ClickHouseSink {
     fn insert(
         &self,
-        rows: &[Record],
+        batches: &[EncodedBatch],
         token: Option<&str>,
     ) -> impl std::future::Future<Output = Result<(), SinkError>> + Send {
-        ClickHouseSink::insert(self, rows, token)
+        ClickHouseSink::insert(self, batches, token)
     }
 
     fn ping(&self) -> impl std::future::Future<Output = Result<(), SinkError>> + Send {
@@ -383,26 +392,26 @@ fn describe(error: &clickhouse::error::Error) -> String {
 
 /// Builds the borrowed row of a layout from a record.
 trait EncodeRow: Row {
-    fn encode(record: &Record) -> Self::Value<'_>;
+    fn encode(record: RecordRef<'_>) -> Self::Value<'_>;
 }
 
 impl EncodeRow for LegacyRow<'static> {
     #[inline]
-    fn encode(record: &Record) -> LegacyRow<'_> {
+    fn encode(record: RecordRef<'_>) -> LegacyRow<'_> {
         LegacyRow::new(record)
     }
 }
 
 impl EncodeRow for DateTime64NestedRow<'static> {
     #[inline]
-    fn encode(record: &Record) -> DateTime64NestedRow<'_> {
+    fn encode(record: RecordRef<'_>) -> DateTime64NestedRow<'_> {
         DateTime64NestedRow::new(record)
     }
 }
 
 impl EncodeRow for DateTime64MapRow<'static> {
     #[inline]
-    fn encode(record: &Record) -> DateTime64MapRow<'_> {
+    fn encode(record: RecordRef<'_>) -> DateTime64MapRow<'_> {
         DateTime64MapRow::new(record)
     }
 }
@@ -410,7 +419,7 @@ impl EncodeRow for DateTime64MapRow<'static> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::Level;
+    use crate::record::{Batch, Level, Record};
     use crate::sink::ServerVersion;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
@@ -486,8 +495,8 @@ mod tests {
         }
     }
 
-    fn rows() -> Vec<Record> {
-        vec![Record {
+    fn rows() -> Vec<EncodedBatch> {
+        let records = vec![Record {
             timestamp_ns: 1_700_000_000_000_000_000,
             level: Level::Info,
             service: "svc".into(),
@@ -495,7 +504,8 @@ mod tests {
             trace_id: String::new(),
             span_id: String::new(),
             attributes: vec![("k".into(), "v".into())],
-        }]
+        }];
+        vec![EncodedBatch::encode(&Batch::new(records))]
     }
 
     const TOKEN: &str = "3-00000000000000ab-5-9";

@@ -60,12 +60,12 @@ pub enum SinkError {
 /// Implemented by [`ClickHouseSink`]; tests use fakes. The futures must be `Send`
 /// because inserts run on their own tasks.
 pub trait Sink: Send + Sync + 'static {
-    /// Writes all `rows` in one INSERT, or none of them. `token` names exactly these
-    /// rows (see [`dedup`]); a sink whose server deduplicates by token sends it, so
-    /// that a repeated INSERT with the same token is dropped by the server.
+    /// Writes all rows of `batches` in one INSERT, or none of them. `token` names
+    /// exactly these rows (see [`dedup`]); a sink whose server deduplicates by token
+    /// sends it, so that a repeated INSERT with the same token is dropped by the server.
     fn insert(
         &self,
-        rows: &[crate::record::Record],
+        batches: &[crate::codec::EncodedBatch],
         token: Option<&str>,
     ) -> impl Future<Output = Result<(), SinkError>> + Send;
     /// Cheap reachability check used while the sink is marked down.

@@ -67,9 +67,9 @@
 
 use std::fmt::{self, Write as _};
 
-use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde::ser::{Error as _, Serialize, SerializeMap, SerializeSeq, Serializer};
 
-use crate::record::Record;
+use crate::codec::{Attributes, RecordRef};
 
 // === ServerVersion ===
 
@@ -402,8 +402,8 @@ fn wire_type(ty: &str) -> String {
 
 // === Rows ===
 //
-// One borrowed row struct per layout: encoding a `Record` copies no string, it only
-// points at the record's fields. Field order is column order (RowBinary has no names).
+// One borrowed row struct per layout: encoding a `RecordRef` copies no string, it only
+// points into the encoded batch. Field order is column order (RowBinary has no names).
 
 /// Row of the [`Layout::Legacy`] table.
 #[derive(Debug, clickhouse::Row, serde::Serialize)]
@@ -454,85 +454,98 @@ pub struct DateTime64MapRow<'a> {
 
 impl<'a> LegacyRow<'a> {
     #[inline]
-    pub fn new(record: &'a Record) -> LegacyRow<'a> {
+    pub fn new(record: RecordRef<'a>) -> LegacyRow<'a> {
         let ns = record.timestamp_ns.max(0) as u64;
         LegacyRow {
             timestamp: u32::try_from(ns / 1_000_000_000).unwrap_or(u32::MAX),
             timestamp_ns: ns,
             level: record.level.as_str(),
-            service: &record.service,
-            message: &record.message,
-            trace_id: &record.trace_id,
-            span_id: &record.span_id,
-            attribute_keys: AttributeKeys(&record.attributes),
-            attribute_values: AttributeValues(&record.attributes),
+            service: record.service,
+            message: record.message,
+            trace_id: record.trace_id,
+            span_id: record.span_id,
+            attribute_keys: AttributeKeys(record.attributes),
+            attribute_values: AttributeValues(record.attributes),
         }
     }
 }
 
 impl<'a> DateTime64NestedRow<'a> {
     #[inline]
-    pub fn new(record: &'a Record) -> DateTime64NestedRow<'a> {
+    pub fn new(record: RecordRef<'a>) -> DateTime64NestedRow<'a> {
         DateTime64NestedRow {
             timestamp: record.timestamp_ns,
             level: record.level.as_str(),
-            service: &record.service,
-            message: &record.message,
-            trace_id: &record.trace_id,
-            span_id: &record.span_id,
-            attribute_keys: AttributeKeys(&record.attributes),
-            attribute_values: AttributeValues(&record.attributes),
+            service: record.service,
+            message: record.message,
+            trace_id: record.trace_id,
+            span_id: record.span_id,
+            attribute_keys: AttributeKeys(record.attributes),
+            attribute_values: AttributeValues(record.attributes),
         }
     }
 }
 
 impl<'a> DateTime64MapRow<'a> {
     #[inline]
-    pub fn new(record: &'a Record) -> DateTime64MapRow<'a> {
+    pub fn new(record: RecordRef<'a>) -> DateTime64MapRow<'a> {
         DateTime64MapRow {
             timestamp: record.timestamp_ns,
             level: record.level.as_str(),
-            service: &record.service,
-            message: &record.message,
-            trace_id: &record.trace_id,
-            span_id: &record.span_id,
-            attributes: AttributeMap(&record.attributes),
+            service: record.service,
+            message: record.message,
+            trace_id: record.trace_id,
+            span_id: record.span_id,
+            attributes: AttributeMap(record.attributes),
         }
     }
 }
 
 /// The keys of a record's attributes as an `Array(String)`, without collecting them.
 #[derive(Debug, Clone, Copy)]
-pub struct AttributeKeys<'a>(pub &'a [(String, String)]);
+pub struct AttributeKeys<'a>(pub Attributes<'a>);
 
 /// The values of a record's attributes as an `Array(String)`, without collecting them.
 #[derive(Debug, Clone, Copy)]
-pub struct AttributeValues<'a>(pub &'a [(String, String)]);
+pub struct AttributeValues<'a>(pub Attributes<'a>);
 
 /// A record's attributes as a `Map(String, String)`, in the client's order.
 #[derive(Debug, Clone, Copy)]
-pub struct AttributeMap<'a>(pub &'a [(String, String)]);
+pub struct AttributeMap<'a>(pub Attributes<'a>);
+
+// RowBinary needs each array's length up front: `Attributes` knows it, and its pairs
+// are read from the encoded batch as they are written. A pair that does not decode
+// (corrupted memory; the batch was checked when it was built) fails the INSERT.
 
 impl Serialize for AttributeKeys<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        // A slice iterator has an exact length, which RowBinary needs up front.
-        serializer.collect_seq(self.0.iter().map(|(key, _)| key.as_str()))
+        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+        for pair in self.0.iter() {
+            let (key, _) = pair.map_err(S::Error::custom)?;
+            seq.serialize_element(key)?;
+        }
+        seq.end()
     }
 }
 
 impl Serialize for AttributeValues<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter().map(|(_, value)| value.as_str()))
+        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+        for pair in self.0.iter() {
+            let (_, value) = pair.map_err(S::Error::custom)?;
+            seq.serialize_element(value)?;
+        }
+        seq.end()
     }
 }
 
 impl Serialize for AttributeMap<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        // Not `collect_map`: serde's default would be fine, but being explicit keeps the
-        // length known and the client's order (and duplicate keys) untouched.
+        // The client's order (and duplicate keys) untouched.
         let mut map = serializer.serialize_map(Some(self.0.len()))?;
-        for (key, value) in self.0 {
-            map.serialize_entry(key.as_str(), value.as_str())?;
+        for pair in self.0.iter() {
+            let (key, value) = pair.map_err(S::Error::custom)?;
+            map.serialize_entry(key, value)?;
         }
         map.end()
     }

@@ -322,7 +322,7 @@ impl Spool {
 
     async fn append_until_durable(
         &self,
-        batch: &crate::record::Batch,
+        batch: &crate::codec::EncodedBatch,
         cancel: &CancellationToken,
     ) -> Result<(), SpoolError> {
         loop {

@@ -21,8 +21,8 @@ use tokio::sync::Notify;
 use super::acks::AckTracker;
 use super::adopt::DirLock;
 use super::SpoolConfig;
+use crate::codec::EncodedBatch;
 use crate::latency::LatencyHistogram;
-use crate::record::Batch;
 
 /// One segment file as the ledger knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +48,7 @@ pub struct SegmentMeta {
 pub struct HotFrame {
     pub seq: u64,
     pub appended_unix_ms: u64,
-    pub batch: Batch,
+    pub batch: EncodedBatch,
     /// Where the next frame starts: the reader's disk position after this frame.
     pub seg_first: u64,
     pub end_offset: u64,

@@ -13,15 +13,16 @@
 //!
 //! ```no_run
 //! # use zero_logs::spool::{Spool, SpoolConfig, SpoolError};
+//! # use zero_logs::codec::EncodedBatch;
 //! # use zero_logs::record::Batch;
 //! # async fn demo(batch: Batch) -> Result<(), SpoolError> {
 //! let cfg = SpoolConfig::new("/var/lib/zero-logs/spool", "1");
 //! let (spool, mut reader) = Spool::open(cfg).await?;
 //! // ingest: respond 202 once this resolves; `e.is_full()` → 429
-//! let seq = spool.append(batch).await?;
+//! let seq = spool.append(EncodedBatch::encode(&batch)).await?;
 //! // batcher: frames in order, replayed ones first
 //! while let Some(frame) = reader.next().await {
-//!     // … INSERT frame.batch.records, then:
+//!     // … INSERT frame.batch.records(), then:
 //!     spool.ack(frame.seq);
 //! }
 //! spool.shutdown().await;
@@ -37,7 +38,6 @@
 //! - [`segment`]: the segment format (frame header, file names), the synchronous
 //!   scanner, quarantine copies and the write seam.
 //! - `state_file.rs`: `spool.state` (watermark, next sequence number, epoch).
-//! - [`codec`]: a `Batch` ↔ payload bytes.
 //! - `writer.rs`: the writer thread (group commit, rotation, `ENOSPC`, ack persistence).
 //! - `reaper.rs`: the thread that deletes acknowledged segments (an `unlink` of a full
 //!   segment takes milliseconds; appends must not wait for it).
@@ -59,7 +59,7 @@
 //!
 //! A frame is a 40-byte header (magic, version, payload length, payload CRC, sequence
 //! number, append time, header CRC) and one appended batch as payload; see
-//! [`segment`] and [`codec`] for the byte layouts.
+//! [`segment`] and [`codec`](crate::codec) for the byte layouts.
 //!
 //! # Guarantees
 //!
@@ -112,7 +112,6 @@ use tokio::time::Instant;
 
 mod acks;
 mod adopt;
-pub mod codec;
 mod ledger;
 mod prealloc;
 mod reader;
@@ -137,7 +136,7 @@ use self::ledger::{Counters, Ledger, Shared};
 use self::segment::{SegmentFs, HEADER_LEN, MAX_PAYLOAD_BYTES};
 use self::state_file::{SpoolState, StateFile};
 use self::writer::{AppendRequest, Writer, WriterMsg};
-use crate::record::Batch;
+use crate::codec::EncodedBatch;
 
 pub use crate::config::SpoolConfig;
 
@@ -380,23 +379,20 @@ impl Spool {
         Ok((Spool { shared, tx, writer }, reader))
     }
 
-    /// Appends `batch` as one frame. Encoding and the cap check happen now, in the
-    /// caller (so `Full` is immediate and encoding runs in parallel across callers —
-    /// call it on the validation pool for very large batches); the returned [`Ack`]
-    /// resolves at the group commit that makes the frame durable.
-    pub fn append(&self, batch: Batch) -> Ack {
+    /// Appends `batch` as one frame. The checksum and the cap check happen now, in the
+    /// caller (so `Full` is immediate and checksums run in parallel across callers);
+    /// the returned [`Ack`] resolves at the group commit that makes the frame durable.
+    pub fn append(&self, batch: EncodedBatch) -> Ack {
         let shared = &*self.shared;
         if !shared.appends_open.load(Relaxed) {
             return Ack::ready(Err(SpoolError::Closed));
         }
-        let mut payload = Vec::new();
-        codec::encode_batch(&batch, &mut payload);
-        if payload.len() > MAX_PAYLOAD_BYTES as usize {
+        if batch.byte_len() > MAX_PAYLOAD_BYTES as usize {
             return Ack::ready(Err(SpoolError::TooLarge {
-                bytes: payload.len(),
+                bytes: batch.byte_len(),
             }));
         }
-        let frame_len = (HEADER_LEN + payload.len()) as u64;
+        let frame_len = (HEADER_LEN + batch.byte_len()) as u64;
         let max = shared.cfg.max_bytes;
         // Reserve before queueing, so concurrent appenders cannot overshoot the cap.
         if let Err(used) = shared.used_bytes.fetch_update(Relaxed, Relaxed, |used| {
@@ -410,8 +406,7 @@ impl Spool {
         }
         let (done, rx) = oneshot::channel();
         let request = AppendRequest {
-            payload_crc: crc32fast::hash(&payload),
-            payload,
+            payload_crc: crc32fast::hash(batch.payload()),
             batch,
             enqueued: Instant::now(),
             done,
@@ -452,8 +447,7 @@ impl Spool {
     /// `quarantine/rejected-<seq>.zls` (one frame, same format, so it can be inspected or
     /// re-ingested), log and count it, then acknowledge it so it is not retried forever.
     pub async fn reject(&self, frame: &SpoolFrame, reason: &str) -> Result<(), SpoolError> {
-        let mut payload = Vec::new();
-        codec::encode_batch(&frame.batch, &mut payload);
+        let payload = frame.batch.payload().clone();
         let header = segment::FrameHeader {
             payload_len: payload.len() as u32,
             payload_crc: crc32fast::hash(&payload),

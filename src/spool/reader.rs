@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use super::ledger::{Counters, Shared};
 use super::replay::{self, ChunkOutcome, ChunkRequest, Cursor};
 use super::{FrameId, SeqNo};
-use crate::record::Batch;
+use crate::codec::EncodedBatch;
 
 /// Bytes of frames read from disk per blocking task.
 const CHUNK_BYTES: u64 = 4 << 20;
@@ -35,7 +35,7 @@ pub struct SpoolFrame {
     /// Stable id (`<instance>-<epoch>-<seq>`), the base of the INSERT deduplication
     /// token (`sink::dedup`).
     pub id: FrameId,
-    pub batch: Batch,
+    pub batch: EncodedBatch,
     /// When the frame was committed (Unix ms).
     pub appended_unix_ms: u64,
     /// Written by an earlier run (or another instance) and replayed now.

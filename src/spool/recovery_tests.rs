@@ -535,7 +535,7 @@ async fn an_adoption_stopped_half_way_is_finished_by_the_next_one() {
         .unwrap();
     assert_eq!(report.frames as usize, 10 - moved);
     let (got, mut reader) = consume.await.unwrap();
-    let expected: Vec<Batch> = (0..10).map(|i| batch(i * 2, 2)).collect();
+    let expected: Vec<EncodedBatch> = (0..10).map(|i| batch(i * 2, 2)).collect();
     assert_eq!(got, expected, "every frame once, in order");
     assert_drained(&mut reader).await;
 }

@@ -38,14 +38,15 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::codec::decode_batch;
+use bytes::Bytes;
+
 use super::ledger::{unix_ms, Counters, SegmentMeta, Shared};
 use super::segment::{
     first_header, list_segments, quarantine_copy, segment_file_name, segment_path, FrameHeader,
     Scan, Scanner, QUARANTINE_DIR,
 };
 use super::SpoolError;
-use crate::record::Batch;
+use crate::codec::EncodedBatch;
 
 /// The segments found when opening, validated as described in the module docs.
 pub(crate) struct Recovered {
@@ -272,7 +273,7 @@ pub(crate) struct ChunkRequest {
 
 pub(crate) struct ReadFrame {
     pub header: FrameHeader,
-    pub batch: Batch,
+    pub batch: EncodedBatch,
 }
 
 /// What one chunk read found; applied to the ledger by the reader.
@@ -466,7 +467,7 @@ fn read_segment(
                     if !want {
                         continue;
                     }
-                    match decode_batch(payload) {
+                    match EncodedBatch::from_payload(Bytes::copy_from_slice(payload)) {
                         Ok(batch) => {
                             budget.used += header.frame_len();
                             out.reader_next = header.seq + 1;

@@ -12,7 +12,8 @@ use rand::seq::SliceRandom;
 
 use super::segment::{list_segments, segment_path, FrameHeader, HEADER_LEN};
 use super::*;
-use crate::record::{Level, Record};
+use crate::codec::{self, EncodedBatch};
+use crate::record::{Batch, Level, Record};
 
 /// A record of about 190 bytes (`approx_bytes`), like a typical service log line.
 pub(super) fn record(i: usize) -> Record {
@@ -32,8 +33,8 @@ pub(super) fn record(i: usize) -> Record {
     }
 }
 
-pub(super) fn batch(start: usize, n: usize) -> Batch {
-    Batch::new((start..start + n).map(record).collect())
+pub(super) fn batch(start: usize, n: usize) -> EncodedBatch {
+    EncodedBatch::encode(&Batch::new((start..start + n).map(record).collect()))
 }
 
 pub(super) fn config(root: &Path, instance: &str) -> SpoolConfig {
@@ -76,7 +77,7 @@ pub(super) fn segments(dir: &Path) -> Vec<(u64, u64)> {
 /// Appends one batch after another, each awaited.
 pub(super) async fn append_all(
     spool: &Spool,
-    batches: impl IntoIterator<Item = Batch>,
+    batches: impl IntoIterator<Item = EncodedBatch>,
 ) -> Vec<u64> {
     let mut seqs = Vec::new();
     for b in batches {
@@ -252,7 +253,7 @@ async fn unacked_frames_replay_after_drop_in_order() {
     let sizes = [
         1, 5, 2, 30, 1, 7, 3, 12, 1, 1, 9, 2, 4, 6, 8, 10, 1, 2, 3, 4,
     ];
-    let batches: Vec<Batch> = sizes
+    let batches: Vec<EncodedBatch> = sizes
         .iter()
         .enumerate()
         .map(|(i, &n)| batch(i * 100, n))
@@ -403,7 +404,10 @@ async fn a_rejected_frame_is_kept_in_quarantine_and_acknowledged() {
     assert_eq!(header.seq, 1);
     let payload = &kept[HEADER_LEN..];
     assert_eq!(crc32fast::hash(payload), header.payload_crc);
-    assert_eq!(codec::decode_batch(payload).unwrap(), batch(0, 4));
+    assert_eq!(
+        codec::decode_batch(payload).unwrap(),
+        batch(0, 4).decode().unwrap()
+    );
 }
 
 #[tokio::test]

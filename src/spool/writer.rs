@@ -56,7 +56,7 @@ use super::segment::{
 };
 use super::state_file::{SpoolState, StateFile};
 use super::{SeqNo, SpoolError};
-use crate::record::Batch;
+use crate::codec::EncodedBatch;
 
 /// What the handles send to the writer thread.
 pub(crate) enum WriterMsg {
@@ -72,9 +72,8 @@ pub(crate) enum WriterMsg {
 }
 
 pub(crate) struct AppendRequest {
-    pub payload: Vec<u8>,
     pub payload_crc: u32,
-    pub batch: Batch,
+    pub batch: EncodedBatch,
     /// When the handle queued it: the group-commit window counts from here.
     pub enqueued: Instant,
     pub done: oneshot::Sender<Result<SeqNo, SpoolError>>,
@@ -82,7 +81,7 @@ pub(crate) struct AppendRequest {
 
 impl AppendRequest {
     fn frame_len(&self) -> u64 {
-        (HEADER_LEN + self.payload.len()) as u64
+        (HEADER_LEN + self.batch.byte_len()) as u64
     }
 }
 
@@ -334,13 +333,13 @@ impl Writer {
         self.buf.clear();
         for (i, req) in appends.iter().enumerate() {
             let header = FrameHeader {
-                payload_len: req.payload.len() as u32,
+                payload_len: req.batch.byte_len() as u32,
                 payload_crc: req.payload_crc,
                 seq: self.next_seq + i as u64,
                 appended_unix_ms,
             };
             self.buf.extend_from_slice(&header.encode());
-            self.buf.extend_from_slice(&req.payload);
+            self.buf.extend_from_slice(req.batch.payload());
         }
         let Some(active) = self.active.as_mut() else {
             // ensure_segment leaves a segment open; fail softly rather than panic.
@@ -411,9 +410,10 @@ impl Writer {
                     Some(back) => back.seq + 1 == seq,
                     None => ledger.reader_next == seq,
                 };
-                if contiguous && ledger.hot_bytes + req.batch.bytes <= shared.cfg.memory_tail_bytes
+                if contiguous
+                    && ledger.hot_bytes + req.batch.byte_len() <= shared.cfg.memory_tail_bytes
                 {
-                    ledger.hot_bytes += req.batch.bytes;
+                    ledger.hot_bytes += req.batch.byte_len();
                     ledger.hot.push_back(HotFrame {
                         seq,
                         appended_unix_ms,

@@ -2,7 +2,7 @@
 //! has no `test-util`, so time cannot be paused here.
 
 use super::*;
-use crate::record::Level;
+use crate::record::{Batch, Level, Record};
 use std::sync::atomic::AtomicBool;
 
 /// A sink whose answers are scripted; records every INSERT's row count.
@@ -44,10 +44,10 @@ impl FakeSink {
 impl Sink for FakeSink {
     fn insert(
         &self,
-        rows: &[Record],
+        batches: &[EncodedBatch],
         token: Option<&str>,
     ) -> impl Future<Output = Result<(), SinkError>> + Send {
-        let n = rows.len();
+        let n: usize = batches.iter().map(EncodedBatch::len).sum();
         self.tokens.lock().unwrap().push(token.map(str::to_string));
         async move {
             self.attempts.fetch_add(1, Ordering::SeqCst);
@@ -85,7 +85,7 @@ impl Sink for FakeSink {
     }
 }
 
-fn batch(rows: usize) -> Batch {
+fn batch(rows: usize) -> EncodedBatch {
     let record = Record {
         timestamp_ns: 1,
         level: Level::Info,
@@ -95,7 +95,7 @@ fn batch(rows: usize) -> Batch {
         span_id: String::new(),
         attributes: Vec::new(),
     };
-    Batch::new(vec![record; rows])
+    EncodedBatch::encode(&Batch::new(vec![record; rows]))
 }
 
 fn cfg(max_rows: usize, max_age_ms: u64) -> BatchConfig {
@@ -198,7 +198,7 @@ async fn max_rows_cuts_without_waiting_and_never_splits_a_batch() {
 async fn max_bytes_cuts() {
     let sink = FakeSink::new();
     let mut config = cfg(1_000, 60_000);
-    let one = batch(1).bytes;
+    let one = batch(1).byte_len();
     config.max_bytes = one * 3;
     let h = start(config, 1_000, &sink);
     let receipts: Vec<Receipt> = (0..3)
@@ -374,7 +374,7 @@ async fn full_queue_refuses_without_queueing() {
     let _b = h.handle.try_submit(batch(4)).unwrap();
     assert_eq!(h.handle.queued_rows(), 10);
     // An empty batch needs no room and is done at once.
-    within(100, h.handle.try_submit(Batch::default()).unwrap())
+    within(100, h.handle.try_submit(EncodedBatch::default()).unwrap())
         .await
         .unwrap();
     h.stop().await;

@@ -1,5 +1,6 @@
 use super::*;
-use crate::record::Level;
+use crate::codec::EncodedBatch;
+use crate::record::{Batch, Level, Record};
 
 fn v(text: &str) -> ServerVersion {
     ServerVersion::parse(text).unwrap_or_else(|| panic!("cannot parse {text:?}"))
@@ -231,6 +232,15 @@ fn mismatched_tables_are_explained() {
         .contains("`timestamp` is missing"));
 }
 
+/// `record` encoded as a batch, as the sink receives it; see [`first`].
+fn encoded(record: &Record) -> EncodedBatch {
+    EncodedBatch::encode(&Batch::new(vec![record.clone()]))
+}
+
+fn first(batch: &EncodedBatch) -> RecordRef<'_> {
+    batch.records().next().unwrap().unwrap()
+}
+
 fn record() -> Record {
     Record {
         timestamp_ns: 1_700_000_000_123_456_789,
@@ -245,30 +255,32 @@ fn record() -> Record {
 
 #[test]
 fn legacy_row_keeps_nanoseconds_and_clamps_to_datetime_range() {
-    let r = record();
-    let row = LegacyRow::new(&r);
+    let r = encoded(&record());
+    let row = LegacyRow::new(first(&r));
     assert_eq!(row.timestamp, 1_700_000_000);
     assert_eq!(row.timestamp_ns, 1_700_000_000_123_456_789);
     assert_eq!(row.level, "warn");
 
     let mut early = record();
     early.timestamp_ns = -5;
-    let row = LegacyRow::new(&early);
+    let early = encoded(&early);
+    let row = LegacyRow::new(first(&early));
     assert_eq!((row.timestamp, row.timestamp_ns), (0, 0));
 
     let mut late = record();
     late.timestamp_ns = i64::MAX;
-    assert_eq!(LegacyRow::new(&late).timestamp, u32::MAX);
+    let late = encoded(&late);
+    assert_eq!(LegacyRow::new(first(&late)).timestamp, u32::MAX);
 }
 
 #[test]
 fn rows_serialize_to_row_binary_in_column_order() {
     // serde_json drives the same Serialize impls: the attribute helpers must keep the
     // client's order and pair keys with values.
-    let r = record();
-    let json = serde_json::to_value(DateTime64MapRow::new(&r)).unwrap();
+    let r = encoded(&record());
+    let json = serde_json::to_value(DateTime64MapRow::new(first(&r))).unwrap();
     assert_eq!(json["attributes"], serde_json::json!({"b": "2", "a": "1"}));
-    let json = serde_json::to_value(LegacyRow::new(&r)).unwrap();
+    let json = serde_json::to_value(LegacyRow::new(first(&r))).unwrap();
     assert_eq!(json["attributes.key"], serde_json::json!(["b", "a"]));
     assert_eq!(json["attributes.value"], serde_json::json!(["2", "1"]));
     // serde_json may or may not keep insertion order (feature `preserve_order`), so

@@ -1,0 +1,601 @@
+//! The compact binary form of a [`Batch`]: what a spool frame stores, what the
+//! batcher queues and what the ClickHouse sink reads its rows from.
+//!
+//! Owns only the byte layout of records; framing (magic, length, CRC, sequence number)
+//! is [`spool::segment`](crate::spool::segment)'s. Pure functions, no I/O, so the hot
+//! path can be measured and fuzzed in isolation.
+//!
+//! # Layout (version 1, all integers little-endian)
+//!
+//! ```text
+//! payload := varint(record_count) record*
+//! record  := i64 timestamp_ns | u8 level | str service | str message
+//!            | str trace_id | str span_id | varint(attr_count) (str key, str value)*
+//! str     := varint(byte_len) utf8_bytes
+//! varint  := unsigned LEB128 (1 byte for lengths < 128, which is most of them)
+//! ```
+//!
+//! Fixed-width timestamps (not zig-zag varints) because they are always large; lengths
+//! as varints because they are almost always small. The level is its index in
+//! `LEVELS`. The decoder trusts nothing: every length is checked against the bytes
+//! left, so a frame that passed its CRC but was written by a buggy or newer encoder
+//! fails with a [`CodecError`], never a panic or a huge allocation.
+//!
+//! # One form from the request to the INSERT
+//!
+//! A request's records are decoded into owned [`Record`]s once, by validation, and
+//! encoded into an [`EncodedBatch`] right after; from then on the batch stays in this
+//! form. Decoded, a record costs one heap string per field (~0.7 KiB with the
+//! allocator's overhead for a typical 220-byte JSON record); encoded, ~115 bytes in one
+//! buffer per batch. So the spool's memory tail is a reference to the bytes it wrote,
+//! a frame read back from disk is a slice of the read buffer, the batcher holds six
+//! times more rows in the same memory (larger INSERTs cost ClickHouse less), and the
+//! sink serialises rows from borrowed [`RecordRef`] views without allocating.
+
+use bytes::Bytes;
+
+use crate::record::{Batch, Level, Record};
+
+/// Level byte ↔ [`Level`]; the byte is the index. Append only: stored on disk.
+const LEVELS: [Level; 6] = [
+    Level::Trace,
+    Level::Debug,
+    Level::Info,
+    Level::Warn,
+    Level::Error,
+    Level::Fatal,
+];
+
+/// Smallest possible encoded record (timestamp, level, four empty strings, no
+/// attributes); bounds the record count a payload can claim.
+const MIN_RECORD_BYTES: usize = 8 + 1 + 4 + 1;
+
+/// A payload that is not a valid encoding.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("undecodable frame payload at byte {offset}: {reason}")]
+pub struct CodecError {
+    pub offset: usize,
+    pub reason: &'static str,
+}
+
+/// Bytes to reserve before [`encode_batch`]: exact for short strings, a small
+/// over-estimate otherwise, so encoding never reallocates in practice.
+pub fn encoded_len_hint(batch: &Batch) -> usize {
+    // approx_bytes counts 16 bytes of fixed overhead per record; the encoding
+    // needs 9 + one length byte per string, close enough with the margin below.
+    batch.bytes + batch.records.len() * 8 + 10
+}
+
+/// Appends the encoding of `batch` to `out`.
+pub fn encode_batch(batch: &Batch, out: &mut Vec<u8>) {
+    out.reserve(encoded_len_hint(batch));
+    put_varint(out, batch.records.len() as u64);
+    for record in &batch.records {
+        out.extend_from_slice(&record.timestamp_ns.to_le_bytes());
+        out.push(level_byte(record.level));
+        put_str(out, &record.service);
+        put_str(out, &record.message);
+        put_str(out, &record.trace_id);
+        put_str(out, &record.span_id);
+        put_varint(out, record.attributes.len() as u64);
+        for (key, value) in &record.attributes {
+            put_str(out, key);
+            put_str(out, value);
+        }
+    }
+}
+
+/// Decodes a payload written by [`encode_batch`] into owned records. Trailing bytes
+/// are an error.
+pub fn decode_batch(payload: &[u8]) -> Result<Batch, CodecError> {
+    let mut records = Vec::new();
+    for record in RecordRefs::new(payload)? {
+        records.push(record?.to_record()?);
+    }
+    Ok(Batch::new(records))
+}
+
+/// A batch in the compact encoding, with its record count. Cheap to clone (the bytes
+/// are reference-counted) and immutable; built only by [`EncodedBatch::encode`] or
+/// from a payload that [`EncodedBatch::from_payload`] checked completely, so reading
+/// its records cannot fail unless memory was corrupted.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct EncodedBatch {
+    payload: Bytes,
+    records: usize,
+}
+
+impl std::fmt::Debug for EncodedBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncodedBatch")
+            .field("records", &self.records)
+            .field("bytes", &self.payload.len())
+            .finish()
+    }
+}
+
+impl EncodedBatch {
+    pub fn encode(batch: &Batch) -> EncodedBatch {
+        let mut payload = Vec::new();
+        encode_batch(batch, &mut payload);
+        EncodedBatch {
+            payload: payload.into(),
+            records: batch.len(),
+        }
+    }
+
+    /// Checks every length, level byte and string of `payload` (no allocation).
+    pub fn from_payload(payload: Bytes) -> Result<EncodedBatch, CodecError> {
+        let mut records = 0;
+        for record in RecordRefs::new(&payload)? {
+            for pair in record?.attributes.iter() {
+                pair?;
+            }
+            records += 1;
+        }
+        Ok(EncodedBatch { payload, records })
+    }
+
+    /// Records in the batch.
+    pub fn len(&self) -> usize {
+        self.records
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    /// The encoded bytes, as a spool frame stores them.
+    pub fn payload(&self) -> &Bytes {
+        &self.payload
+    }
+
+    /// Size of the encoding: what the batch costs in memory and on disk.
+    pub fn byte_len(&self) -> usize {
+        self.payload.len()
+    }
+
+    /// Borrowed views of the records, in order.
+    pub fn records(&self) -> RecordRefs<'_> {
+        // The payload was checked when the batch was built; an error here would mean
+        // corrupted memory, and is still reported (as the first item), not a panic.
+        RecordRefs::new(&self.payload).unwrap_or_else(|err| RecordRefs {
+            input: Input { buf: &[], pos: 0 },
+            left: 0,
+            failed: Some(err),
+        })
+    }
+
+    /// Owned records: for tests, tools and the rare caller that needs them.
+    pub fn decode(&self) -> Result<Batch, CodecError> {
+        decode_batch(&self.payload)
+    }
+}
+
+/// One record of an [`EncodedBatch`], its strings borrowed from the payload.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordRef<'a> {
+    pub timestamp_ns: i64,
+    pub level: Level,
+    pub service: &'a str,
+    pub message: &'a str,
+    pub trace_id: &'a str,
+    pub span_id: &'a str,
+    pub attributes: Attributes<'a>,
+}
+
+impl RecordRef<'_> {
+    pub fn to_record(&self) -> Result<Record, CodecError> {
+        let mut attributes = Vec::with_capacity(self.attributes.len());
+        for pair in self.attributes.iter() {
+            let (key, value) = pair?;
+            attributes.push((key.to_owned(), value.to_owned()));
+        }
+        Ok(Record {
+            timestamp_ns: self.timestamp_ns,
+            level: self.level,
+            service: self.service.to_owned(),
+            message: self.message.to_owned(),
+            trace_id: self.trace_id.to_owned(),
+            span_id: self.span_id.to_owned(),
+            attributes,
+        })
+    }
+}
+
+/// A record's attributes, still encoded: `len` (key, value) pairs.
+#[derive(Debug, Clone, Copy)]
+pub struct Attributes<'a> {
+    bytes: &'a [u8],
+    count: usize,
+}
+
+impl<'a> Attributes<'a> {
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The pairs in the client's order; exactly [`len`](Self::len) items.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = Result<(&'a str, &'a str), CodecError>> {
+        let mut input = Input {
+            buf: self.bytes,
+            pos: 0,
+        };
+        (0..self.count).map(move |_| {
+            let key = input.str("attribute key")?;
+            let value = input.str("attribute value")?;
+            Ok((key, value))
+        })
+    }
+}
+
+/// Iterator over the records of a payload; each item is checked as it is read.
+pub struct RecordRefs<'a> {
+    input: Input<'a>,
+    left: usize,
+    /// The record count itself did not decode: the only item.
+    failed: Option<CodecError>,
+}
+
+impl<'a> RecordRefs<'a> {
+    fn new(payload: &'a [u8]) -> Result<RecordRefs<'a>, CodecError> {
+        let mut input = Input {
+            buf: payload,
+            pos: 0,
+        };
+        let count = input.len_prefix("record count")?;
+        if count > input.remaining() / MIN_RECORD_BYTES {
+            return Err(input.error("record count larger than the payload"));
+        }
+        if count == 0 && input.remaining() != 0 {
+            return Err(input.error("trailing bytes after the last record"));
+        }
+        Ok(RecordRefs {
+            input,
+            left: count,
+            failed: None,
+        })
+    }
+
+    fn record(&mut self) -> Result<RecordRef<'a>, CodecError> {
+        let input = &mut self.input;
+        let timestamp_ns = i64::from_le_bytes(input.array::<8>("timestamp")?);
+        let level = *LEVELS
+            .get(usize::from(input.byte("level")?))
+            .ok_or_else(|| input.error("unknown level byte"))?;
+        let service = input.str("service")?;
+        let message = input.str("message")?;
+        let trace_id = input.str("trace_id")?;
+        let span_id = input.str("span_id")?;
+        let count = input.len_prefix("attribute count")?;
+        if count > input.remaining() / 2 {
+            return Err(input.error("attribute count larger than the payload"));
+        }
+        // Only the lengths here; the strings are checked when the pairs are read.
+        let start = input.pos;
+        for _ in 0..count * 2 {
+            input.skip_str("attribute")?;
+        }
+        let attributes = Attributes {
+            bytes: &input.buf[start..input.pos],
+            count,
+        };
+        self.left -= 1;
+        if self.left == 0 && input.remaining() != 0 {
+            return Err(input.error("trailing bytes after the last record"));
+        }
+        Ok(RecordRef {
+            timestamp_ns,
+            level,
+            service,
+            message,
+            trace_id,
+            span_id,
+            attributes,
+        })
+    }
+}
+
+impl<'a> Iterator for RecordRefs<'a> {
+    type Item = Result<RecordRef<'a>, CodecError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(err) = self.failed.take() {
+            return Some(Err(err));
+        }
+        if self.left == 0 {
+            return None;
+        }
+        let item = self.record();
+        if item.is_err() {
+            // Nothing after a bad record can be trusted.
+            self.left = 0;
+        }
+        Some(item)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.left + usize::from(self.failed.is_some())))
+    }
+}
+
+fn level_byte(level: Level) -> u8 {
+    match level {
+        Level::Trace => 0,
+        Level::Debug => 1,
+        Level::Info => 2,
+        Level::Warn => 3,
+        Level::Error => 4,
+        Level::Fatal => 5,
+    }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+fn put_str(out: &mut Vec<u8>, text: &str) {
+    put_varint(out, text.len() as u64);
+    out.extend_from_slice(text.as_bytes());
+}
+
+/// A bounds-checked cursor over a payload.
+struct Input<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Input<'a> {
+    fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    fn error(&self, reason: &'static str) -> CodecError {
+        CodecError {
+            offset: self.pos,
+            reason,
+        }
+    }
+
+    fn byte(&mut self, what: &'static str) -> Result<u8, CodecError> {
+        let byte = *self.buf.get(self.pos).ok_or(CodecError {
+            offset: self.pos,
+            reason: what,
+        })?;
+        self.pos += 1;
+        Ok(byte)
+    }
+
+    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], CodecError> {
+        let end = self.pos + N;
+        let bytes = self.buf.get(self.pos..end).ok_or(CodecError {
+            offset: self.pos,
+            reason: what,
+        })?;
+        self.pos = end;
+        // The slice is exactly N bytes long.
+        let mut out = [0; N];
+        out.copy_from_slice(bytes);
+        Ok(out)
+    }
+
+    fn varint(&mut self, what: &'static str) -> Result<u64, CodecError> {
+        // Fast path: one byte, which every length under 128 takes.
+        if let Some(&byte) = self.buf.get(self.pos) {
+            if byte < 0x80 {
+                self.pos += 1;
+                return Ok(u64::from(byte));
+            }
+        }
+        let start = self.pos;
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = self.byte(what)?;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                return Ok(value);
+            }
+        }
+        Err(CodecError {
+            offset: start,
+            reason: "varint longer than 10 bytes",
+        })
+    }
+
+    /// A length or count; anything beyond the payload is rejected by the caller.
+    fn len_prefix(&mut self, what: &'static str) -> Result<usize, CodecError> {
+        let value = self.varint(what)?;
+        usize::try_from(value).map_err(|_| self.error("length does not fit in memory"))
+    }
+
+    fn str(&mut self, what: &'static str) -> Result<&'a str, CodecError> {
+        let bytes = self.str_bytes(what)?;
+        std::str::from_utf8(bytes).map_err(|_| CodecError {
+            offset: self.pos - bytes.len(),
+            reason: "string is not UTF-8",
+        })
+    }
+
+    fn skip_str(&mut self, what: &'static str) -> Result<(), CodecError> {
+        self.str_bytes(what).map(drop)
+    }
+
+    fn str_bytes(&mut self, what: &'static str) -> Result<&'a [u8], CodecError> {
+        let len = self.len_prefix(what)?;
+        if len > self.remaining() {
+            return Err(self.error("string longer than the payload"));
+        }
+        let bytes = &self.buf[self.pos..self.pos + len];
+        self.pos += len;
+        Ok(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample_record(i: usize) -> Record {
+        Record {
+            timestamp_ns: 1_700_000_000_000_000_000 + i as i64,
+            level: LEVELS[i % LEVELS.len()],
+            service: "checkout-api".into(),
+            message: format!("request {i} finished in 12.5 ms with status 200 for user 42"),
+            trace_id: if i.is_multiple_of(2) {
+                "4bf92f3577b34da6a3ce929d0e0e4736".into()
+            } else {
+                String::new()
+            },
+            span_id: if i.is_multiple_of(2) {
+                "00f067aa0ba902b7".into()
+            } else {
+                String::new()
+            },
+            attributes: vec![
+                ("http.method".into(), "GET".into()),
+                ("http.route".into(), "/api/v1/cart/{id}".into()),
+                ("héllo".into(), "wörld ✓".into()),
+            ],
+        }
+    }
+
+    #[test]
+    fn round_trip_keeps_every_field() {
+        let batch = Batch::new((0..50).map(sample_record).collect());
+        let mut buf = Vec::new();
+        encode_batch(&batch, &mut buf);
+        assert!(
+            buf.len() <= encoded_len_hint(&batch),
+            "hint must not under-reserve"
+        );
+        assert_eq!(decode_batch(&buf).unwrap(), batch);
+    }
+
+    #[test]
+    fn empty_batch_and_empty_strings() {
+        let mut buf = Vec::new();
+        encode_batch(&Batch::default(), &mut buf);
+        assert_eq!(buf, [0]);
+        assert_eq!(decode_batch(&buf).unwrap(), Batch::default());
+        let record = Record {
+            timestamp_ns: -5,
+            level: Level::Fatal,
+            service: String::new(),
+            message: "x".repeat(300),
+            trace_id: String::new(),
+            span_id: String::new(),
+            attributes: vec![(String::new(), String::new())],
+        };
+        let batch = Batch::new(vec![record]);
+        buf.clear();
+        encode_batch(&batch, &mut buf);
+        assert_eq!(decode_batch(&buf).unwrap(), batch);
+    }
+
+    #[test]
+    fn every_truncation_and_bit_flip_fails_cleanly() {
+        let batch = Batch::new((0..3).map(sample_record).collect());
+        let mut buf = Vec::new();
+        encode_batch(&batch, &mut buf);
+        for len in 0..buf.len() {
+            assert!(decode_batch(&buf[..len]).is_err(), "prefix of {len} bytes");
+        }
+        // Flips must never panic; most are detected (CRC catches the rest on disk).
+        for i in 0..buf.len() {
+            for bit in 0..8 {
+                let mut bad = buf.clone();
+                bad[i] ^= 1 << bit;
+                let _ = decode_batch(&bad);
+            }
+        }
+        let mut trailing = buf.clone();
+        trailing.push(0);
+        assert_eq!(
+            decode_batch(&trailing).unwrap_err().reason,
+            "trailing bytes after the last record"
+        );
+    }
+
+    #[test]
+    fn absurd_counts_do_not_allocate() {
+        let mut buf = Vec::new();
+        put_varint(&mut buf, u64::MAX >> 1);
+        assert!(decode_batch(&buf).is_err());
+        let mut buf = Vec::new();
+        put_varint(&mut buf, u64::MAX);
+        put_varint(&mut buf, u64::MAX);
+        assert!(decode_batch(&buf).is_err());
+    }
+
+    #[test]
+    fn encoded_batches_read_back_as_the_records_they_hold() {
+        let batch = Batch::new((0..20).map(sample_record).collect());
+        let encoded = EncodedBatch::encode(&batch);
+        assert_eq!((encoded.len(), encoded.is_empty()), (20, false));
+        let mut buf = Vec::new();
+        encode_batch(&batch, &mut buf);
+        assert_eq!(encoded.payload().as_ref(), buf.as_slice());
+        let views: Vec<Record> = encoded
+            .records()
+            .map(|r| r.unwrap().to_record().unwrap())
+            .collect();
+        assert_eq!(views, batch.records);
+        let checked = EncodedBatch::from_payload(Bytes::from(buf)).unwrap();
+        assert_eq!(checked, encoded);
+        assert_eq!(checked.decode().unwrap(), batch);
+        let empty = EncodedBatch::encode(&Batch::default());
+        assert_eq!((empty.len(), empty.records().count()), (0, 0));
+    }
+
+    #[test]
+    fn from_payload_checks_every_string_and_length() {
+        let batch = Batch::new((0..3).map(sample_record).collect());
+        let mut buf = Vec::new();
+        encode_batch(&batch, &mut buf);
+        for len in 0..buf.len() {
+            let prefix = Bytes::copy_from_slice(&buf[..len]);
+            assert!(
+                EncodedBatch::from_payload(prefix).is_err(),
+                "prefix of {len}"
+            );
+        }
+        // Invalid UTF-8 in the last attribute value, which views read only on use.
+        let at = buf.len() - 1;
+        let mut bad = buf.clone();
+        bad[at] = 0xff;
+        let err = EncodedBatch::from_payload(Bytes::from(bad)).unwrap_err();
+        assert_eq!(err.reason, "string is not UTF-8");
+        let mut trailing = buf;
+        trailing.push(0);
+        assert!(EncodedBatch::from_payload(Bytes::from(trailing)).is_err());
+    }
+
+    #[test]
+    fn varints_round_trip() {
+        for value in [
+            0,
+            1,
+            127,
+            128,
+            300,
+            16_383,
+            16_384,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
+            let mut buf = Vec::new();
+            put_varint(&mut buf, value);
+            let mut input = Input { buf: &buf, pos: 0 };
+            assert_eq!(input.varint("v").unwrap(), value);
+            assert_eq!(input.remaining(), 0);
+        }
+    }
+}
