@@ -53,7 +53,8 @@ pub struct ServeFlags {
     /// Rows per INSERT at most. [env: BATCH_MAX_ROWS] [default: 100000]
     #[arg(long, value_name = "N")]
     pub batch_max_rows: Option<String>,
-    /// Bytes per INSERT at most. [env: BATCH_MAX_BYTES] [default: 32MiB]
+    /// Bytes per INSERT at most, counted in the compact encoding batches are queued in
+    /// (~115 per typical record). [env: BATCH_MAX_BYTES] [default: 32MiB]
     #[arg(long, value_name = "BYTES")]
     pub batch_max_bytes: Option<String>,
     /// Oldest row's age that forces a flush, in ms. [env: BATCH_MAX_AGE] [default: 1000]
