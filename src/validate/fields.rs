@@ -169,6 +169,9 @@ impl Draft {
                 self.fail(chk, name, reason);
             }
             (Field::Level, Value::Str(text)) => self.text_level(chk, name, &text),
+            (Field::Level, Value::U64(n)) => self.number_level(chk, name, n as f64),
+            (Field::Level, Value::I64(n)) => self.number_level(chk, name, n as f64),
+            (Field::Level, Value::F64(n)) => self.number_level(chk, name, n),
             (Field::Service, Value::Str(text)) => self.text_service(chk, name, text),
             (Field::Message, Value::Str(text)) => self.text_message(chk, name, text),
             (Field::TraceId, Value::Str(text)) => self.text_trace_id(chk, name, &text),
@@ -214,6 +217,23 @@ impl Draft {
             Some(level) => self.level = level,
             None => {
                 let reason = format!("unknown level {}; {LEVELS}", Shown(text));
+                self.fail(chk, name, reason);
+            }
+        }
+    }
+
+    /// A numeric level as pino and bunyan write them (the Node.js loggers this service
+    /// most often replaces a pipeline for): 10 trace, 20 debug, 30 info, 40 warn,
+    /// 50 error, 60 fatal. A custom level between two of them counts as the lower one.
+    pub(super) fn number_level(&mut self, chk: &mut Checker<'_>, name: &str, n: f64) {
+        match numeric_level(n) {
+            Some(level) => self.level = level,
+            None => {
+                let reason = format!(
+                    "numeric {name} {n} is out of range; numbers are pino/bunyan levels \
+                     from 10 to 99 (10 trace, 20 debug, 30 info, 40 warn, 50 error, 60 fatal), \
+                     or send a name: {LEVELS}"
+                );
                 self.fail(chk, name, reason);
             }
         }
@@ -446,6 +466,22 @@ impl Draft {
 }
 
 /// Lower-case hex of exactly `digits` digits; "" means absent.
+/// pino/bunyan numbers: a decade per level, custom levels in between round down;
+/// below 10 or from 100 on (no logger uses those) is an error, not a guess.
+fn numeric_level(n: f64) -> Option<Level> {
+    if !(10.0..100.0).contains(&n) {
+        return None;
+    }
+    Some(match n as u32 / 10 {
+        1 => Level::Trace,
+        2 => Level::Debug,
+        3 => Level::Info,
+        4 => Level::Warn,
+        5 => Level::Error,
+        _ => Level::Fatal,
+    })
+}
+
 fn hex_id(name: &str, text: &str, digits: usize) -> Result<String, String> {
     let bytes = text.as_bytes();
     if bytes.is_empty() {

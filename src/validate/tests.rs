@@ -145,6 +145,15 @@ fn good_records() {
         (r#""level":"Err""#, expected(NOW, Error, &[])),
         (r#""level":"critical""#, expected(NOW, Fatal, &[])),
         (r#""level":"panic""#, expected(NOW, Fatal, &[])),
+        // pino/bunyan numbers; custom levels in between round down
+        (r#""level":10"#, expected(NOW, Trace, &[])),
+        (r#""level":20"#, expected(NOW, Debug, &[])),
+        (r#""level":30"#, expected(NOW, Info, &[])),
+        (r#""level":35"#, expected(NOW, Info, &[])),
+        (r#""level":40"#, expected(NOW, Warn, &[])),
+        (r#""level":50.0"#, expected(NOW, Error, &[])),
+        (r#""level":60"#, expected(NOW, Fatal, &[])),
+        (r#""level":99"#, expected(NOW, Fatal, &[])),
         // attribute value types; null skipped; order kept
         (
             r#""attributes":{"s":"x","i":42,"n":-7,"f":1.5,"e":1e3,"t":true,"b":false,"z":null,"empty":""}"#,
@@ -293,7 +302,9 @@ fn bad_records() {
         (r#""timestamp":"99999999999999999999999""#.into(), "timestamp", "far in the future"),
         // level
         (r#""level":"loud""#.into(), "level", "unknown level \"loud\"; expected trace|debug|info|warn|error|fatal (case-insensitive; aliases: verbose"),
-        (r#""level":3"#.into(), "level", "level must be a string, got a number (3)"),
+        (r#""level":3"#.into(), "level", "numeric level 3 is out of range; numbers are pino/bunyan levels from 10 to 99 (10 trace, 20 debug, 30 info, 40 warn, 50 error, 60 fatal), or send a name: expected trace|debug"),
+        (r#""level":100"#.into(), "level", "numeric level 100 is out of range"),
+        (r#""level":-30"#.into(), "level", "numeric level -30 is out of range"),
         (r#""level":false"#.into(), "level", "got a boolean (false)"),
         // service / message
         (r#""service":"""#.into(), "service", "service is empty; it must be a non-empty string of at most 256 bytes"),
