@@ -723,6 +723,30 @@ fn check_record_rejections() {
         ),
         (
             RawRecord {
+                time_unix_nano: 1_714_564_800_123,
+                ..raw()
+            },
+            "time_unix_nano",
+            "time_unix_nano 1714564800123 would be 1970-01-01T00:28:34.564800123Z: it looks like milliseconds",
+        ),
+        (
+            RawRecord {
+                time_unix_nano: 1_714_564_800,
+                ..raw()
+            },
+            "time_unix_nano",
+            "it looks like seconds",
+        ),
+        (
+            RawRecord {
+                time_unix_nano: 1_714_564_800_123_456,
+                ..raw()
+            },
+            "time_unix_nano",
+            "it looks like microseconds",
+        ),
+        (
+            RawRecord {
                 trace_id: "abc",
                 ..raw()
             },

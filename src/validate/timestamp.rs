@@ -118,6 +118,25 @@ pub(super) fn from_epoch_f64(value: f64) -> Result<i64, String> {
 
 /// Exact nanoseconds since the epoch (gRPC `time_unix_nano`): no magnitude rule.
 pub(super) fn from_unix_nanos(value: u64) -> Result<i64, String> {
+    // Seconds, milliseconds and microseconds of any date since 1970 all read as
+    // nanoseconds in January 1970, where no real gRPC client's events are: refuse
+    // them rather than store them silently wrong.
+    const BEFORE_1971_NS: u64 = 365 * SECS_PER_DAY as u64 * NANOS_PER_SEC as u64;
+    if value < BEFORE_1971_NS {
+        let unit = if value < 100_000_000_000 {
+            "seconds"
+        } else if value < 100_000_000_000_000 {
+            "milliseconds"
+        } else {
+            "microseconds"
+        };
+        return Err(format!(
+            "time_unix_nano {value} would be {}: it looks like {unit}; time_unix_nano is \
+             nanoseconds since the epoch (or send `timestamp`, whose unit is read from its \
+             magnitude)",
+            format_ns(i128::from(value))
+        ));
+    }
     match i64::try_from(value) {
         Ok(ns) if ns < MAX_NS => Ok(ns),
         _ => Err(format!(
@@ -650,7 +669,11 @@ mod tests {
 
     #[test]
     fn unix_nanos_are_exact() {
-        assert_eq!(from_unix_nanos(1), Ok(1));
+        let t = 1_714_564_800_000_000_001;
+        assert_eq!(from_unix_nanos(t), Ok(t as i64));
+        let year_1971 = 31_536_000_000_000_000;
+        assert_eq!(from_unix_nanos(year_1971), Ok(year_1971 as i64));
+        assert!(from_unix_nanos(year_1971 - 1).is_err());
         assert_eq!(from_unix_nanos(MAX_NS as u64 - 1), Ok(MAX_NS - 1));
         let err = from_unix_nanos(MAX_NS as u64).unwrap_err();
         assert!(err.contains("2106-01-01T00:00:00Z, outside"), "{err}");
