@@ -303,18 +303,18 @@ pub fn prometheus_text(s: &WorkerStats) -> String {
     }
     let mut summaries = vec![(
         "zero_logs_request_seconds",
-        "Accepted requests' handling time since start (bucket upper bounds).",
+        "Accepted requests' handling time, last 30-60 s (bucket upper bounds).",
         [c.request_p50_us, c.request_p99_us],
     )];
     if let Some(sp) = &s.spool {
         summaries.push((
             "zero_logs_spool_commit_seconds",
-            "Append-to-durable time since start (bucket upper bounds).",
+            "Append-to-durable time, last 30-60 s (bucket upper bounds).",
             [sp.commit_p50_us, sp.commit_p99_us],
         ));
         summaries.push((
             "zero_logs_spool_fsync_seconds",
-            "One group's fdatasync since start (bucket upper bounds).",
+            "One group's fdatasync, last 30-60 s (bucket upper bounds).",
             [sp.fsync_p50_us, sp.fsync_p99_us],
         ));
     }

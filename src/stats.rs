@@ -45,7 +45,7 @@ pub struct StatsSnapshot {
     pub insert_failures: u64,
     pub queue_rows: i64,
     pub last_flush_unix_ms: u64,
-    /// Quantiles of `Stats::request_latency` since start (µs, bucket upper bounds,
+    /// Quantiles of `Stats::request_latency` over the last 30–60 s (µs, bucket upper bounds,
     /// at most 25 % above the true value).
     pub request_p50_us: u64,
     pub request_p99_us: u64,

@@ -283,7 +283,7 @@ pub struct SpoolStats {
     /// Orphaned spool directories of other instances drained into this one.
     pub adopted_spools: u64,
     pub adopted_frames: u64,
-    /// Append → durable since start, p50 and p99, as the upper bound of a
+    /// Append → durable over the last 30–60 s, p50 and p99, as the upper bound of a
     /// [`LatencyHistogram`] bucket (at most 25 % above the true value).
     pub commit_p50_us: u64,
     pub commit_p99_us: u64,
