@@ -1054,6 +1054,29 @@ fn write_latency_log(path: &str, measured: &Tally) -> std::io::Result<()> {
     out.flush()
 }
 
+/// Width of the windows of [`Report::window_p99_ms`].
+const WINDOW_MS: u32 = 10_000;
+
+/// p99 per [`WINDOW_MS`] of scheduled start; empty for runs shorter than two windows.
+fn window_p99_ms(measured: &Tally) -> Vec<Option<f64>> {
+    let last = measured.started_ms.iter().copied().max().unwrap_or(0);
+    let windows = (last / WINDOW_MS + 1) as usize;
+    if windows < 2 {
+        return Vec::new();
+    }
+    let mut by_window = vec![Vec::new(); windows];
+    for (&start, &latency) in measured.started_ms.iter().zip(&measured.latencies_us) {
+        by_window[(start / WINDOW_MS) as usize].push(latency);
+    }
+    by_window
+        .into_iter()
+        .map(|mut w| {
+            w.sort_unstable();
+            percentile_ms(&w, 99.0)
+        })
+        .collect()
+}
+
 /// Percentile `p` (0..100) of sorted µs values, in ms.
 fn percentile_ms(sorted_us: &[u32], p: f64) -> Option<f64> {
     if sorted_us.is_empty() {
@@ -1075,6 +1098,9 @@ struct Report {
     measured: Tally,
     sorted_latencies_us: Vec<u32>,
     sorted_lags_us: Vec<u32>,
+    /// p99 of the requests scheduled in each [`WINDOW_MS`] of the run, in ms: how the
+    /// tail drifts in a long run (ClickHouse's merges and writeback grow with it).
+    window_p99_ms: Vec<Option<f64>>,
     worker_pid: Option<String>,
     worker_cpu_s: Option<f64>,
     worker_peak_rss: Option<u64>,
@@ -1098,6 +1124,7 @@ impl Report {
         clickhouse_cpu_s: Option<f64>,
         clickhouse_rows: Option<u64>,
     ) -> Report {
+        let window_p99_ms = window_p99_ms(&measured);
         let mut sorted = std::mem::take(&mut measured.latencies_us);
         sorted.sort_unstable();
         let mut lags = std::mem::take(&mut measured.lags_us);
@@ -1113,6 +1140,7 @@ impl Report {
             measured,
             sorted_latencies_us: sorted,
             sorted_lags_us: lags,
+            window_p99_ms,
             worker_pid: worker_pid.map(str::to_string),
             worker_cpu_s,
             worker_peak_rss: worker_pid.and_then(|p| status_kb(p, "VmHWM")),
@@ -1184,6 +1212,7 @@ impl Report {
                 "p99": ms(99.0).map(|v| round(v, 3)),
                 "max": self.sorted_latencies_us.last().map(|v| round(f64::from(*v) / 1000.0, 3)),
             },
+            "latency_p99_ms_by_10s": self.window_p99_ms.iter().map(|v| v.map(|v| round(v, 3))).collect::<Vec<_>>(),
             "send_lag_ms": (!self.sorted_lags_us.is_empty()).then(|| json!({
                 "p50": percentile_ms(&self.sorted_lags_us, 50.0).map(|v| round(v, 3)),
                 "p99": percentile_ms(&self.sorted_lags_us, 99.0).map(|v| round(v, 3)),
@@ -1272,6 +1301,13 @@ impl Report {
                 .last()
                 .map(|v| f64::from(*v) / 1000.0)),
         );
+        if !self.window_p99_ms.is_empty() {
+            let each: Vec<String> = self.window_p99_ms.iter().map(|v| fmt(*v)).collect();
+            println!(
+                "  p99 by 10 s {}   (the tail's drift over the run)",
+                each.join("  ")
+            );
+        }
         if !self.sorted_lags_us.is_empty() {
             let lag = |p| fmt(percentile_ms(&self.sorted_lags_us, p));
             println!(
