@@ -43,7 +43,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::ledger::{unix_ms, Counters};
-use super::prealloc::{SPARE_FILE, SPARE_TMP_FILE};
+use super::prealloc::{RECYCLE_FILE, SPARE_FILE, SPARE_TMP_FILE};
 use super::segment::{list_segments, sync_dir, LOCK_FILE, QUARANTINE_DIR};
 use super::state_file::STATE_FILE;
 use super::{Spool, SpoolConfig, SpoolError};
@@ -372,7 +372,13 @@ fn remove_drained(dir: &Path, own_quarantine: &Path) -> Result<(), SpoolError> {
         sync_dir(own_quarantine).map_err(|e| io_err(own_quarantine, e))?;
         fs::remove_dir(&quarantine).map_err(|e| io_err(&quarantine, e))?;
     }
-    for name in [STATE_FILE, SPARE_FILE, SPARE_TMP_FILE, LOCK_FILE] {
+    for name in [
+        STATE_FILE,
+        SPARE_FILE,
+        SPARE_TMP_FILE,
+        RECYCLE_FILE,
+        LOCK_FILE,
+    ] {
         let path = dir.join(name);
         match fs::remove_file(&path) {
             Ok(()) => {}

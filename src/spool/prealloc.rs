@@ -23,12 +23,24 @@
 //! the next one. Nothing waits for the thread: without a ready spare the writer
 //! creates an empty segment that grows, as before.
 //!
+//! # Recycling
+//!
+//! Deleting an acknowledged 64 MiB segment frees its blocks (on a disk mounted with
+//! `discard`, that is also 64 MiB of discards queued with the writer's syncs) and
+//! the next spare allocates as many again. So the reaper keeps one acknowledged
+//! segment as `recycle.segment` ([`keep_for_recycling`]) instead of deleting it, and
+//! the thread, when one is there, renames it to `spare.segment.tmp` and overwrites it
+//! with zeros rather than creating a file: same zeros, same protocol, so a spare is
+//! still complete and all zero, and replay does not change. A leftover
+//! `recycle.segment` at start is used the same way; its old frames are below the
+//! acknowledged watermark and never read.
+//!
 //! A preallocated segment ends in zeros after its last frame; recovery and the
 //! reader treat an all-zero remainder as the end of the segment, not as damage
 //! (see `replay`). The writer cuts a segment to its frames when it seals it.
 //!
-//! Costs: one extra segment of disk (`SPOOL_SEGMENT_BYTES`, outside
-//! `SPOOL_MAX_BYTES`, which counts frames) and the zeros' write bandwidth. On tmpfs
+//! Costs: up to two extra segments of disk (the spare and a kept segment, each
+//! `SPOOL_SEGMENT_BYTES`, outside `SPOOL_MAX_BYTES`, which counts frames) and the zeros' write bandwidth. On tmpfs
 //! (no disk, `fdatasync` is free) and with `SPOOL_PREALLOCATE=false` there is no
 //! spare. A spare that cannot be written (disk full) is deleted and retried later.
 
@@ -45,6 +57,8 @@ use super::segment::sync_dir;
 pub const SPARE_FILE: &str = "spare.segment";
 /// A spare being written; deleted when found at start.
 pub const SPARE_TMP_FILE: &str = "spare.segment.tmp";
+/// An acknowledged segment kept to become the next spare.
+pub const RECYCLE_FILE: &str = "recycle.segment";
 
 const CHUNK: usize = 1 << 20;
 const SYNC_EVERY: u64 = 8 << 20;
@@ -186,11 +200,17 @@ fn run(shared: &Shared) {
 /// removed).
 fn prepare(shared: &Shared) -> io::Result<bool> {
     let tmp = shared.dir.join(SPARE_TMP_FILE);
+    // Only this thread touches the temporary name, and only the reaper creates the
+    // recycled one: the rename cannot clobber anything.
+    let recycled = fs::rename(shared.dir.join(RECYCLE_FILE), &tmp).is_ok();
     let mut file = OpenOptions::new()
         .write(true)
         .create(true)
-        .truncate(true)
+        .truncate(!recycled)
         .open(&tmp)?;
+    if recycled && file.metadata()?.len() > shared.size {
+        file.set_len(shared.size)?;
+    }
     let zeros = vec![0u8; CHUNK];
     let mut written = 0u64;
     while written < shared.size {
@@ -211,6 +231,17 @@ fn prepare(shared: &Shared) -> io::Result<bool> {
     fs::rename(&tmp, shared.dir.join(SPARE_FILE))?;
     sync_dir(&shared.dir)?;
     Ok(true)
+}
+
+/// Keeps acknowledged segment file `segment` as the next spare's blocks instead of
+/// deleting it, if this spool preallocates and none is kept yet: `true` when kept (the
+/// file is gone from the segments either way once this returns `Ok`).
+pub(crate) fn keep_for_recycling(dir: &Path, preallocate: bool, segment: &Path) -> bool {
+    let target = dir.join(RECYCLE_FILE);
+    if !preallocate || target.exists() || is_memory_fs(dir) {
+        return false;
+    }
+    fs::rename(segment, &target).is_ok()
 }
 
 fn spare_size(dir: &Path) -> Option<u64> {
@@ -277,6 +308,39 @@ mod tests {
         let spare = Spare::start(dir.path(), 4096).unwrap();
         wait_take(&spare, &taken);
         assert_eq!(fs::metadata(&taken).unwrap().len(), 4096);
+    }
+
+    #[test]
+    fn a_kept_segment_becomes_the_next_spare_overwritten_with_zeros() {
+        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        // Not kept without preallocation, nor when one is kept already.
+        let seg = dir.path().join("seg-1");
+        fs::write(&seg, vec![0xabu8; 8192]).unwrap();
+        assert!(!keep_for_recycling(dir.path(), false, &seg));
+        assert!(keep_for_recycling(dir.path(), true, &seg));
+        assert!(!seg.exists());
+        let other = dir.path().join("seg-2");
+        fs::write(&other, b"frames").unwrap();
+        assert!(
+            !keep_for_recycling(dir.path(), true, &other),
+            "one kept at a time"
+        );
+        assert!(other.exists(), "the caller deletes it");
+
+        // Longer than a segment: cut to size; every old byte is overwritten.
+        let spare = Spare::start(dir.path(), 4096).unwrap();
+        let taken = dir.path().join("taken");
+        wait_take(&spare, &taken);
+        assert_eq!(fs::read(&taken).unwrap(), vec![0u8; 4096]);
+        assert!(!dir.path().join(RECYCLE_FILE).exists(), "used up");
+        drop(spare);
+
+        // Shorter than a segment: grown to size.
+        fs::write(dir.path().join(RECYCLE_FILE), vec![0xcdu8; 100]).unwrap();
+        let spare = Spare::start(dir.path(), 4096).unwrap();
+        wait_take(&spare, &taken);
+        assert_eq!(fs::read(&taken).unwrap(), vec![0u8; 4096]);
+        assert!(!dir.path().join(RECYCLE_FILE).exists());
     }
 
     // === With a spool ===

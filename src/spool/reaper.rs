@@ -11,6 +11,8 @@
 //!
 //! # Rules
 //!
+//! - "Deleting" keeps one acknowledged segment as the next spare's file instead (see
+//!   `prealloc`): a rename out of the segments, which replay treats like a deletion.
 //! - A job persists the state first, then deletes its segments, in that order (a
 //!   restart must never reuse the sequence number of a deleted frame). If persisting
 //!   fails, nothing of that job is deleted, and `maintain_pending` makes the writer try
@@ -28,6 +30,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use super::ledger::{Counters, Shared};
+use super::prealloc::keep_for_recycling;
 use super::segment::segment_path;
 use super::state_file::{SpoolState, StateFile};
 
@@ -150,11 +153,17 @@ pub(crate) fn persist_state(shared: &Shared, file: &Mutex<StateFile>, wanted: Sp
     }
 }
 
-/// Deletes the file of acknowledged segment `first` and forgets it in the ledger;
-/// `false` (logged and counted) if the file could not be removed.
+/// Deletes the file of acknowledged segment `first` (or keeps it for the next spare,
+/// see `prealloc`) and forgets it in the ledger; `false` (logged and counted) if the
+/// file could not be removed.
 pub(crate) fn delete_segment(shared: &Shared, first: u64, len: u64) -> bool {
     let path = segment_path(&shared.dir, first);
-    match std::fs::remove_file(&path) {
+    let removed = if keep_for_recycling(&shared.dir, shared.cfg.preallocate, &path) {
+        Ok(())
+    } else {
+        std::fs::remove_file(&path)
+    };
+    match removed {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => {
