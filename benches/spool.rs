@@ -73,7 +73,7 @@ fn measure_codec(batch_len: usize) {
             })
             .collect(),
     );
-    let per_record = b.bytes / b.len();
+    let per_record = b.approx_bytes() / b.len();
     let mut buf = Vec::new();
     codec::encode_batch(&b, &mut buf);
     let rounds = 2_000_000 / batch_len;

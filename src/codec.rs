@@ -63,7 +63,7 @@ pub struct CodecError {
 pub fn encoded_len_hint(batch: &Batch) -> usize {
     // approx_bytes counts 16 bytes of fixed overhead per record; the encoding
     // needs 9 + one length byte per string, close enough with the margin below.
-    batch.bytes + batch.records.len() * 8 + 10
+    batch.approx_bytes() + batch.records.len() * 8 + 10
 }
 
 /// Appends the encoding of `batch` to `out`.

@@ -83,7 +83,7 @@ pub struct Record {
 }
 
 impl Record {
-    /// Approximate in-memory/encoded size, used for byte budgets and batch cuts.
+    /// Approximate encoded size (a little over it), to size the encoding buffer.
     pub fn approx_bytes(&self) -> usize {
         let attrs: usize = self
             .attributes
@@ -104,14 +104,17 @@ impl Record {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Batch {
     pub records: Vec<Record>,
-    /// Sum of [`Record::approx_bytes`].
-    pub bytes: usize,
 }
 
 impl Batch {
     pub fn new(records: Vec<Record>) -> Batch {
-        let bytes = records.iter().map(Record::approx_bytes).sum();
-        Batch { records, bytes }
+        Batch { records }
+    }
+
+    /// Sum of [`Record::approx_bytes`]: computed when asked (only encoding sizes its
+    /// buffer with it; queues count the encoded bytes).
+    pub fn approx_bytes(&self) -> usize {
+        self.records.iter().map(Record::approx_bytes).sum()
     }
 
     pub fn len(&self) -> usize {

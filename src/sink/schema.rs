@@ -519,24 +519,27 @@ pub struct AttributeMap<'a>(pub Attributes<'a>);
 
 impl Serialize for AttributeKeys<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
-        for pair in self.0.iter() {
-            let (key, _) = pair.map_err(S::Error::custom)?;
-            seq.serialize_element(key)?;
-        }
-        seq.end()
+        serialize_column(self.0, serializer, |(key, _)| key)
     }
 }
 
 impl Serialize for AttributeValues<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
-        for pair in self.0.iter() {
-            let (_, value) = pair.map_err(S::Error::custom)?;
-            seq.serialize_element(value)?;
-        }
-        seq.end()
+        serialize_column(self.0, serializer, |(_, value)| value)
     }
+}
+
+/// One side of the pairs as an `Array(String)`.
+fn serialize_column<'a, S: Serializer>(
+    attributes: Attributes<'a>,
+    serializer: S,
+    side: fn((&'a str, &'a str)) -> &'a str,
+) -> Result<S::Ok, S::Error> {
+    let mut seq = serializer.serialize_seq(Some(attributes.len()))?;
+    for pair in attributes.iter() {
+        seq.serialize_element(side(pair.map_err(S::Error::custom)?))?;
+    }
+    seq.end()
 }
 
 impl Serialize for AttributeMap<'_> {

@@ -158,6 +158,9 @@ pub struct Shared {
     /// Random id of this spool directory's incarnation (see `spool.state`).
     pub epoch: u64,
     pub cfg: SpoolConfig,
+    /// `cfg.preallocate` and not on a memory filesystem, decided once at open: the
+    /// reaper then keeps an acknowledged segment for the next spare (`prealloc`).
+    pub recycles_segments: bool,
     pub ledger: Mutex<Ledger>,
     /// Wakes the reader when frames become durable or appends close.
     pub data_ready: Notify,

@@ -355,10 +355,12 @@ impl Spool {
             next_seq,
             "spool opened"
         );
+        let recycles_segments = cfg.preallocate && !prealloc::is_memory_fs(&dir);
         let shared = Arc::new(Shared {
             dir,
             instance,
             epoch: persisted.epoch,
+            recycles_segments,
             cfg,
             ledger: Mutex::new(ledger),
             data_ready: Notify::new(),

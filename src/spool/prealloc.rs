@@ -234,11 +234,11 @@ fn prepare(shared: &Shared) -> io::Result<bool> {
 }
 
 /// Keeps acknowledged segment file `segment` as the next spare's blocks instead of
-/// deleting it, if this spool preallocates and none is kept yet: `true` when kept (the
-/// file is gone from the segments either way once this returns `Ok`).
-pub(crate) fn keep_for_recycling(dir: &Path, preallocate: bool, segment: &Path) -> bool {
+/// deleting it, if `enabled` (see `Shared::recycles_segments`) and none is kept yet:
+/// `true` when kept, `false` when the caller should delete it.
+pub(crate) fn keep_for_recycling(dir: &Path, enabled: bool, segment: &Path) -> bool {
     let target = dir.join(RECYCLE_FILE);
-    if !preallocate || target.exists() || is_memory_fs(dir) {
+    if !enabled || target.exists() {
         return false;
     }
     fs::rename(segment, &target).is_ok()
@@ -249,7 +249,7 @@ fn spare_size(dir: &Path) -> Option<u64> {
 }
 
 /// tmpfs or ramfs: memory, where preallocating only wastes it.
-fn is_memory_fs(dir: &Path) -> bool {
+pub(crate) fn is_memory_fs(dir: &Path) -> bool {
     const TMPFS_MAGIC: u64 = 0x0102_1994;
     const RAMFS_MAGIC: u64 = 0x8584_58f6;
     rustix::fs::statfs(dir).is_ok_and(|s| {

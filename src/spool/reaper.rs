@@ -158,7 +158,7 @@ pub(crate) fn persist_state(shared: &Shared, file: &Mutex<StateFile>, wanted: Sp
 /// file could not be removed.
 pub(crate) fn delete_segment(shared: &Shared, first: u64, len: u64) -> bool {
     let path = segment_path(&shared.dir, first);
-    let removed = if keep_for_recycling(&shared.dir, shared.cfg.preallocate, &path) {
+    let removed = if keep_for_recycling(&shared.dir, shared.recycles_segments, &path) {
         Ok(())
     } else {
         std::fs::remove_file(&path)

@@ -79,7 +79,7 @@ fn sample_record_decodes_fully() {
         ],
     };
     assert_eq!(batch.records, vec![want.clone()]);
-    assert_eq!(batch.bytes, want.approx_bytes());
+    assert_eq!(batch.approx_bytes(), want.approx_bytes());
 }
 
 #[test]
