@@ -47,6 +47,10 @@ pub struct WorkerStats {
     pub rss_bytes: u64,
     /// `spool` or `clickhouse`.
     pub ack_mode: &'static str,
+    /// The CPU slice the kernel gives the worker's threads, in µs (the thread that
+    /// answers is asked; all inherit the main thread's): 100 by default
+    /// (`WORKER_CPU_SLICE_US`), 0 where the kernel keeps none (before Linux 6.12).
+    pub cpu_slice_us: u64,
     /// Set when healthy but not at full strength (ClickHouse down while spooling).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub degraded_reason: Option<String>,
@@ -148,6 +152,7 @@ impl AdminState {
             } else {
                 AckMode::ClickHouse.as_str()
             },
+            cpu_slice_us: crate::sched::thread_slice().map_or(0, |s| s.as_micros() as u64),
             degraded_reason: degraded,
             counters: self.stats.snapshot(),
             spool,

@@ -22,7 +22,9 @@ pub use parse::bytes;
 pub(crate) use parse::{boolean as parse_bool, millis as parse_millis};
 pub use spool::{AckMode, SpoolConfig};
 
-use parse::{boolean, check_url, count, identifier, millis, positive, worker_id, Reader};
+use parse::{
+    boolean, check_url, count, cpu_slice, identifier, millis, positive, worker_id, Reader,
+};
 
 /// Everything a worker needs, parsed and checked.
 #[derive(Debug, Clone)]
@@ -51,6 +53,9 @@ pub struct SupervisionConfig {
     pub watchdog: Option<Duration>,
     /// How often the `STATUS=` line and the memory check are refreshed.
     pub check_interval: Duration,
+    /// `WORKER_CPU_SLICE_US`: the CPU slice every worker thread asks the kernel for
+    /// (see [`crate::sched`]); `None` = the kernel's default.
+    pub cpu_slice: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -468,6 +473,13 @@ impl Config {
             memory_limit: (memory_limit > 0).then_some(memory_limit as u64),
             watchdog: watchdog(env),
             check_interval: Duration::from_secs(1),
+            cpu_slice: r.parse(
+                &flags.worker_cpu_slice_us,
+                "worker-cpu-slice-us",
+                "WORKER_CPU_SLICE_US",
+                Some(Duration::from_micros(100)),
+                cpu_slice,
+            )?,
         };
         let shutdown_timeout = r.parse(
             &flags.graceful_shutdown_timeout,

@@ -33,6 +33,7 @@ use crate::feeder;
 use crate::ingest::{self, AckPoint, Ingest};
 use crate::listen;
 use crate::notify;
+use crate::sched;
 use crate::serve::{ServeOptions, Server};
 use crate::sink::{Batcher, ClickHouseSink, SinkError};
 use crate::spool::{Spool, SpoolError};
@@ -104,6 +105,8 @@ pub fn main() -> ExitCode {
     };
     let target = telemetry::init(&cfg.admin.worker_id);
     tracing::debug!(?target, "logging initialised");
+    // Before the runtime: its threads (and theirs) inherit the slice.
+    sched::apply_to_process(cfg.supervision.cpu_slice);
     match serve(cfg) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -67,6 +67,16 @@ impl WorkerChecks for Cluster {
     }
 }
 
+/// Whether the running kernel (the container's too) is at least `major.minor`.
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (major, minor)
+}
+
 fn delta(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
     after
         .iter()
@@ -322,6 +332,16 @@ fn assert_nothing_lost(f: &Cluster, scenario: &str, reports: &[(&str, &LoadRepor
 fn load_spreads_over_every_instance_and_journal_has_worker_ids() {
     let f = Cluster::start(WORKERS, &[]);
     let c = f.c();
+
+    // The unit's seccomp filter (`~@resources`) lets `sched_setattr` through, so
+    // every instance runs with the default 100 µs slice (src/sched.rs); the container
+    // shares this kernel, which keeps per-thread slices from 6.12 on.
+    let slices = c.spread("cpu_slice_us");
+    let expected = if kernel_at_least(6, 12) { 100 } else { 0 };
+    assert!(
+        slices.len() == WORKERS && slices.values().all(|&us| us == expected),
+        "cpu_slice_us per instance {slices:?}, expected {expected} everywhere"
+    );
 
     // Fresh connection per request.
     let before = f.requests();

@@ -111,6 +111,13 @@ pub struct ServeFlags {
     /// a fresh one (0 = no limit). [env: WORKER_MEMORY_LIMIT] [default: 1GiB]
     #[arg(long, value_name = "BYTES")]
     pub worker_memory_limit: Option<String>,
+    /// CPU slice in µs the worker's threads ask the kernel for (Linux >= 6.12): a
+    /// short one lets a thread woken by a finished fdatasync or a request run at once
+    /// on busy cores instead of after the tick (lower acknowledgement p99, ~10 % more
+    /// CPU). 0 = the kernel's default; else 100..=100000.
+    /// [env: WORKER_CPU_SLICE_US] [default: 100]
+    #[arg(long, value_name = "US")]
+    pub worker_cpu_slice_us: Option<String>,
     /// Longest a stop may take to finish requests and flush, in ms.
     /// [env: GRACEFUL_SHUTDOWN_TIMEOUT] [default: 30000]
     #[arg(long, value_name = "MS")]

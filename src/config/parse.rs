@@ -82,6 +82,25 @@ pub(crate) fn millis(text: &str) -> Result<Duration, String> {
         .map_err(|_| "expected milliseconds as a whole number, e.g. 5000".to_string())
 }
 
+/// A CPU slice in µs: 0 (keep the kernel's default) or within what the kernel accepts.
+pub(super) fn cpu_slice(text: &str) -> Result<Option<Duration>, String> {
+    let (min, max) = (crate::sched::MIN_SLICE, crate::sched::MAX_SLICE);
+    let form = || {
+        format!(
+            "expected microseconds: 0 (the kernel's default) or {}..={}",
+            min.as_micros(),
+            max.as_micros()
+        )
+    };
+    let us: u64 = text.parse().map_err(|_| form())?;
+    let slice = Duration::from_micros(us);
+    match us {
+        0 => Ok(None),
+        _ if slice < min || slice > max => Err(form()),
+        _ => Ok(Some(slice)),
+    }
+}
+
 pub(crate) fn boolean(text: &str) -> Result<bool, String> {
     match text.to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Ok(true),

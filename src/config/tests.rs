@@ -215,3 +215,26 @@ fn compression_is_off_only_for_loopback_clickhouse_in_auto_mode() {
         "{err}"
     );
 }
+
+#[test]
+fn cpu_slice_defaults_to_100_us_and_0_keeps_the_kernels() {
+    let slice = |pairs: &[(&str, &str)]| {
+        Config::load(&ServeFlags::default(), &env(pairs)).map(|c| c.supervision.cpu_slice)
+    };
+    assert_eq!(slice(&[]).unwrap(), Some(Duration::from_micros(100)));
+    assert_eq!(slice(&[("WORKER_CPU_SLICE_US", "0")]).unwrap(), None);
+    assert_eq!(
+        slice(&[("WORKER_CPU_SLICE_US", "3000")]).unwrap(),
+        Some(Duration::from_millis(3))
+    );
+    for bad in ["50", "100001", "1ms", "-1"] {
+        let err = slice(&[("WORKER_CPU_SLICE_US", bad)]).unwrap_err();
+        assert_eq!(err.source_name, "WORKER_CPU_SLICE_US");
+        assert!(
+            err.reason
+                .contains("0 (the kernel's default) or 100..=100000"),
+            "{bad}: {}",
+            err.reason
+        );
+    }
+}
