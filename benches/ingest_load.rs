@@ -977,6 +977,14 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         let self_cpu0 = cpu_ticks("self")?;
         let clickhouse_pid = args.clickhouse_pid.map(|p| p.to_string());
         let clickhouse_cpu0 = clickhouse_pid.as_deref().and_then(|p| cpu_ticks(p).ok());
+        let clickhouse_table = args
+            .clickhouse_url
+            .as_deref()
+            .zip(args.clickhouse_table.as_deref());
+        let rows0 = match clickhouse_table {
+            Some((url, table)) => clickhouse_count(url, table).await.ok(),
+            None => None,
+        };
 
         let mut warm = Tally::default();
         let mut measured = Tally::default();
@@ -986,6 +994,10 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             measured.merge(m);
         }
         let elapsed = started.elapsed();
+        let rows1 = match clickhouse_table {
+            Some((url, table)) => clickhouse_count(url, table).await.ok(),
+            None => None,
+        };
         let worker_cpu = match (&worker_pid, worker_cpu0) {
             (Some(pid), Some(c0)) => Some(
                 cpu_ticks(pid)
@@ -1015,7 +1027,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             ),
             _ => None,
         };
-        anyhow::Ok(Report::new(
+        let mut report = Report::new(
             &args,
             &pool,
             warm,
@@ -1026,7 +1038,9 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             self_cpu,
             clickhouse_cpu,
             clickhouse,
-        ))
+        );
+        report.delivered_during = rows0.zip(rows1).map(|(r0, r1)| r1.saturating_sub(r0));
+        anyhow::Ok(report)
     })?;
 
     if args.json {
@@ -1108,6 +1122,9 @@ struct Report {
     generator_cpu_s: f64,
     clickhouse_cpu_s: Option<f64>,
     clickhouse_rows: Option<u64>,
+    /// Rows ClickHouse gained during the measured interval: what the whole pipeline
+    /// sustains, which a closed loop can exceed while the spool absorbs the rest.
+    delivered_during: Option<u64>,
 }
 
 impl Report {
@@ -1148,6 +1165,7 @@ impl Report {
             generator_cpu_s,
             clickhouse_cpu_s,
             clickhouse_rows,
+            delivered_during: None,
         }
     }
 
@@ -1229,6 +1247,7 @@ impl Report {
             })),
             "generator_cpu_s": round(self.generator_cpu_s, 2),
             "clickhouse_cpu_s": self.clickhouse_cpu_s.map(|v| round(v, 2)),
+            "clickhouse_delivered_records_per_s": self.delivered_during.map(|rows| round(rows as f64 / self.secs(), 0)),
             "clickhouse": self.clickhouse_rows.map(|rows| json!({
                 "rows": rows,
                 "acknowledged": self.acknowledged(),
@@ -1342,6 +1361,20 @@ impl Report {
         );
         if let Some(cpu) = self.clickhouse_cpu_s {
             println!("  clickhouse  CPU {cpu:.2} s ({:.2} cores)", cpu / secs);
+        }
+        if let Some(rows) = self.delivered_during {
+            let accepted = self.measured.accepted;
+            println!(
+                "  delivered   {:.0} records/s reached ClickHouse during the run; backlog {} by {} records{}",
+                rows as f64 / secs,
+                if accepted >= rows { "grew" } else { "shrank" },
+                accepted.abs_diff(rows),
+                if accepted > rows + rows / 20 {
+                    " (more accepted than delivered: not sustainable for long)"
+                } else {
+                    ""
+                }
+            );
         }
         if let Some(rows) = self.clickhouse_rows {
             let ack = self.acknowledged();
