@@ -11,9 +11,10 @@
 //! `HZ=250`). An acknowledgement crosses several wake-ups (connection task → spool
 //! writer → `fdatasync` completion → connection task), and on a host whose cores are
 //! busy (ClickHouse's merges, here even at nice 19) each one could wait a tick.
-//! Measured with `scripts/bench` at 80 % of peak (docs/BENCHMARKS.md): the spool's
-//! `fdatasync` p99 went from ≤ 5.1 to ≤ 1.5 ms and the client p99 from ~16 to ~11 ms
-//! with a 100 µs slice, for ~10 % more CPU per record (more preemptions). The slice
+//! Measured with `scripts/bench` (docs/BENCHMARKS.md, session 6): at the sustained
+//! peak the spool's `fdatasync` p99 went from ≤ 5.1 to ≤ 1.5–2.6 ms and the client p99
+//! from 16–17 to 11–15 ms with a 100 µs slice, at 80 % of it from 10.5 to 7.4–9.4 ms,
+//! for up to ~10 % more CPU per record (more preemptions). The slice
 //! does not change the worker's share of the CPU (that is its weight: nice,
 //! `CPUWeight=`), only how soon it gets the core when it wakes.
 //!
