@@ -981,10 +981,11 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             .clickhouse_url
             .as_deref()
             .zip(args.clickhouse_table.as_deref());
-        let rows0 = match clickhouse_table {
-            Some((url, table)) => clickhouse_count(url, table).await.ok(),
-            None => None,
+        let rows_now = || async move {
+            let (url, table) = clickhouse_table?;
+            clickhouse_count(url, table).await.ok()
         };
+        let rows0 = rows_now().await;
 
         let mut warm = Tally::default();
         let mut measured = Tally::default();
@@ -994,10 +995,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             measured.merge(m);
         }
         let elapsed = started.elapsed();
-        let rows1 = match clickhouse_table {
-            Some((url, table)) => clickhouse_count(url, table).await.ok(),
-            None => None,
-        };
+        let rows1 = rows_now().await;
         let worker_cpu = match (&worker_pid, worker_cpu0) {
             (Some(pid), Some(c0)) => Some(
                 cpu_ticks(pid)
@@ -1019,8 +1017,8 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("writing --latency-log {path}"))?;
         }
         let acknowledged = warm.accepted + measured.accepted;
-        let clickhouse = match (&args.clickhouse_url, &args.clickhouse_table) {
-            (Some(url), Some(table)) => Some(
+        let clickhouse = match clickhouse_table {
+            Some((url, table)) => Some(
                 settled_count(url, table, acknowledged, Duration::from_secs(30))
                     .await
                     .context("counting rows in ClickHouse")?,

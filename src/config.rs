@@ -477,7 +477,7 @@ impl Config {
                 &flags.worker_cpu_slice_us,
                 "worker-cpu-slice-us",
                 "WORKER_CPU_SLICE_US",
-                Some(Duration::from_micros(100)),
+                Some(crate::sched::DEFAULT_SLICE),
                 cpu_slice,
             )?,
         };

@@ -37,10 +37,13 @@ pub const MIN_SLICE: Duration = Duration::from_micros(100);
 /// Longest slice the kernel accepts.
 pub const MAX_SLICE: Duration = Duration::from_millis(100);
 
-/// `SCHED_OTHER`, `SCHED_BATCH`, `SCHED_IDLE`: the fair policies, which have a slice.
-const FAIR_POLICIES: [u32; 3] = [0, 3, 5];
-/// `SCHED_FLAG_RESET_ON_FORK`: the one flag a read-back may carry that must be kept.
-const RESET_ON_FORK: u64 = 0x01;
+/// What `WORKER_CPU_SLICE_US` is when unset.
+pub const DEFAULT_SLICE: Duration = Duration::from_micros(100);
+
+/// The fair policies, which have a slice.
+const FAIR_POLICIES: [libc::c_int; 3] = [libc::SCHED_OTHER, libc::SCHED_BATCH, libc::SCHED_IDLE];
+/// The one flag a read-back may carry that must be kept.
+const RESET_ON_FORK: u64 = libc::SCHED_FLAG_RESET_ON_FORK as u64;
 
 /// Why a slice could not be set.
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +78,7 @@ pub struct SliceChange {
 /// keeping its policy, nice value and reset-on-fork flag.
 pub fn set_thread_slice(slice: Duration) -> Result<SliceChange, SchedError> {
     let mut attr = get_attr().map_err(SchedError::Read)?;
-    if !FAIR_POLICIES.contains(&attr.sched_policy) {
+    if !FAIR_POLICIES.contains(&(attr.sched_policy as libc::c_int)) {
         return Err(SchedError::NotFair(attr.sched_policy));
     }
     let before = Duration::from_nanos(attr.sched_runtime);
@@ -98,27 +101,22 @@ pub fn thread_slice() -> Result<Duration, SchedError> {
 }
 
 /// Applies `slice` (if any) to the calling thread, which must be the main thread
-/// before it starts any other, and logs the outcome. Returns the slice in effect
-/// (`None`: the kernel's default).
-pub fn apply_to_process(slice: Option<Duration>) -> Option<Duration> {
-    let slice = slice?;
+/// before it starts any other, and logs the outcome. What is in effect later is
+/// what [`thread_slice`] reads (`/stats` `cpu_slice_us`).
+pub fn apply_to_process(slice: Option<Duration>) {
+    let Some(slice) = slice else {
+        return;
+    };
     match set_thread_slice(slice) {
-        Ok(change) => {
-            tracing::info!(
-                slice_us = change.after.as_micros() as u64,
-                default_us = change.before.as_micros() as u64,
-                "CPU slice set for the worker's threads (WORKER_CPU_SLICE_US)"
-            );
-            Some(change.after)
-        }
+        Ok(change) => tracing::info!(
+            slice_us = change.after.as_micros() as u64,
+            default_us = change.before.as_micros() as u64,
+            "CPU slice set for the worker's threads (WORKER_CPU_SLICE_US)"
+        ),
         Err(err @ (SchedError::Unsupported | SchedError::NotFair(_))) => {
-            tracing::info!(error = %err, "WORKER_CPU_SLICE_US has no effect here");
-            None
+            tracing::info!(error = %err, "WORKER_CPU_SLICE_US has no effect here")
         }
-        Err(err) => {
-            tracing::warn!(error = %err, "kernel's default CPU slice kept");
-            None
-        }
+        Err(err) => tracing::warn!(error = %err, "kernel's default CPU slice kept"),
     }
 }
 

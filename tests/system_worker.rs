@@ -67,16 +67,6 @@ impl WorkerChecks for Cluster {
     }
 }
 
-/// Whether the running kernel (the container's too) is at least `major.minor`.
-fn kernel_at_least(major: u32, minor: u32) -> bool {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut parts = release
-        .trim()
-        .split(['.', '-'])
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (major, minor)
-}
-
 fn delta(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
     after
         .iter()
@@ -334,10 +324,16 @@ fn load_spreads_over_every_instance_and_journal_has_worker_ids() {
     let c = f.c();
 
     // The unit's seccomp filter (`~@resources`) lets `sched_setattr` through, so
-    // every instance runs with the default 100 µs slice (src/sched.rs); the container
-    // shares this kernel, which keeps per-thread slices from 6.12 on.
+    // every instance runs with the default 100 µs slice (src/sched.rs). The container
+    // shares this kernel: where it keeps no per-thread slice (before 6.12), this
+    // thread reads 0 too, and so do the workers.
     let slices = c.spread("cpu_slice_us");
-    let expected = if kernel_at_least(6, 12) { 100 } else { 0 };
+    let kernel_keeps_slices = !zero_logs::sched::thread_slice().unwrap().is_zero();
+    let expected = if kernel_keeps_slices {
+        zero_logs::sched::DEFAULT_SLICE.as_micros() as u64
+    } else {
+        0
+    };
     assert!(
         slices.len() == WORKERS && slices.values().all(|&us| us == expected),
         "cpu_slice_us per instance {slices:?}, expected {expected} everywhere"
