@@ -844,6 +844,14 @@ fn cpu_ticks(pid: &str) -> anyhow::Result<CpuTicks> {
     Ok(CpuTicks(field(14)? + field(15)?))
 }
 
+/// Steal ticks of all CPUs (`/proc/stat`, line `cpu`, 8th value); `None` outside Linux
+/// or when the kernel does not account steal.
+fn steal_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu = stat.lines().next()?.strip_prefix("cpu ")?;
+    cpu.split_whitespace().nth(7)?.parse().ok()
+}
+
 /// A `kB` line of `/proc/<pid>/status`, in bytes.
 fn status_kb(pid: &str, key: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -975,6 +983,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             None => None,
         };
         let self_cpu0 = cpu_ticks("self")?;
+        let steal0 = steal_ticks();
         let clickhouse_pid = args.clickhouse_pid.map(|p| p.to_string());
         let clickhouse_cpu0 = clickhouse_pid.as_deref().and_then(|p| cpu_ticks(p).ok());
         let clickhouse_table = args
@@ -1005,6 +1014,9 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             _ => None,
         };
         let self_cpu = (cpu_ticks("self")?.0.saturating_sub(self_cpu0.0)) as f64 / ticks_per_sec;
+        let steal = steal0
+            .zip(steal_ticks())
+            .map(|(s0, s1)| s1.saturating_sub(s0) as f64 / ticks_per_sec);
         let clickhouse_cpu = match (clickhouse_pid.as_deref(), clickhouse_cpu0) {
             (Some(pid), Some(c0)) => cpu_ticks(pid)
                 .ok()
@@ -1038,6 +1050,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             clickhouse,
         );
         report.delivered_during = rows0.zip(rows1).map(|(r0, r1)| r1.saturating_sub(r0));
+        report.host_steal_s = steal;
         anyhow::Ok(report)
     })?;
 
@@ -1123,6 +1136,10 @@ struct Report {
     /// Rows ClickHouse gained during the measured interval: what the whole pipeline
     /// sustains, which a closed loop can exceed while the spool absorbs the rest.
     delivered_during: Option<u64>,
+    /// CPU time the hypervisor gave to others while this VM's CPUs wanted to run
+    /// (`steal` in /proc/stat) during the measured interval: a run with a lot of it
+    /// measured the host, not the worker.
+    host_steal_s: Option<f64>,
 }
 
 impl Report {
@@ -1164,6 +1181,7 @@ impl Report {
             clickhouse_cpu_s,
             clickhouse_rows,
             delivered_during: None,
+            host_steal_s: None,
         }
     }
 
@@ -1245,6 +1263,7 @@ impl Report {
             })),
             "generator_cpu_s": round(self.generator_cpu_s, 2),
             "clickhouse_cpu_s": self.clickhouse_cpu_s.map(|v| round(v, 2)),
+            "host_steal_s": self.host_steal_s.map(|v| round(v, 2)),
             "clickhouse_delivered_records_per_s": self.delivered_during.map(|rows| round(rows as f64 / self.secs(), 0)),
             "clickhouse": self.clickhouse_rows.map(|rows| json!({
                 "rows": rows,
@@ -1359,6 +1378,11 @@ impl Report {
         );
         if let Some(cpu) = self.clickhouse_cpu_s {
             println!("  clickhouse  CPU {cpu:.2} s ({:.2} cores)", cpu / secs);
+        }
+        if let Some(steal) = self.host_steal_s {
+            println!(
+                "  host        steal {steal:.2} s (CPU the hypervisor gave to other guests while this one wanted it)"
+            );
         }
         if let Some(rows) = self.delivered_during {
             let accepted = self.measured.accepted;
