@@ -253,7 +253,7 @@ fn status_stats_health_and_scale() {
     for i in 2..=4 {
         let unit = format!("zero-logs@{i}.service");
         assert!(
-            out.contains(&format!("{unit}: stopped, drained (exit status 0)")),
+            out.contains(&format!("{unit}: stopped cleanly (exit status 0)")),
             "{out}"
         );
         let p = c.unit_properties(&unit, &["ActiveState", "Result"]);
@@ -365,7 +365,7 @@ fn rolling_restart_under_load_fails_nothing() {
     assert_ne!(final_pids["2"], single["2"]);
     assert!(out.contains("surge: zero-logs@surge running"), "{out}");
     assert!(
-        out.contains("surge: zero-logs@surge.service stopped, drained (exit status 0)"),
+        out.contains("surge: zero-logs@surge.service stopped cleanly (exit status 0)"),
         "{out}"
     );
     assert_eq!(

@@ -319,7 +319,7 @@ fn api_scale_stats_events_and_persistence_under_load() {
     for i in 2..=4 {
         assert!(
             progress.contains(&format!(
-                "zero-logs@{i}.service: stopped, drained (exit status 0)"
+                "zero-logs@{i}.service: stopped cleanly (exit status 0)"
             )),
             "{progress}"
         );

@@ -187,7 +187,7 @@ pub async fn rolling_restart(
             );
         }
         progress(format!(
-            "surge: {unit} stopped, drained ({})",
+            "surge: {unit} stopped cleanly ({})",
             exit.exit_description()
         ));
     }

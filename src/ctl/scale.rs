@@ -184,7 +184,7 @@ pub async fn scale(
     for (unit, job, watch) in &mut stop_jobs {
         match stopped_outcome(&sd, &mut jobs, watch, unit, job, job_timeout).await {
             Ok(how) => progress(format!(
-                "  {unit}: stopped, {how} after {:.1}s",
+                "  {unit}: {how} after {:.1}s",
                 started.elapsed().as_secs_f64()
             )),
             Err(e) => {
@@ -235,7 +235,11 @@ async fn started_outcome(
     bail!("{}", job_failure(&outcome, &snap))
 }
 
-/// A stop job's end: "drained (exit status 0)", or why it was not clean.
+/// A stop job's end: "stopped cleanly (exit status 0)", or why it was not clean.
+///
+/// Not "drained": a clean exit means every request was answered and the worker
+/// delivered what it could, but frames ClickHouse did not confirm (ClickHouse down,
+/// drain deadline) stay in the instance's spool, for a live instance to adopt.
 async fn stopped_outcome(
     sd: &Systemd,
     jobs: &mut JobWatcher,
@@ -251,7 +255,7 @@ async fn stopped_outcome(
     }
     let exit = watch.exit();
     if exit.exited_cleanly() {
-        Ok(format!("drained ({})", exit.exit_description()))
+        Ok(format!("stopped cleanly ({})", exit.exit_description()))
     } else {
         bail!(
             "stopped, but not a clean drain: {} (Result={}); see `journalctl -u {unit}`",
