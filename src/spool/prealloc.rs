@@ -49,8 +49,7 @@
 //! over half the time the last segment took to fill (at most [`MAX_SPAN`]), in 1 MiB
 //! steps each synced: the spare is still ready before it is needed at a steady rate,
 //! and no sync carries more than 1 MiB of zeros. The first spare, with nothing to go
-//! by, is written at full speed, and so is the rest of one that a rotation found not
-//! ready (appends outran the pace; the writer then grows a segment meanwhile).
+//! by, is written at full speed.
 //!
 //! Costs: up to two extra segments of disk (the spare and a kept segment, each
 //! `SPOOL_SEGMENT_BYTES`, outside `SPOOL_MAX_BYTES`, which counts frames) and the zeros' write bandwidth. On tmpfs
@@ -113,23 +112,11 @@ impl Pacing {
             .map(|last| (now.saturating_duration_since(last) / 2).min(MAX_SPAN));
         self.last_take = Some(now);
     }
-
-    /// The writer rotated at `now` and found no spare: appends outran the pace, so the
-    /// one in progress finishes at full speed, and the next is paced from here.
-    fn missed(&mut self, now: Instant) {
-        self.span = None;
-        self.last_take = Some(now);
-    }
 }
 
 impl Shared {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Taken while `state` is held, never the other way round.
-    fn pacing(&self) -> std::sync::MutexGuard<'_, Pacing> {
-        self.pacing.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -178,12 +165,14 @@ impl Spare {
     pub fn take(&self, to: &Path) -> io::Result<bool> {
         let mut state = self.shared.state();
         if *state != State::Ready {
-            self.shared.pacing().missed(Instant::now());
-            self.shared.changed.notify_all();
             return Ok(false);
         }
         let renamed = fs::rename(self.shared.dir.join(SPARE_FILE), to);
-        self.shared.pacing().taken(Instant::now());
+        self.shared
+            .pacing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .taken(Instant::now());
         *state = State::Wanted;
         self.shared.changed.notify_all();
         renamed.map(|()| true)
@@ -257,11 +246,16 @@ fn prepare(shared: &Shared) -> io::Result<bool> {
     if recycled && file.metadata()?.len() > shared.size {
         file.set_len(shared.size)?;
     }
+    let span = shared
+        .pacing
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .span;
     let started = Instant::now();
     let zeros = vec![0u8; CHUNK];
     let mut written = 0u64;
     while written < shared.size {
-        if !pace(shared, started, written) {
+        if !pace(shared, started, span, written) {
             drop(file);
             let _ = fs::remove_file(&tmp);
             return Ok(false);
@@ -278,28 +272,19 @@ fn prepare(shared: &Shared) -> io::Result<bool> {
     Ok(true)
 }
 
-/// Waits until `written` bytes are due, the current span spreading the whole spare
-/// evenly from `started`; `false` when the spool is stopping. Re-reads the span when
-/// woken, so a missed rotation releases it at once.
-fn pace(shared: &Shared, started: Instant, written: u64) -> bool {
-    let mut state = shared.state();
-    loop {
-        if *state == State::Stopping {
-            return false;
-        }
-        let due = shared.pacing().span.map_or(started, |span| {
-            started + span.mul_f64(written as f64 / shared.size as f64)
-        });
-        let now = Instant::now();
-        if now >= due {
-            return true;
-        }
-        state = shared
-            .changed
-            .wait_timeout(state, due - now)
-            .unwrap_or_else(PoisonError::into_inner)
-            .0;
-    }
+/// Waits until `written` bytes are due, `span` spreading the whole spare evenly from
+/// `started`; `false` when the spool is stopping.
+fn pace(shared: &Shared, started: Instant, span: Option<Duration>, written: u64) -> bool {
+    let due = span.map_or(started, |span| {
+        started + span.mul_f64(written as f64 / shared.size as f64)
+    });
+    let state = shared.state();
+    let wait = due.saturating_duration_since(Instant::now());
+    let (state, _) = shared
+        .changed
+        .wait_timeout_while(state, wait, |s| *s != State::Stopping)
+        .unwrap_or_else(PoisonError::into_inner);
+    *state != State::Stopping
 }
 
 /// Keeps acknowledged segment file `segment` as the next spare's blocks instead of
@@ -331,15 +316,15 @@ pub(crate) fn is_memory_fs(dir: &Path) -> bool {
 mod tests {
     use super::*;
 
-    /// Takes the spare once it is ready, as a rotation would (a `take` that finds none
-    /// is a missed rotation, which unpaces the spare in progress).
     fn wait_take(spare: &Spare, to: &Path) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while *spare.shared.state() != State::Ready {
+        loop {
+            if spare.take(to).unwrap() {
+                return;
+            }
             assert!(Instant::now() < deadline, "no spare within 10 s");
             std::thread::sleep(Duration::from_millis(5));
         }
-        assert!(spare.take(to).unwrap());
     }
 
     #[test]
@@ -370,14 +355,6 @@ mod tests {
         assert_eq!(pacing.span, Some(Duration::from_secs(1)));
         pacing.taken(t0 + Duration::from_secs(60));
         assert_eq!(pacing.span, Some(MAX_SPAN));
-        pacing.missed(t0 + Duration::from_secs(61));
-        assert_eq!(pacing.span, None, "outrun: full speed");
-        pacing.taken(t0 + Duration::from_secs(62));
-        assert_eq!(
-            pacing.span,
-            Some(Duration::from_millis(500)),
-            "paced from the miss"
-        );
     }
 
     #[test]
@@ -401,10 +378,11 @@ mod tests {
         assert!(super::super::segment::is_zero_range(&file, 0, 4 * CHUNK as u64).unwrap());
     }
 
-    /// Preparing a spare of 8 chunks, paced over a minute, on a thread of its own.
-    fn slow_spare(dir: &Path) -> (Arc<Shared>, JoinHandle<io::Result<bool>>) {
+    #[test]
+    fn a_stop_interrupts_a_paced_spare_at_once() {
+        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
         let shared = Arc::new(Shared {
-            dir: dir.to_path_buf(),
+            dir: dir.path().to_path_buf(),
             size: 8 * CHUNK as u64,
             state: Mutex::new(State::Wanted),
             changed: Condvar::new(),
@@ -414,37 +392,7 @@ mod tests {
             }),
         });
         let worker = Arc::clone(&shared);
-        (shared, std::thread::spawn(move || prepare(&worker)))
-    }
-
-    #[test]
-    fn a_missed_rotation_finishes_the_paced_spare_at_full_speed() {
-        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
-        let (shared, thread) = slow_spare(dir.path());
-        std::thread::sleep(Duration::from_millis(100));
-        let missed = Instant::now();
-        let spare = Spare {
-            shared: Arc::clone(&shared),
-            thread: None,
-        };
-        assert!(
-            !spare.take(&dir.path().join("seg-0")).unwrap(),
-            "not ready yet"
-        );
-        assert!(thread.join().unwrap().unwrap(), "a complete spare");
-        assert!(
-            missed.elapsed() < Duration::from_secs(5),
-            "{:?}",
-            missed.elapsed()
-        );
-        let file = fs::File::open(dir.path().join(SPARE_FILE)).unwrap();
-        assert!(super::super::segment::is_zero_range(&file, 0, 8 * CHUNK as u64).unwrap());
-    }
-
-    #[test]
-    fn a_stop_interrupts_a_paced_spare_at_once() {
-        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
-        let (shared, thread) = slow_spare(dir.path());
+        let thread = std::thread::spawn(move || prepare(&worker));
         std::thread::sleep(Duration::from_millis(100));
         let stopped = Instant::now();
         *shared.state() = State::Stopping;
