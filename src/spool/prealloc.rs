@@ -115,8 +115,22 @@ impl Pacing {
 }
 
 impl Shared {
+    fn new(dir: &Path, size: u64, state: State) -> Shared {
+        Shared {
+            dir: dir.to_path_buf(),
+            size,
+            state: Mutex::new(state),
+            changed: Condvar::new(),
+            pacing: Mutex::default(),
+        }
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn pacing(&self) -> std::sync::MutexGuard<'_, Pacing> {
+        self.pacing.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -140,13 +154,8 @@ impl Spare {
         if !ready {
             let _ = fs::remove_file(dir.join(SPARE_FILE));
         }
-        let shared = Arc::new(Shared {
-            dir: dir.to_path_buf(),
-            size,
-            state: Mutex::new(if ready { State::Ready } else { State::Wanted }),
-            changed: Condvar::new(),
-            pacing: Mutex::default(),
-        });
+        let state = if ready { State::Ready } else { State::Wanted };
+        let shared = Arc::new(Shared::new(dir, size, state));
         let worker = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("spool-prealloc".into())
@@ -168,11 +177,7 @@ impl Spare {
             return Ok(false);
         }
         let renamed = fs::rename(self.shared.dir.join(SPARE_FILE), to);
-        self.shared
-            .pacing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .taken(Instant::now());
+        self.shared.pacing().taken(Instant::now());
         *state = State::Wanted;
         self.shared.changed.notify_all();
         renamed.map(|()| true)
@@ -246,11 +251,7 @@ fn prepare(shared: &Shared) -> io::Result<bool> {
     if recycled && file.metadata()?.len() > shared.size {
         file.set_len(shared.size)?;
     }
-    let span = shared
-        .pacing
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .span;
+    let span = shared.pacing().span;
     let started = Instant::now();
     let zeros = vec![0u8; CHUNK];
     let mut written = 0u64;
@@ -381,16 +382,8 @@ mod tests {
     #[test]
     fn a_stop_interrupts_a_paced_spare_at_once() {
         let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
-        let shared = Arc::new(Shared {
-            dir: dir.path().to_path_buf(),
-            size: 8 * CHUNK as u64,
-            state: Mutex::new(State::Wanted),
-            changed: Condvar::new(),
-            pacing: Mutex::new(Pacing {
-                last_take: None,
-                span: Some(Duration::from_secs(60)),
-            }),
-        });
+        let shared = Arc::new(Shared::new(dir.path(), 8 * CHUNK as u64, State::Wanted));
+        shared.pacing().span = Some(Duration::from_secs(60));
         let worker = Arc::clone(&shared);
         let thread = std::thread::spawn(move || prepare(&worker));
         std::thread::sleep(Duration::from_millis(100));
