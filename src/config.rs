@@ -13,18 +13,19 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod docs;
 mod flags;
 mod parse;
+mod reader;
+pub mod settings;
 mod spool;
 
 pub use flags::ServeFlags;
 pub use parse::bytes;
-pub(crate) use parse::{boolean as parse_bool, millis as parse_millis};
+pub use reader::{Origin, Reader, Resolved};
 pub use spool::{AckMode, SpoolConfig};
 
-use parse::{
-    boolean, check_url, count, cpu_slice, identifier, millis, positive, worker_id, Reader,
-};
+use settings as S;
 
 /// Everything a worker needs, parsed and checked.
 #[derive(Debug, Clone)]
@@ -94,12 +95,12 @@ pub struct RecordLimits {
 impl Default for RecordLimits {
     fn default() -> Self {
         RecordLimits {
-            max_records: 10_000,
-            max_message_bytes: 64 * 1024,
-            max_service_bytes: 256,
-            max_attributes: 64,
-            max_attribute_key_bytes: 128,
-            max_attribute_value_bytes: 4096,
+            max_records: S::MAX_BATCH_RECORDS.written_default(),
+            max_message_bytes: S::MAX_MESSAGE_BYTES.written_default(),
+            max_service_bytes: S::MAX_SERVICE_BYTES.written_default(),
+            max_attributes: S::MAX_ATTRIBUTES.written_default(),
+            max_attribute_key_bytes: S::MAX_ATTRIBUTE_KEY_BYTES.written_default(),
+            max_attribute_value_bytes: S::MAX_ATTRIBUTE_VALUE_BYTES.written_default(),
         }
     }
 }
@@ -133,7 +134,7 @@ pub enum Compression {
 }
 
 impl Compression {
-    fn parse(text: &str) -> Result<Compression, String> {
+    pub(crate) fn parse(text: &str) -> Result<Compression, String> {
         match text.to_ascii_lowercase().as_str() {
             "auto" => Ok(Compression::Auto),
             "lz4" => Ok(Compression::Lz4),
@@ -180,11 +181,11 @@ pub struct BatchConfig {
 impl Default for BatchConfig {
     fn default() -> Self {
         BatchConfig {
-            max_rows: 100_000,
-            max_bytes: 32 * 1024 * 1024,
-            max_age: Duration::from_millis(1000),
-            max_inflight_inserts: 2,
-            max_queue_rows: 1_000_000,
+            max_rows: S::BATCH_MAX_ROWS.written_default(),
+            max_bytes: S::BATCH_MAX_BYTES.written_default(),
+            max_age: S::BATCH_MAX_AGE.written_default(),
+            max_inflight_inserts: S::BATCH_MAX_INFLIGHT_INSERTS.written_default(),
+            max_queue_rows: S::BATCH_MAX_QUEUE_ROWS.written_default(),
         }
     }
 }
@@ -208,9 +209,15 @@ pub struct ConfigError {
     pub reason: String,
 }
 
-/// Where environment values come from: the process in production, a map in tests.
+/// Where environment values come from: the process in production, a map in tests,
+/// the env files in `zero-logs-ctl`.
 pub trait Lookup {
     fn get(&self, name: &str) -> Option<String>;
+
+    /// Where `name`'s value was written, when that is a file (`path:line`).
+    fn origin(&self, _name: &str) -> Option<String> {
+        None
+    }
 }
 
 /// The process environment.
@@ -231,265 +238,40 @@ impl Lookup for HashMap<String, String> {
 impl Config {
     /// Builds the configuration from flags and an environment lookup.
     pub fn load(flags: &ServeFlags, env: &dyn Lookup) -> Result<Config, ConfigError> {
-        let r = Reader { env };
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let limits_default = RecordLimits::default();
-        let batch_default = BatchConfig::default();
+        Config::load_explained(flags, env).map(|(cfg, _)| cfg)
+    }
 
+    /// [`Config::load`], plus every setting's value and where it came from
+    /// (`zero-logs config`).
+    pub fn load_explained(
+        flags: &ServeFlags,
+        env: &dyn Lookup,
+    ) -> Result<(Config, Vec<Resolved>), ConfigError> {
+        let r = Reader::new(flags, env);
+        let supervision = supervision(&r, env)?;
         let listen = ListenConfig {
-            addrs: listen_addrs(flags, env)?,
-            connection_max_age: r.parse(
-                &flags.connection_max_age,
-                "connection-max-age",
-                "CONNECTION_MAX_AGE",
-                Duration::from_secs(120),
-                millis,
-            )?,
-        };
-        let limits = RecordLimits {
-            max_records: r.parse(
-                &flags.max_batch_records,
-                "max-batch-records",
-                "MAX_BATCH_RECORDS",
-                limits_default.max_records,
-                positive,
-            )?,
-            max_message_bytes: r.parse(
-                &flags.max_message_bytes,
-                "max-message-bytes",
-                "MAX_MESSAGE_BYTES",
-                limits_default.max_message_bytes,
-                bytes,
-            )?,
-            max_service_bytes: r.parse(
-                &flags.max_service_bytes,
-                "max-service-bytes",
-                "MAX_SERVICE_BYTES",
-                limits_default.max_service_bytes,
-                bytes,
-            )?,
-            max_attributes: r.parse(
-                &flags.max_attributes,
-                "max-attributes",
-                "MAX_ATTRIBUTES",
-                limits_default.max_attributes,
-                count,
-            )?,
-            max_attribute_key_bytes: r.parse(
-                &flags.max_attribute_key_bytes,
-                "max-attribute-key-bytes",
-                "MAX_ATTRIBUTE_KEY_BYTES",
-                limits_default.max_attribute_key_bytes,
-                bytes,
-            )?,
-            max_attribute_value_bytes: r.parse(
-                &flags.max_attribute_value_bytes,
-                "max-attribute-value-bytes",
-                "MAX_ATTRIBUTE_VALUE_BYTES",
-                limits_default.max_attribute_value_bytes,
-                bytes,
-            )?,
-        };
-        let ingest = IngestConfig {
-            max_body_bytes: r.parse(
-                &flags.max_body_bytes,
-                "max-body-bytes",
-                "MAX_BODY_BYTES",
-                10 << 20,
-                bytes,
-            )?,
-            limits,
-            pool_validation: r.parse(
-                &flags.enable_worker_validation,
-                "enable-worker-validation",
-                "ENABLE_WORKER_VALIDATION",
-                true,
-                boolean,
-            )?,
-            pool_min_threads: r.parse(
-                &flags.worker_pool_min_workers,
-                "worker-pool-min-workers",
-                "WORKER_POOL_MIN_WORKERS",
-                1,
-                positive,
-            )?,
-            pool_max_threads: r.parse(
-                &flags.worker_pool_max_workers,
-                "worker-pool-max-workers",
-                "WORKER_POOL_MAX_WORKERS",
-                cores,
-                positive,
-            )?,
-            max_inflight_bytes: r.parse(
-                &flags.max_inflight_bytes,
-                "max-inflight-bytes",
-                "MAX_INFLIGHT_BYTES",
-                256 << 20,
-                bytes,
-            )?,
-        };
-        if ingest.pool_min_threads > ingest.pool_max_threads {
-            return Err(ConfigError {
-                source_name: "WORKER_POOL_MIN_WORKERS".into(),
-                value: ingest.pool_min_threads.to_string(),
-                reason: format!(
-                    "must not exceed WORKER_POOL_MAX_WORKERS ({})",
-                    ingest.pool_max_threads
-                ),
-            });
-        }
-        if ingest.max_inflight_bytes < ingest.max_body_bytes {
-            return Err(ConfigError {
-                source_name: "MAX_INFLIGHT_BYTES".into(),
-                value: ingest.max_inflight_bytes.to_string(),
-                reason: format!(
-                    "must be at least MAX_BODY_BYTES ({}), or no request of the largest size could ever be admitted",
-                    ingest.max_body_bytes
-                ),
-            });
-        }
-
-        let url = r.string(
-            &flags.clickhouse_url,
-            "clickhouse-url",
-            "CLICKHOUSE_URL",
-            "http://127.0.0.1:8123",
-        );
-        check_url(&url).map_err(|reason| ConfigError {
-            source_name: "CLICKHOUSE_URL".into(),
-            value: url.clone(),
-            reason,
-        })?;
-        let clickhouse = ClickHouseConfig {
-            url,
-            database: r.parse(
-                &flags.clickhouse_database,
-                "clickhouse-database",
-                "CLICKHOUSE_DATABASE",
-                "logs".into(),
-                identifier,
-            )?,
-            table: r.parse(
-                &flags.clickhouse_table,
-                "clickhouse-table",
-                "CLICKHOUSE_TABLE",
-                "logs".into(),
-                identifier,
-            )?,
-            user: r.string(
-                &flags.clickhouse_user,
-                "clickhouse-user",
-                "CLICKHOUSE_USER",
-                "default",
-            ),
-            // Only from the environment: a flag would show the password in `ps`.
-            password: env.get("CLICKHOUSE_PASSWORD").unwrap_or_default(),
-            create_table: r.parse(
-                &flags.clickhouse_create_table,
-                "clickhouse-create-table",
-                "CLICKHOUSE_CREATE_TABLE",
-                true,
-                boolean,
-            )?,
-            retry_budget: r.parse(
-                &flags.clickhouse_retry_budget,
-                "clickhouse-retry-budget",
-                "CLICKHOUSE_RETRY_BUDGET",
-                Duration::from_secs(10),
-                millis,
-            )?,
-            insert_timeout: r.parse(
-                &flags.clickhouse_insert_timeout,
-                "clickhouse-insert-timeout",
-                "CLICKHOUSE_INSERT_TIMEOUT",
-                Duration::from_secs(30),
-                millis,
-            )?,
-            compression: r.parse(
-                &flags.clickhouse_compression,
-                "clickhouse-compression",
-                "CLICKHOUSE_COMPRESSION",
-                Compression::Auto,
-                Compression::parse,
-            )?,
-        };
-        let batch = BatchConfig {
-            max_rows: r.parse(
-                &flags.batch_max_rows,
-                "batch-max-rows",
-                "BATCH_MAX_ROWS",
-                batch_default.max_rows,
-                positive,
-            )?,
-            max_bytes: r.parse(
-                &flags.batch_max_bytes,
-                "batch-max-bytes",
-                "BATCH_MAX_BYTES",
-                batch_default.max_bytes,
-                bytes,
-            )?,
-            max_age: r.parse(
-                &flags.batch_max_age,
-                "batch-max-age",
-                "BATCH_MAX_AGE",
-                batch_default.max_age,
-                millis,
-            )?,
-            max_inflight_inserts: r.parse(
-                &flags.batch_max_inflight_inserts,
-                "batch-max-inflight-inserts",
-                "BATCH_MAX_INFLIGHT_INSERTS",
-                batch_default.max_inflight_inserts,
-                positive,
-            )?,
-            max_queue_rows: r.parse(
-                &flags.batch_max_queue_rows,
-                "batch-max-queue-rows",
-                "BATCH_MAX_QUEUE_ROWS",
-                batch_default.max_queue_rows,
-                positive,
-            )?,
+            addrs: r.get(&S::LISTEN_ADDRS)?,
+            connection_max_age: r.get(&S::CONNECTION_MAX_AGE)?,
         };
         let admin = AdminConfig {
-            socket: r
-                .raw(&flags.admin_socket, "admin-socket", "ADMIN_SOCKET")
-                .map(|raw| PathBuf::from(raw.value)),
-            worker_id: r.parse(
-                &flags.worker_id,
-                "worker-id",
-                "WORKER_ID",
-                "1".into(),
-                worker_id,
-            )?,
+            socket: r.get_or(&S::ADMIN_SOCKET, || None)?,
+            worker_id: r.get(&S::WORKER_ID)?,
         };
-        let memory_limit = r.parse(
-            &flags.worker_memory_limit,
-            "worker-memory-limit",
-            "WORKER_MEMORY_LIMIT",
-            1 << 30,
-            bytes,
-        )?;
-        let supervision = SupervisionConfig {
-            memory_limit: (memory_limit > 0).then_some(memory_limit as u64),
-            watchdog: watchdog(env),
-            check_interval: Duration::from_secs(1),
-            cpu_slice: r.parse(
-                &flags.worker_cpu_slice_us,
-                "worker-cpu-slice-us",
-                "WORKER_CPU_SLICE_US",
-                Some(crate::sched::DEFAULT_SLICE),
-                cpu_slice,
-            )?,
-        };
-        let shutdown_timeout = r.parse(
-            &flags.graceful_shutdown_timeout,
-            "graceful-shutdown-timeout",
-            "GRACEFUL_SHUTDOWN_TIMEOUT",
-            Duration::from_secs(30),
-            millis,
-        )?;
-        let (ack_mode, spool) = spool::load(&r, flags, &admin.worker_id)?;
-        Ok(Config {
+        let clickhouse = clickhouse(&r)?;
+        let ingest = ingest(&r)?;
+        let shutdown_timeout = r.get(&S::GRACEFUL_SHUTDOWN_TIMEOUT)?;
+        let mut batch = batch(&r)?;
+        let (ack_mode, spool) = spool::load(&r, &admin.worker_id)?;
+        let mut clickhouse = clickhouse;
+        if ack_mode == AckMode::Spool {
+            // The backlog waits on disk, not in memory: the batcher only needs what keeps
+            // every INSERT slot busy plus the one being cut.
+            let enough = batch.max_rows * (batch.max_inflight_inserts + 1);
+            batch.max_queue_rows = batch.max_queue_rows.min(enough);
+            // Spooled rows are durable: retrying for ever loses nothing, giving up would.
+            clickhouse.retry_budget = Duration::MAX;
+        }
+        let cfg = Config {
             ack_mode,
             spool,
             listen,
@@ -499,8 +281,83 @@ impl Config {
             admin,
             supervision,
             shutdown_timeout,
-        })
+        };
+        Ok((cfg, r.into_resolved()))
     }
+}
+
+fn supervision(r: &Reader<'_>, env: &dyn Lookup) -> Result<SupervisionConfig, ConfigError> {
+    let memory_limit = r.get(&S::WORKER_MEMORY_LIMIT)?;
+    Ok(SupervisionConfig {
+        memory_limit: (memory_limit > 0).then_some(memory_limit),
+        watchdog: watchdog(env),
+        check_interval: Duration::from_secs(1),
+        cpu_slice: r.get(&S::WORKER_CPU_SLICE_US)?,
+    })
+}
+
+fn clickhouse(r: &Reader<'_>) -> Result<ClickHouseConfig, ConfigError> {
+    Ok(ClickHouseConfig {
+        url: r.get(&S::CLICKHOUSE_URL)?,
+        database: r.get(&S::CLICKHOUSE_DATABASE)?,
+        table: r.get(&S::CLICKHOUSE_TABLE)?,
+        user: r.get(&S::CLICKHOUSE_USER)?,
+        password: r.get_or(&S::CLICKHOUSE_PASSWORD, String::new)?,
+        create_table: r.get(&S::CLICKHOUSE_CREATE_TABLE)?,
+        retry_budget: r.get(&S::CLICKHOUSE_RETRY_BUDGET)?,
+        insert_timeout: r.get(&S::CLICKHOUSE_INSERT_TIMEOUT)?,
+        compression: r.get(&S::CLICKHOUSE_COMPRESSION)?,
+    })
+}
+
+fn ingest(r: &Reader<'_>) -> Result<IngestConfig, ConfigError> {
+    let cores = || std::thread::available_parallelism().map_or(1, |n| n.get());
+    let ingest = IngestConfig {
+        max_body_bytes: r.get(&S::MAX_BODY_BYTES)?,
+        limits: RecordLimits {
+            max_records: r.get(&S::MAX_BATCH_RECORDS)?,
+            max_message_bytes: r.get(&S::MAX_MESSAGE_BYTES)?,
+            max_service_bytes: r.get(&S::MAX_SERVICE_BYTES)?,
+            max_attributes: r.get(&S::MAX_ATTRIBUTES)?,
+            max_attribute_key_bytes: r.get(&S::MAX_ATTRIBUTE_KEY_BYTES)?,
+            max_attribute_value_bytes: r.get(&S::MAX_ATTRIBUTE_VALUE_BYTES)?,
+        },
+        pool_validation: r.get(&S::ENABLE_WORKER_VALIDATION)?,
+        pool_min_threads: r.get(&S::WORKER_POOL_MIN_WORKERS)?,
+        pool_max_threads: r.get_or(&S::WORKER_POOL_MAX_WORKERS, cores)?,
+        max_inflight_bytes: r.get(&S::MAX_INFLIGHT_BYTES)?,
+    };
+    if ingest.pool_min_threads > ingest.pool_max_threads {
+        return Err(ConfigError {
+            source_name: S::WORKER_POOL_MIN_WORKERS.meta.var.into(),
+            value: ingest.pool_min_threads.to_string(),
+            reason: format!(
+                "must not exceed WORKER_POOL_MAX_WORKERS ({})",
+                ingest.pool_max_threads
+            ),
+        });
+    }
+    if ingest.max_inflight_bytes < ingest.max_body_bytes {
+        return Err(ConfigError {
+            source_name: S::MAX_INFLIGHT_BYTES.meta.var.into(),
+            value: ingest.max_inflight_bytes.to_string(),
+            reason: format!(
+                "must be at least MAX_BODY_BYTES ({}), or no request of the largest size could ever be admitted",
+                ingest.max_body_bytes
+            ),
+        });
+    }
+    Ok(ingest)
+}
+
+fn batch(r: &Reader<'_>) -> Result<BatchConfig, ConfigError> {
+    Ok(BatchConfig {
+        max_rows: r.get(&S::BATCH_MAX_ROWS)?,
+        max_bytes: r.get(&S::BATCH_MAX_BYTES)?,
+        max_age: r.get(&S::BATCH_MAX_AGE)?,
+        max_inflight_inserts: r.get(&S::BATCH_MAX_INFLIGHT_INSERTS)?,
+        max_queue_rows: r.get(&S::BATCH_MAX_QUEUE_ROWS)?,
+    })
 }
 
 /// systemd's watchdog interval, if it is meant for this process.
@@ -512,29 +369,6 @@ fn watchdog(env: &dyn Lookup) -> Option<Duration> {
         }
     }
     (usec > 0).then(|| Duration::from_micros(usec))
-}
-
-fn listen_addrs(flags: &ServeFlags, env: &dyn Lookup) -> Result<Vec<SocketAddr>, ConfigError> {
-    let (name, values): (&str, Vec<String>) = if !flags.listen.is_empty() {
-        ("--listen", flags.listen.clone())
-    } else if let Some(list) = env.get("LISTEN_ADDRS").filter(|v| !v.trim().is_empty()) {
-        (
-            "LISTEN_ADDRS",
-            list.split(',').map(|s| s.trim().to_string()).collect(),
-        )
-    } else {
-        return Ok(vec![SocketAddr::from(([127, 0, 0, 1], 3000))]);
-    };
-    values
-        .iter()
-        .map(|v| {
-            v.parse::<SocketAddr>().map_err(|_| ConfigError {
-                source_name: name.to_string(),
-                value: v.clone(),
-                reason: "expected IP:PORT, e.g. 127.0.0.1:3000 or [::1]:3000".into(),
-            })
-        })
-        .collect()
 }
 
 #[cfg(test)]

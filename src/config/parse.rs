@@ -1,75 +1,18 @@
-//! Reading one setting (flag, else environment, else default) and the value parsers;
-//! every failure becomes a [`ConfigError`] naming the flag or variable.
+//! The value parsers of the settings table ([`super::settings`]): each takes a
+//! trimmed, non-empty value and says, when it fails, what is accepted; the
+//! reader ([`super::reader`]) turns that into a [`super::ConfigError`] naming the
+//! flag or variable.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{ConfigError, Lookup};
-
-/// Reads one setting: flag, else environment, else none.
-pub(super) struct Reader<'a> {
-    pub(super) env: &'a dyn Lookup,
-}
-
-/// One raw value and the name to blame when it is wrong.
-pub(super) struct Raw {
-    pub(super) name: String,
-    pub(super) value: String,
-}
-
-impl Reader<'_> {
-    pub(super) fn raw(&self, flag: &Option<String>, flag_name: &str, var: &str) -> Option<Raw> {
-        if let Some(value) = flag {
-            return Some(Raw {
-                name: format!("--{flag_name}"),
-                value: value.clone(),
-            });
-        }
-        self.env
-            .get(var)
-            .filter(|v| !v.trim().is_empty())
-            .map(|value| Raw {
-                name: var.to_string(),
-                value,
-            })
-    }
-
-    pub(super) fn parse<T>(
-        &self,
-        flag: &Option<String>,
-        flag_name: &str,
-        var: &str,
-        default: T,
-        parse: fn(&str) -> Result<T, String>,
-    ) -> Result<T, ConfigError> {
-        match self.raw(flag, flag_name, var) {
-            None => Ok(default),
-            Some(raw) => parse(raw.value.trim()).map_err(|reason| ConfigError {
-                source_name: raw.name,
-                value: raw.value,
-                reason,
-            }),
-        }
-    }
-
-    pub(super) fn string(
-        &self,
-        flag: &Option<String>,
-        flag_name: &str,
-        var: &str,
-        default: &str,
-    ) -> String {
-        self.raw(flag, flag_name, var)
-            .map(|r| r.value)
-            .unwrap_or_else(|| default.to_string())
-    }
-}
-
-pub(super) fn count(text: &str) -> Result<usize, String> {
+pub(crate) fn count(text: &str) -> Result<usize, String> {
     text.parse::<usize>()
         .map_err(|_| "expected a whole number, e.g. 64".to_string())
 }
 
-pub(super) fn positive(text: &str) -> Result<usize, String> {
+pub(crate) fn positive(text: &str) -> Result<usize, String> {
     match count(text)? {
         0 => Err("expected a whole number of at least 1".into()),
         n => Ok(n),
@@ -83,7 +26,7 @@ pub(crate) fn millis(text: &str) -> Result<Duration, String> {
 }
 
 /// A CPU slice in µs: 0 (keep the kernel's default) or within what the kernel accepts.
-pub(super) fn cpu_slice(text: &str) -> Result<Option<Duration>, String> {
+pub(crate) fn cpu_slice(text: &str) -> Result<Option<Duration>, String> {
     let (min, max) = (crate::sched::MIN_SLICE, crate::sched::MAX_SLICE);
     let form = || {
         format!(
@@ -129,7 +72,7 @@ pub fn bytes(text: &str) -> Result<usize, String> {
         .ok_or_else(|| FORM.to_string())
 }
 
-pub(super) fn identifier(text: &str) -> Result<String, String> {
+pub(crate) fn identifier(text: &str) -> Result<String, String> {
     let ok = !text.is_empty()
         && text.len() <= 128
         && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -141,7 +84,7 @@ pub(super) fn identifier(text: &str) -> Result<String, String> {
     }
 }
 
-pub(super) fn worker_id(text: &str) -> Result<String, String> {
+pub(crate) fn worker_id(text: &str) -> Result<String, String> {
     let ok = !text.is_empty()
         && text.len() <= 64
         && text
@@ -154,7 +97,12 @@ pub(super) fn worker_id(text: &str) -> Result<String, String> {
     }
 }
 
-pub(super) fn check_url(url: &str) -> Result<(), String> {
+/// A URL of ClickHouse's HTTP interface.
+pub(crate) fn url(text: &str) -> Result<String, String> {
+    check_url(text).map(|()| text.to_string())
+}
+
+fn check_url(url: &str) -> Result<(), String> {
     let rest = url
         .strip_prefix("http://")
         .or_else(|| url.strip_prefix("https://"))
@@ -163,4 +111,57 @@ pub(super) fn check_url(url: &str) -> Result<(), String> {
         return Err("the URL has no host, e.g. http://127.0.0.1:8123".into());
     }
     Ok(())
+}
+
+/// Any text, as given.
+pub(crate) fn text(text: &str) -> Result<String, String> {
+    Ok(text.to_string())
+}
+
+/// A path; the setting's absence is its `None`.
+pub(crate) fn optional_path(text: &str) -> Result<Option<PathBuf>, String> {
+    Ok(Some(PathBuf::from(text)))
+}
+
+pub(crate) fn absolute_path(text: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(text);
+    if !path.is_absolute() {
+        return Err("expected an absolute path".into());
+    }
+    Ok(path)
+}
+
+/// `IP:PORT[,IP:PORT…]`.
+pub(crate) fn bind_addrs(text: &str) -> Result<Vec<SocketAddr>, String> {
+    text.split(',')
+        .map(str::trim)
+        .map(|one| {
+            one.parse::<SocketAddr>().map_err(|_| {
+                format!("expected IP:PORT, e.g. 127.0.0.1:3000 or [::1]:3000 (not {one:?})")
+            })
+        })
+        .collect()
+}
+
+pub(crate) fn port(text: &str) -> Result<u16, String> {
+    match text.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err("expected a TCP port 1..65535".into()),
+    }
+}
+
+/// Requests per second per worker.
+pub(crate) fn rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err("expected requests per second per worker, e.g. 2000".into()),
+    }
+}
+
+pub(crate) fn millis_at_least(text: &str, min_ms: u64) -> Result<Duration, String> {
+    let d = millis(text)?;
+    if d < Duration::from_millis(min_ms) {
+        return Err(format!("expected milliseconds of at least {min_ms}"));
+    }
+    Ok(d)
 }

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::parse::{boolean, bytes, millis, Reader};
-use super::{ConfigError, Lookup, ServeFlags};
+use super::settings as S;
+use super::{ConfigError, Lookup, Reader};
 
 /// When a `202`/gRPC OK is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,7 +19,7 @@ pub enum AckMode {
 }
 
 impl AckMode {
-    fn parse(text: &str) -> Result<AckMode, String> {
+    pub(crate) fn parse(text: &str) -> Result<AckMode, String> {
         match text.to_ascii_lowercase().as_str() {
             "spool" => Ok(AckMode::Spool),
             "clickhouse" => Ok(AckMode::ClickHouse),
@@ -69,22 +69,21 @@ pub struct SpoolConfig {
 }
 
 impl SpoolConfig {
-    /// Defaults: 1 GiB cap, 64 MiB segments, 2 ms window, 16 MiB groups, 16 MiB in
-    /// memory, adopt after 30 s idle, look every 30 s, wait 5 s for the lock,
-    /// preallocate segments.
+    /// The settings table's defaults (1 GiB cap, 64 MiB segments, …), plus 16 MiB
+    /// groups and 5 s of waiting for the lock, which have no setting.
     pub fn new(root: impl Into<PathBuf>, instance: impl Into<String>) -> SpoolConfig {
         SpoolConfig {
             root: root.into(),
             instance: instance.into(),
-            max_bytes: 1 << 30,
-            segment_bytes: 64 << 20,
-            commit_window: Duration::from_millis(2),
+            max_bytes: S::SPOOL_MAX_BYTES.written_default(),
+            segment_bytes: S::SPOOL_SEGMENT_BYTES.written_default(),
+            commit_window: S::SPOOL_COMMIT_WINDOW.written_default(),
             max_group_bytes: 16 << 20,
-            memory_tail_bytes: 16 << 20,
-            orphan_min_idle: Duration::from_secs(30),
-            adopt_interval: Duration::from_secs(30),
+            memory_tail_bytes: S::SPOOL_MEMORY_BYTES.written_default(),
+            orphan_min_idle: S::SPOOL_ADOPT_IDLE.written_default(),
+            adopt_interval: S::SPOOL_ADOPT_INTERVAL.written_default(),
             lock_wait: Duration::from_secs(5),
-            preallocate: true,
+            preallocate: S::SPOOL_PREALLOCATE.written_default(),
         }
     }
 
@@ -114,97 +113,19 @@ pub fn default_spool_root(env: &dyn Lookup) -> PathBuf {
     PathBuf::from("/var/lib/zero-logs/spool")
 }
 
-pub(super) fn load(
-    r: &Reader<'_>,
-    flags: &ServeFlags,
-    instance: &str,
-) -> Result<(AckMode, SpoolConfig), ConfigError> {
-    let mode = r.parse(
-        &flags.ack_mode,
-        "ack-mode",
-        "ACK_MODE",
-        AckMode::Spool,
-        AckMode::parse,
-    )?;
+pub(super) fn load(r: &Reader<'_>, instance: &str) -> Result<(AckMode, SpoolConfig), ConfigError> {
+    let mode = r.get(&S::ACK_MODE)?;
     let d = SpoolConfig::new(default_spool_root(r.env), instance);
     let cfg = SpoolConfig {
-        root: r
-            .raw(&flags.spool_dir, "spool-dir", "SPOOL_DIR")
-            .map_or(d.root, |raw| PathBuf::from(raw.value)),
-        max_bytes: r.parse(
-            &flags.spool_max_bytes,
-            "spool-max-bytes",
-            "SPOOL_MAX_BYTES",
-            d.max_bytes,
-            spool_cap,
-        )?,
-        segment_bytes: r.parse(
-            &flags.spool_segment_bytes,
-            "spool-segment-bytes",
-            "SPOOL_SEGMENT_BYTES",
-            d.segment_bytes,
-            segment_size,
-        )?,
-        commit_window: r.parse(
-            &flags.spool_commit_window,
-            "spool-commit-window",
-            "SPOOL_COMMIT_WINDOW",
-            d.commit_window,
-            millis,
-        )?,
-        memory_tail_bytes: r.parse(
-            &flags.spool_memory_bytes,
-            "spool-memory-bytes",
-            "SPOOL_MEMORY_BYTES",
-            d.memory_tail_bytes,
-            bytes,
-        )?,
-        orphan_min_idle: r.parse(
-            &flags.spool_adopt_idle,
-            "spool-adopt-idle",
-            "SPOOL_ADOPT_IDLE",
-            d.orphan_min_idle,
-            millis,
-        )?,
-        adopt_interval: r.parse(
-            &flags.spool_adopt_interval,
-            "spool-adopt-interval",
-            "SPOOL_ADOPT_INTERVAL",
-            d.adopt_interval,
-            positive_millis,
-        )?,
-        preallocate: r.parse(
-            &flags.spool_preallocate,
-            "spool-preallocate",
-            "SPOOL_PREALLOCATE",
-            d.preallocate,
-            boolean,
-        )?,
+        root: r.get_or(&S::SPOOL_DIR, || d.root.clone())?,
+        max_bytes: r.get(&S::SPOOL_MAX_BYTES)?,
+        segment_bytes: r.get(&S::SPOOL_SEGMENT_BYTES)?,
+        commit_window: r.get(&S::SPOOL_COMMIT_WINDOW)?,
+        memory_tail_bytes: r.get(&S::SPOOL_MEMORY_BYTES)?,
+        orphan_min_idle: r.get(&S::SPOOL_ADOPT_IDLE)?,
+        adopt_interval: r.get(&S::SPOOL_ADOPT_INTERVAL)?,
+        preallocate: r.get(&S::SPOOL_PREALLOCATE)?,
         ..d
     };
     Ok((mode, cfg))
-}
-
-fn spool_cap(text: &str) -> Result<u64, String> {
-    at_least(text, 1 << 20, "1MiB")
-}
-
-fn segment_size(text: &str) -> Result<u64, String> {
-    at_least(text, 64 << 10, "64KiB")
-}
-
-fn at_least(text: &str, min: u64, min_text: &str) -> Result<u64, String> {
-    let n = bytes(text)? as u64;
-    if n < min {
-        return Err(format!("expected at least {min_text}"));
-    }
-    Ok(n)
-}
-
-fn positive_millis(text: &str) -> Result<Duration, String> {
-    let every = millis(text)?;
-    if every.is_zero() {
-        return Err("expected milliseconds of at least 1".into());
-    }
-    Ok(every)
 }

@@ -48,11 +48,9 @@ fn env_values_are_parsed_with_units() {
 
 #[test]
 fn flags_override_env() {
-    let flags = ServeFlags {
-        batch_max_rows: Some("500".into()),
-        listen: vec!["127.0.0.1:5000".into()],
-        ..ServeFlags::default()
-    };
+    let flags = ServeFlags::default()
+        .with("BATCH_MAX_ROWS", "500")
+        .with("LISTEN_ADDRS", "127.0.0.1:5000");
     let cfg = Config::load(
         &flags,
         &env(&[("BATCH_MAX_ROWS", "7"), ("LISTEN_ADDRS", "127.0.0.1:1")]),
@@ -136,11 +134,9 @@ fn spool_defaults_follow_systemd_state_directory() {
 
 #[test]
 fn spool_settings_parse_and_flags_win() {
-    let flags = ServeFlags {
-        spool_dir: Some("/srv/spool".into()),
-        ack_mode: Some("ClickHouse".into()),
-        ..ServeFlags::default()
-    };
+    let flags = ServeFlags::default()
+        .with("SPOOL_DIR", "/srv/spool")
+        .with("ACK_MODE", "ClickHouse");
     let cfg = Config::load(
         &flags,
         &env(&[

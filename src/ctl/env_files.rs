@@ -55,6 +55,10 @@ impl Lookup for EnvFiles {
     fn get(&self, name: &str) -> Option<String> {
         self.values.get(name).map(|(v, _)| v.clone())
     }
+
+    fn origin(&self, name: &str) -> Option<String> {
+        EnvFiles::origin(self, name).map(ToString::to_string)
+    }
 }
 
 impl EnvFiles {

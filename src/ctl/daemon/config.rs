@@ -12,31 +12,9 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::{Config, Lookup, ServeFlags};
+use crate::config::settings;
+use crate::config::{settings as S, Config, ConfigError, Lookup, Reader, Resolved, ServeFlags};
 use crate::ctl::env_files::{ClusterSize, EnvFiles};
-
-/// Where the management API listens by default (not 9000: ClickHouse's native port).
-pub const DEFAULT_API_PORT: u16 = 9100;
-/// The token file's default path.
-pub const DEFAULT_TOKEN_FILE: &str = "/etc/zero-logs/api-token";
-/// The worker's `WORKER_MEMORY_LIMIT` default (1 GiB), mirrored for the daemon's own limit.
-const DEFAULT_WORKER_MEMORY_LIMIT: u64 = 1 << 30;
-
-/// Every variable the daemon reads, with its default as written in the env file.
-pub const VARIABLES: &[(&str, &str)] = &[
-    ("CLUSTER_API_HOST", "127.0.0.1"),
-    ("CLUSTER_API_PORT", "9100"),
-    ("CLUSTER_API_TOKEN_FILE", DEFAULT_TOKEN_FILE),
-    ("HEALTH_CHECK_INTERVAL", "5000"),
-    ("HEALTH_REPORT_INTERVAL", "60000"),
-    ("LOG_CLUSTER_STATS", "false"),
-    ("CTL_MEMORY_LIMIT", ""),
-    ("AUTOSCALE", "false"),
-    ("AUTOSCALE_WINDOW", "60000"),
-    ("AUTOSCALE_UP_RPS", "2000"),
-    ("AUTOSCALE_DOWN_RPS", "200"),
-    ("AUTOSCALE_COOLDOWN", "120000"),
-];
 
 /// A setting the daemon cannot use. Exit status 2.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -81,61 +59,30 @@ pub struct DaemonConfig {
 impl DaemonConfig {
     /// Parses every variable from `env`.
     pub fn load(env: &dyn Lookup) -> Result<DaemonConfig, DaemonConfigError> {
-        let get = |var: &'static str| env.get(var).filter(|v| !v.trim().is_empty());
-        let parse = |var: &'static str, default: &str| -> (String, &'static str) {
-            (
-                get(var).map_or_else(|| default.to_string(), |v| v.trim().to_string()),
-                var,
-            )
-        };
-        let (host, var) = parse("CLUSTER_API_HOST", "127.0.0.1");
-        let api_host = host.parse::<IpAddr>().map_err(|_| DaemonConfigError {
-            var,
-            value: host.clone(),
-            reason: "expected an IP address, e.g. 127.0.0.1 or ::1".into(),
+        DaemonConfig::load_explained(env).map(|(cfg, _)| cfg)
+    }
+
+    /// [`DaemonConfig::load`], plus every setting's value and where it came from
+    /// (`zero-logs-ctl config`).
+    pub fn load_explained(
+        env: &dyn Lookup,
+    ) -> Result<(DaemonConfig, Vec<Resolved>), DaemonConfigError> {
+        let r = Reader::env_only(env);
+        let worker_limit = r.get(&S::WORKER_MEMORY_LIMIT)?;
+        // 15 % above the worker's own limit: see docs/CTL.md, "Memory".
+        let memory_limit = r.get_or(&S::CTL_MEMORY_LIMIT, || {
+            worker_limit + worker_limit * 15 / 100
         })?;
-        let (port, var) = parse("CLUSTER_API_PORT", "9100");
-        let api_port = match port.parse::<u16>() {
-            Ok(p) if p > 0 => p,
-            _ => {
-                return Err(DaemonConfigError {
-                    var,
-                    value: port,
-                    reason: "expected a TCP port 1..65535".into(),
-                })
-            }
-        };
-        let token_file = PathBuf::from(parse("CLUSTER_API_TOKEN_FILE", DEFAULT_TOKEN_FILE).0);
-        if !token_file.is_absolute() {
-            return Err(DaemonConfigError {
-                var: "CLUSTER_API_TOKEN_FILE",
-                value: token_file.display().to_string(),
-                reason: "expected an absolute path".into(),
-            });
-        }
-        let health_check_interval = at_least(millis(parse("HEALTH_CHECK_INTERVAL", "5000"))?, 100)?;
-        let health_report_interval =
-            at_least(millis(parse("HEALTH_REPORT_INTERVAL", "60000"))?, 100)?;
-        let log_cluster_stats = boolean(parse("LOG_CLUSTER_STATS", "false"))?;
-        let worker_limit = match get("WORKER_MEMORY_LIMIT") {
-            None => DEFAULT_WORKER_MEMORY_LIMIT,
-            Some(v) => bytes((v.trim().to_string(), "WORKER_MEMORY_LIMIT"))?,
-        };
-        let memory_limit = match get("CTL_MEMORY_LIMIT") {
-            // 15 % above the worker's own limit: see docs/CTL.md, "Memory".
-            None => worker_limit + worker_limit * 15 / 100,
-            Some(v) => bytes((v.trim().to_string(), "CTL_MEMORY_LIMIT"))?,
-        };
         let autoscale = AutoscaleConfig {
-            enabled: boolean(parse("AUTOSCALE", "false"))?,
-            window: at_least(millis(parse("AUTOSCALE_WINDOW", "60000"))?, 1000)?,
-            up_rps: rate(parse("AUTOSCALE_UP_RPS", "2000"))?,
-            down_rps: rate(parse("AUTOSCALE_DOWN_RPS", "200"))?,
-            cooldown: millis(parse("AUTOSCALE_COOLDOWN", "120000"))?.0,
+            enabled: r.get(&S::AUTOSCALE)?,
+            window: r.get(&S::AUTOSCALE_WINDOW)?,
+            up_rps: r.get(&S::AUTOSCALE_UP_RPS)?,
+            down_rps: r.get(&S::AUTOSCALE_DOWN_RPS)?,
+            cooldown: r.get(&S::AUTOSCALE_COOLDOWN)?,
         };
         if autoscale.down_rps >= autoscale.up_rps {
             return Err(DaemonConfigError {
-                var: "AUTOSCALE_DOWN_RPS",
+                var: S::AUTOSCALE_DOWN_RPS.meta.var,
                 value: autoscale.down_rps.to_string(),
                 reason: format!(
                     "must be below AUTOSCALE_UP_RPS={} (or the cluster would flap)",
@@ -143,16 +90,17 @@ impl DaemonConfig {
                 ),
             });
         }
-        Ok(DaemonConfig {
-            api_host,
-            api_port,
-            token_file,
-            health_check_interval,
-            health_report_interval,
-            log_cluster_stats,
+        let cfg = DaemonConfig {
+            api_host: r.get(&S::CLUSTER_API_HOST)?,
+            api_port: r.get(&S::CLUSTER_API_PORT)?,
+            token_file: r.get(&S::CLUSTER_API_TOKEN_FILE)?,
+            health_check_interval: r.get(&S::HEALTH_CHECK_INTERVAL)?,
+            health_report_interval: r.get(&S::HEALTH_REPORT_INTERVAL)?,
+            log_cluster_stats: r.get(&S::LOG_CLUSTER_STATS)?,
             memory_limit: (memory_limit > 0).then_some(memory_limit),
             autoscale,
-        })
+        };
+        Ok((cfg, r.into_resolved()))
     }
 
     /// How long one `/health` may take before it counts as a miss: half the
@@ -162,47 +110,13 @@ impl DaemonConfig {
     }
 }
 
-type Raw = (String, &'static str);
-
-fn millis((value, var): Raw) -> Result<(Duration, Raw), DaemonConfigError> {
-    match crate::config::parse_millis(&value) {
-        Ok(d) => Ok((d, (value, var))),
-        Err(reason) => Err(DaemonConfigError { var, value, reason }),
-    }
-}
-
-fn at_least(
-    (d, (value, var)): (Duration, Raw),
-    min_ms: u64,
-) -> Result<Duration, DaemonConfigError> {
-    if d < Duration::from_millis(min_ms) {
-        return Err(DaemonConfigError {
-            var,
-            value,
-            reason: format!("expected at least {min_ms} ms"),
-        });
-    }
-    Ok(d)
-}
-
-fn boolean((value, var): Raw) -> Result<bool, DaemonConfigError> {
-    crate::config::parse_bool(&value).map_err(|reason| DaemonConfigError { var, value, reason })
-}
-
-fn bytes((value, var): Raw) -> Result<u64, DaemonConfigError> {
-    crate::config::bytes(&value)
-        .map(|b| b as u64)
-        .map_err(|reason| DaemonConfigError { var, value, reason })
-}
-
-fn rate((value, var): Raw) -> Result<f64, DaemonConfigError> {
-    match value.parse::<f64>() {
-        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
-        _ => Err(DaemonConfigError {
-            var,
-            value,
-            reason: "expected requests per second per worker, e.g. 2000".into(),
-        }),
+impl From<ConfigError> for DaemonConfigError {
+    fn from(e: ConfigError) -> DaemonConfigError {
+        DaemonConfigError {
+            var: settings::find(&e.source_name).map_or("", |m| m.var),
+            value: e.value,
+            reason: e.reason,
+        }
     }
 }
 
@@ -215,6 +129,13 @@ pub struct Layered<'a> {
 impl Lookup for Layered<'_> {
     fn get(&self, name: &str) -> Option<String> {
         self.first.get(name).or_else(|| self.then.get(name))
+    }
+
+    fn origin(&self, name: &str) -> Option<String> {
+        match self.first.get(name) {
+            Some(_) => self.first.origin(name),
+            None => self.then.origin(name),
+        }
     }
 }
 
@@ -254,7 +175,7 @@ mod tests {
         let c = DaemonConfig::load(&env(&[])).unwrap();
         assert_eq!(c.api_host.to_string(), "127.0.0.1");
         assert_eq!(c.api_port, 9100);
-        assert_eq!(c.token_file, PathBuf::from(DEFAULT_TOKEN_FILE));
+        assert_eq!(c.token_file, PathBuf::from("/etc/zero-logs/api-token"));
         assert_eq!(c.health_check_interval, Duration::from_secs(5));
         assert_eq!(c.health_timeout(), Duration::from_secs(2));
         assert!(!c.log_cluster_stats);
@@ -310,8 +231,12 @@ mod tests {
     #[test]
     fn the_shipped_env_file_lists_every_daemon_variable() {
         let file = include_str!("../../../systemd/zero-logs.env");
-        for (var, default) in VARIABLES {
-            let line = format!("#{var}={default}");
+        use crate::config::settings::Program;
+        for meta in settings::ALL
+            .iter()
+            .filter(|m| m.read_by.contains(&Program::Daemon))
+        {
+            let line = format!("#{}={}", meta.var, meta.default);
             assert!(
                 file.lines().any(|l| l == line),
                 "systemd/zero-logs.env lacks the line {line:?}"
