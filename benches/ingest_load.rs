@@ -463,7 +463,7 @@ fn hex(rng: &mut StdRng, len: usize) -> String {
 
 /// RFC 3339 UTC with nanoseconds, from nanoseconds since the epoch.
 fn rfc3339(epoch_ns: u128) -> String {
-    zero_logs::validate::format_rfc3339(epoch_ns as i128, 9)
+    zero_logs::record::format_rfc3339(epoch_ns as i128, 9)
 }
 
 fn record(rng: &mut StdRng, now_ns: u128) -> Value {

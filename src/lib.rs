@@ -7,9 +7,13 @@
 //! - [`serve`]: accept loops, HTTP/1.1 + h2c per connection, balancing across
 //!   instances, connection max age, graceful close.
 //! - [`ingest`]: one router for HTTP/1.1, h2c and gRPC; body caps, decompression,
-//!   admission, refusals mapped to both wires.
+//!   the wait for the acknowledgement (spool or INSERT), refusals mapped to both wires.
+//! - [`proto`]: the native gRPC API (`proto/zerologs/v1/logs.proto`), generated.
+//! - `admission`: the one place the ingest asks whether a request may enter —
+//!   in-flight bytes, spool cap, queued rows.
 //! - [`validate`]: pure decoding and validation of request bodies.
-//! - [`record`]: `Record`, `Level`, `Batch` — the validated row type.
+//! - [`record`]: `Record`, `Level`, `Batch` — the validated row type — and
+//!   `format_rfc3339`, its timestamps as text.
 //! - [`codec`]: `EncodedBatch`, the compact form a batch keeps from validation to the
 //!   INSERT (spool frames, batcher queue, sink rows).
 //! - [`sink`]: batching and the ClickHouse inserter (DDL by server version).
@@ -19,13 +23,20 @@
 //! - [`feeder`]: spool → batcher delivery, acks back into the spool, adoption rounds.
 //! - [`admin`]: `/health`, `/stats`, `/metrics`, also on a per-instance unix socket.
 //! - [`stats`]: live counters.
+//! - [`latency`]: `LatencyHistogram`, quantiles of recent durations (requests, spool
+//!   commits) for `/stats` and `/metrics`.
 //! - [`notify`]: `sd_notify` messages to systemd.
 //! - [`telemetry`]: journald or stderr logging.
 //! - [`sched`]: the short CPU slice the worker's threads run with (wake-up latency).
 //! - [`watchdog`]: `WATCHDOG=1` from runtime and flusher heartbeats, `STATUS=`,
 //!   graceful restart above `WORKER_MEMORY_LIMIT`.
 //! - [`worker`]: builds it all from `Config`, serves, drains on SIGTERM.
-//! - [`ctl`]: `zero-logs-ctl` — status, stats, health, scale, rolling restart via systemd's D-Bus API.
+//! - [`ctl`]: `zero-logs-ctl` — status, stats, health, scale, rolling restart via
+//!   systemd's D-Bus API, and the management daemon (HTTP API, health watchdog).
+//! - `test_hooks` (feature `test-hooks`, never in packages): fault injection for the
+//!   system tests (stalled flusher, memory growth, unanswered `/health`).
+//! - `testing` (feature `test-support`): test fixtures — a private ClickHouse server
+//!   per test, `MemorySink`.
 // `deny`, not `forbid`: `sched` holds the one audited exception (two syscalls).
 #![deny(unsafe_code)]
 

@@ -2,6 +2,9 @@
 //!
 //! A [`Record`] is what ClickHouse stores: validation produces it, the sink
 //! encodes it. It depends on no other module so that both sides can share it.
+//!
+//! [`format_rfc3339`] is the text form of its timestamps, for whatever shows one (the
+//! ctl's times, test and benchmark bodies); parsing them is validation's.
 
 use std::fmt;
 
@@ -126,9 +129,58 @@ impl Batch {
     }
 }
 
+const NANOS_PER_SEC: i128 = 1_000_000_000;
+const SECS_PER_DAY: i128 = 86_400;
+
+/// RFC 3339 in UTC with exactly `frac_digits` (0–9) fractional digits, truncated:
+/// `format_rfc3339(0, 3)` is `1970-01-01T00:00:00.000Z`.
+pub fn format_rfc3339(epoch_ns: i128, frac_digits: u32) -> String {
+    let digits = frac_digits.min(9);
+    let secs = epoch_ns.div_euclid(NANOS_PER_SEC);
+    let frac = epoch_ns.rem_euclid(NANOS_PER_SEC) / 10i128.pow(9 - digits);
+    let days = i64::try_from(secs.div_euclid(SECS_PER_DAY)).unwrap_or(0);
+    let tod = secs.rem_euclid(SECS_PER_DAY);
+    let (y, mo, d) = civil_from_days(days);
+    let (h, mi, s) = (tod / 3600, tod / 60 % 60, tod % 60);
+    if digits == 0 {
+        return format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z");
+    }
+    let width = digits as usize;
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{frac:0width$}Z")
+}
+
+/// The proleptic Gregorian date `(year, month, day)` of a day count since 1970-01-01
+/// (Howard Hinnant's algorithm: years start in March so the leap day is last, and
+/// 400-year eras repeat exactly). Validation's `days_from_civil` is the inverse.
+pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn format_rfc3339_has_fixed_digits() {
+        assert_eq!(format_rfc3339(0, 3), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            format_rfc3339(951_782_400_123_456_789, 3),
+            "2000-02-29T00:00:00.123Z"
+        );
+        assert_eq!(
+            format_rfc3339(951_782_400_123_456_789, 0),
+            "2000-02-29T00:00:00Z"
+        );
+    }
 
     #[test]
     fn level_aliases_are_case_insensitive() {

@@ -10,6 +10,7 @@
 //!
 //! # Layout
 //!
+//! - [`ctx`]: [`Ctx`], what every command works with (bus, env files, admin client).
 //! - [`systemd`]: D-Bus proxies for `org.freedesktop.systemd1`, unit properties.
 //! - [`signals`]: waiting for jobs and service exits (systemd's signals).
 //! - `private_bus`: zbus over systemd's private socket (its non-unique sender fixed).
@@ -26,6 +27,7 @@
 //! Errors: each module has its `thiserror` type; the command handlers
 //! (`run` functions) use `anyhow` and [`main`] maps them to exit statuses.
 
+pub mod ctx;
 pub mod daemon;
 pub mod env_files;
 pub mod inventory;
@@ -43,7 +45,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use self::env_files::{ClusterSize, EnvFiles, ScaleError};
+use self::ctx::Ctx;
+use self::env_files::ScaleError;
 use self::systemd::{BusChoice, Systemd};
 use self::worker_client::AdminClient;
 
@@ -217,14 +220,6 @@ pub struct JsonArg {
     pub json: bool,
 }
 
-/// What every command needs.
-#[derive(Debug, Clone)]
-pub struct Ctx {
-    pub bus: BusChoice,
-    pub config_dir: PathBuf,
-    pub admin: AdminClient,
-}
-
 /// The binary's entry point: parse, run, map the outcome to an exit status.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -279,14 +274,8 @@ async fn dispatch(ctx: &Ctx, command: &Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// N as the env files define it (for "where N comes from").
-fn cluster_size(ctx: &Ctx) -> ClusterSize {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-    ClusterSize::from_env(&EnvFiles::load(&ctx.config_dir), cpus)
-}
-
 fn validate_cmd(ctx: &Ctx) -> ExitCode {
-    let (errors, warnings) = daemon::config::validate_env(&ctx.config_dir, daemon::cpus());
+    let (errors, warnings) = daemon::config::validate_env(&ctx.config_dir, ctx::cpus());
     for w in &warnings {
         println!("warning: {w}");
     }
@@ -314,7 +303,7 @@ fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
 async fn status_cmd(ctx: &Ctx, json: bool) -> anyhow::Result<ExitCode> {
     let sd = Systemd::connect(ctx.bus).await?;
     let inv = inventory::collect(&sd, &ctx.admin).await?;
-    let size = cluster_size(ctx);
+    let size = ctx.cluster_size();
     if json {
         print_json(&status::status_json(&inv, sd.kind().key(), Some(&size)))?;
     } else {
@@ -326,7 +315,7 @@ async fn status_cmd(ctx: &Ctx, json: bool) -> anyhow::Result<ExitCode> {
 async fn stats_cmd(ctx: &Ctx, json: bool) -> anyhow::Result<ExitCode> {
     let sd = Systemd::connect(ctx.bus).await?;
     let inv = inventory::collect(&sd, &ctx.admin).await?;
-    let stats = status::cluster_stats(&inv, Some(&cluster_size(ctx)));
+    let stats = status::cluster_stats(&inv, Some(&ctx.cluster_size()));
     if json {
         print_json(&stats)?;
     } else {

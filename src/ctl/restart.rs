@@ -20,11 +20,11 @@ use anyhow::{anyhow, bail};
 use clap::Args;
 use tokio::time::Instant;
 
+use super::ctx::Ctx;
 use super::inventory::{sort_key, INSTANCE_PATTERN};
 use super::scale::job_failure;
 use super::systemd::{instance_of, unit_name, JobWatcher, Systemd};
 use super::worker_client::{AdminClient, HealthReply};
-use super::Ctx;
 
 /// The instance `--surge` starts.
 pub const SURGE: &str = "surge";

@@ -25,10 +25,10 @@ use anyhow::{bail, Context};
 use clap::Args;
 use tokio::time::Instant;
 
+use super::ctx::{cpus, Ctx};
 use super::env_files::{self, EnvFiles};
 use super::inventory::{sort_key, INSTANCE_PATTERN, TARGET};
 use super::systemd::{instance_of, unit_name, JobOutcome, JobWatcher, ServiceWatch, Systemd};
-use super::Ctx;
 
 /// Arguments of `scale`.
 #[derive(Debug, Args)]
@@ -288,11 +288,4 @@ fn restore(file: &Path, previous: Option<&[u8]>) -> String {
         Ok(()) => format!("{} restored", file.display()),
         Err(e) => format!("could not restore {}: {e}", file.display()),
     }
-}
-
-/// What `auto`/`0` means: the CPUs this process may use, as `nproc` counts.
-fn cpus() -> u32 {
-    std::thread::available_parallelism()
-        .map(|n| n.get() as u32)
-        .unwrap_or(1)
 }

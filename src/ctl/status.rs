@@ -493,7 +493,7 @@ pub fn human_bytes(bytes: u64) -> String {
 /// JavaScript `Date` serialises to).
 pub fn rfc3339(t: SystemTime) -> String {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    crate::validate::format_rfc3339(d.as_nanos() as i128, 3)
+    crate::record::format_rfc3339(d.as_nanos() as i128, 3)
 }
 
 #[cfg(test)]

@@ -1,12 +1,10 @@
-//! Ownership of spool directories: the exclusive lock every owner holds, and adopting
-//! the spools of instances that are gone (scaled down, or crashed and not coming back).
+//! Adopting the spools of instances that are gone (scaled down, or crashed and not
+//! coming back).
 //!
-//! # Layout and lock
+//! # Layout
 //!
-//! `<root>/<instance>/` per instance, each with a `LOCK` file held with `flock(2)`
-//! (`LOCK_EX | LOCK_NB`, through `std::fs::File::try_lock`) for as long as the spool is
-//! open. The kernel drops the lock when the process dies, however it dies, so a free
-//! lock means nobody is using the directory.
+//! `<root>/<instance>/` per instance, each with its `LOCK` file held by whoever uses
+//! the directory (see `lock.rs` for the protocol).
 //!
 //! # Adoption protocol
 //!
@@ -29,92 +27,27 @@
 //! adoption round continues it. A crash between our append and the orphan's ack
 //! persistence duplicates at most those frames (at-least-once).
 //!
-//! An owner opening its directory waits up to `lock_wait` for the lock and, once it
-//! has it, checks the lock file is still at `<root>/<instance>/LOCK`; if an adopter
-//! renamed the directory meanwhile, it starts over with a fresh directory.
+//! An owner opening its directory while an adopter renames it starts over with a
+//! fresh directory (`lock.rs`).
 
-use std::fs::{self, File, OpenOptions, TryLockError};
+use std::fs;
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::ledger::{unix_ms, Counters};
+use super::lock::{try_lock_dir, DirLock, LOCK_FILE};
 use super::prealloc::{RECYCLE_FILE, SPARE_FILE, SPARE_TMP_FILE};
-use super::segment::{list_segments, sync_dir, LOCK_FILE, QUARANTINE_DIR};
+use super::segment::{list_segments, sync_dir, QUARANTINE_DIR};
 use super::state_file::STATE_FILE;
 use super::{Spool, SpoolConfig, SpoolError};
 
 /// Prefix of a directory being (or having been) drained by an adopter.
 const ADOPTED_PREFIX: &str = ".adopted-";
-/// How often a blocked owner retries its lock.
-const LOCK_POLL: Duration = Duration::from_millis(25);
 /// Backoff while our own spool is full during adoption.
 const FULL_BACKOFF: Duration = Duration::from_millis(200);
-
-/// An exclusive `flock` on a spool directory's `LOCK` file; released on drop.
-#[derive(Debug)]
-pub(crate) struct DirLock {
-    _file: File,
-}
-
-/// `try_lock` (`flock(LOCK_EX | LOCK_NB)`): `Ok(false)` when someone else holds it.
-fn try_lock(file: &File) -> io::Result<bool> {
-    match file.try_lock() {
-        Ok(()) => Ok(true),
-        Err(TryLockError::WouldBlock) => Ok(false),
-        Err(TryLockError::Error(err)) => Err(err),
-    }
-}
-
-/// Whether `file` is still the file at `path` (not renamed away or replaced).
-fn still_at(file: &File, path: &Path) -> bool {
-    match (file.metadata(), fs::metadata(path)) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-        _ => false,
-    }
-}
-
-/// Takes the lock of our own spool directory `dir`, creating it if needed.
-pub(crate) fn lock_own_dir(dir: &Path, wait: Duration) -> Result<DirLock, SpoolError> {
-    let deadline = Instant::now() + wait;
-    let lock_path = dir.join(LOCK_FILE);
-    let io_err = |path: &Path, source| SpoolError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    loop {
-        fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .map_err(|e| io_err(&lock_path, e))?;
-        if try_lock(&file).map_err(|e| io_err(&lock_path, e))? {
-            if still_at(&file, &lock_path) {
-                // For operators (`cat LOCK`); also refreshes the mtime adopters check.
-                let pid = format!("{}\n", std::process::id());
-                let _ = file
-                    .set_len(0)
-                    .and_then(|()| file.write_all_at(pid.as_bytes(), 0));
-                return Ok(DirLock { _file: file });
-            }
-            // An adopter renamed the directory between our open and our lock.
-            continue;
-        }
-        if Instant::now() >= deadline {
-            return Err(SpoolError::Locked {
-                path: dir.to_path_buf(),
-            });
-        }
-        std::thread::sleep(LOCK_POLL);
-    }
-}
 
 /// A spool directory of another instance, locked by us and ready to be drained with
 /// [`Spool::adopt`]. Dropping it releases the lock without draining.
@@ -183,20 +116,12 @@ pub(crate) fn claim_orphans(
 }
 
 fn claim(root: &Path, dir: &Path, name: &str, min_idle: Duration) -> io::Result<Option<Orphan>> {
-    let lock_path = dir.join(LOCK_FILE);
-    // Never create a LOCK: a directory without one is not a spool (or is being removed).
-    let file = match OpenOptions::new().read(true).write(true).open(&lock_path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    if !try_lock(&file)? || !still_at(&file, &lock_path) {
+    let Some(lock) = try_lock_dir(dir)? else {
         return Ok(None);
-    }
+    };
     if newest_change(dir)?.elapsed().unwrap_or_default() < min_idle {
         return Ok(None);
     }
-    let lock = DirLock { _file: file };
     if let Some(rest) = name.strip_prefix(ADOPTED_PREFIX) {
         // Left by an adopter that stopped; continue where it was.
         let instance = rest.rsplit_once('-').map_or(rest, |(i, _)| i).to_owned();

@@ -19,7 +19,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use super::acks::AckTracker;
-use super::adopt::DirLock;
+use super::lock::DirLock;
 use super::SpoolConfig;
 use crate::codec::EncodedBatch;
 use crate::latency::LatencyHistogram;

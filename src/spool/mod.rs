@@ -45,7 +45,8 @@
 //! - `reader.rs`: [`SpoolReader`], memory or disk, in sequence order.
 //! - `acks.rs`: the low-watermark over out-of-order acks.
 //! - `ledger.rs`: state shared by the above, counters, [`SpoolStats`].
-//! - `adopt.rs`: the directory lock and adoption of orphaned instance spools.
+//! - `lock.rs`: the `LOCK` file, one process per spool directory.
+//! - `adopt.rs`: adoption of orphaned instance spools.
 //!
 //! # Directory
 //!
@@ -113,6 +114,7 @@ use tokio::time::Instant;
 mod acks;
 mod adopt;
 mod ledger;
+mod lock;
 mod prealloc;
 mod reader;
 mod reaper;
@@ -131,8 +133,8 @@ pub use self::ledger::SpoolStats;
 pub use self::reader::{SpoolFrame, SpoolReader};
 
 use self::acks::AckTracker;
-use self::adopt::DirLock;
 use self::ledger::{Counters, Ledger, Shared};
+use self::lock::DirLock;
 use self::segment::{SegmentFs, HEADER_LEN, MAX_PAYLOAD_BYTES};
 use self::state_file::{SpoolState, StateFile};
 use self::writer::{AppendRequest, Writer, WriterMsg};
@@ -292,7 +294,7 @@ impl Spool {
                 cfg.segment_bytes = largest;
             }
             let dir = cfg.dir();
-            let lock = adopt::lock_own_dir(&dir, cfg.lock_wait)?;
+            let lock = lock::lock_own_dir(&dir, cfg.lock_wait)?;
             let instance: Arc<str> = cfg.instance.as_str().into();
             Spool::open_locked(cfg, dir, instance, lock, fs)
         })

@@ -41,8 +41,6 @@ pub const HEADER_LEN: usize = 40;
 /// well below), low enough that a corrupt header cannot make us allocate gigabytes.
 pub const MAX_PAYLOAD_BYTES: u32 = 1 << 30;
 
-/// Name of the lock file inside a spool directory.
-pub const LOCK_FILE: &str = "LOCK";
 /// Sub-directory receiving corrupt segment tails.
 pub const QUARANTINE_DIR: &str = "quarantine";
 

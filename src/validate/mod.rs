@@ -24,8 +24,6 @@ mod fields;
 mod json;
 mod timestamp;
 
-pub use self::timestamp::format_rfc3339;
-
 #[cfg(test)]
 mod tests;
 

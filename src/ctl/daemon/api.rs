@@ -30,7 +30,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Daemon, Op, OpError, OpOutcome};
+use super::ops::{Daemon, Op, OpError, OpOutcome};
+use crate::ctl::ctx::cpus;
 use crate::ctl::env_files::{self, EnvFiles};
 use crate::ctl::restart::RestartArgs;
 use crate::ctl::status::{self, Verdict};
@@ -216,7 +217,7 @@ async fn scale_handler(State(d): State<Arc<Daemon>>, body: Bytes) -> Response {
     }
     // Refused values change nothing: checked here for a 400, and again by scale().
     let env = EnvFiles::load(&d.ctx.config_dir);
-    if let Err(e) = env_files::check_scale(&requested.to_string(), &env, super::cpus()) {
+    if let Err(e) = env_files::check_scale(&requested.to_string(), &env, cpus()) {
         return error(StatusCode::BAD_REQUEST, e.to_string());
     }
     respond(
@@ -252,11 +253,11 @@ fn respond(outcome: Result<OpOutcome, OpError>) -> Response {
 mod tests {
     //! The API's edges without systemd: authorization, bodies, bounds, busy.
     use super::*;
+    use crate::ctl::ctx::Ctx;
     use crate::ctl::daemon::auth::Token;
     use crate::ctl::daemon::config::DaemonConfig;
     use crate::ctl::systemd::BusChoice;
     use crate::ctl::worker_client::AdminClient;
-    use crate::ctl::Ctx;
     use axum::body::Body;
     use http_body_util::BodyExt;
     use serde_json::Value;

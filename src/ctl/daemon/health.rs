@@ -33,7 +33,9 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::autoscale::{Autoscaler, Decision};
-use super::{events, Daemon, Op, OpError};
+use super::events;
+use super::ops::{Daemon, Op, OpError};
+use crate::ctl::ctx::cpus;
 use crate::ctl::inventory::{Health, Instance, Inventory};
 use crate::ctl::restart::RestartArgs;
 use crate::ctl::status;
@@ -275,7 +277,7 @@ pub async fn run(d: Arc<Daemon>, shutdown: CancellationToken) {
         if let Some((running, rps)) = rates.observe(now, &inv) {
             let size = d.cluster_size();
             let min = size.min.as_ref().map_or(1, |b| b.value);
-            let max = size.max.as_ref().map_or(super::cpus(), |b| b.value);
+            let max = size.max.as_ref().map_or(cpus(), |b| b.value);
             let scaler =
                 scaler.get_or_insert_with(|| Autoscaler::new(d.cfg.autoscale.clone(), min, max));
             scaler.set_bounds(min, max);
