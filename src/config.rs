@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub mod docs;
+pub mod env_file;
 mod flags;
 mod parse;
 mod reader;

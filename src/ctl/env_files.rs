@@ -1,11 +1,7 @@
-//! The env files as `zero-logs-generator` reads them, and the ctl's own
-//! `zero-logs.env.d/50-scale.env`.
+//! The cluster size as `zero-logs-generator` computes it from the env files
+//! ([`crate::config::env_file`]), and the ctl's own `zero-logs.env.d/50-scale.env`.
 //!
-//! `<dir>/zero-logs.env`, then `<dir>/zero-logs.env.d/*.env` in name order; a
-//! later value wins. The parsing is the generator's, tolerantly: blank lines,
-//! `#`/`;` comments, `export NAME=…`, spaces around `=`, one pair of single or
-//! double quotes, CRLF, no final newline; other lines are skipped with a
-//! warning. Values are never evaluated. The cluster size follows the
+//! The cluster size follows the
 //! generator's rules too (`0`/`auto` = CPUs, clamped to
 //! `CLUSTER_MIN_WORKERS…CLUSTER_MAX_WORKERS`, invalid values fall back with a
 //! warning), so the ctl and the units agree on N.
@@ -14,134 +10,16 @@
 //! the bounds is refused with a [`ScaleError`] naming the variable and where it
 //! is set, instead of being clamped.
 
-use std::collections::HashMap;
-use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+pub use crate::config::env_file::{env_file_paths, EnvFiles, Origin, CONF_DIR, ENV_DIR, ENV_FILE};
 use crate::config::Lookup;
 
-/// The package's configuration directory.
-pub const CONF_DIR: &str = "/etc/zero-logs";
-pub const ENV_FILE: &str = "zero-logs.env";
-pub const ENV_DIR: &str = "zero-logs.env.d";
 /// The file `scale` owns; never the operator's conffile.
 pub const SCALE_FILE: &str = "50-scale.env";
 /// The generator's upper limit of instances.
 pub const MAX_WORKERS: u32 = 1024;
-
-/// Where a value was set.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Origin {
-    pub file: PathBuf,
-    pub line: usize,
-}
-
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.file.display(), self.line)
-    }
-}
-
-/// Every `NAME=VALUE` of the env files, the last one winning.
-#[derive(Debug, Clone, Default)]
-pub struct EnvFiles {
-    values: HashMap<String, (String, Origin)>,
-    /// Lines skipped, unreadable files: printed, never fatal (like the generator).
-    pub warnings: Vec<String>,
-}
-
-impl Lookup for EnvFiles {
-    fn get(&self, name: &str) -> Option<String> {
-        self.values.get(name).map(|(v, _)| v.clone())
-    }
-
-    fn origin(&self, name: &str) -> Option<String> {
-        EnvFiles::origin(self, name).map(ToString::to_string)
-    }
-}
-
-impl EnvFiles {
-    /// Reads `dir/zero-logs.env` and `dir/zero-logs.env.d/*.env`; missing
-    /// files are fine.
-    pub fn load(dir: &Path) -> EnvFiles {
-        let mut env = EnvFiles::default();
-        for file in env_file_paths(dir) {
-            match std::fs::read(&file) {
-                Ok(bytes) => env.parse(&String::from_utf8_lossy(&bytes), &file),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => env
-                    .warnings
-                    .push(format!("{}: cannot read: {e}", file.display())),
-            }
-        }
-        env
-    }
-
-    /// Adds the pairs in `text` (from `file`), overriding earlier ones.
-    pub fn parse(&mut self, text: &str, file: &Path) {
-        for (index, line) in text.split('\n').enumerate() {
-            let line = line.strip_suffix('\r').unwrap_or(line).trim();
-            if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-                continue;
-            }
-            let line = match line.strip_prefix("export") {
-                Some(rest) if rest.starts_with(char::is_whitespace) => rest.trim(),
-                _ => line,
-            };
-            let Some((key, value)) = line.split_once('=') else {
-                self.warnings.push(format!(
-                    "{}:{}: ignoring a line that is not NAME=VALUE",
-                    file.display(),
-                    index + 1
-                ));
-                continue;
-            };
-            let origin = Origin {
-                file: file.to_path_buf(),
-                line: index + 1,
-            };
-            self.values.insert(
-                key.trim().to_string(),
-                (unquote(value.trim()).to_string(), origin),
-            );
-        }
-    }
-
-    /// Where `name` got its value.
-    pub fn origin(&self, name: &str) -> Option<&Origin> {
-        self.values.get(name).map(|(_, o)| o)
-    }
-}
-
-fn unquote(value: &str) -> &str {
-    for quote in ['"', '\''] {
-        if value.len() >= 2 && value.starts_with(quote) && value.ends_with(quote) {
-            return &value[1..value.len() - 1];
-        }
-    }
-    value
-}
-
-/// The files in the order systemd and the generator read them.
-pub fn env_file_paths(dir: &Path) -> Vec<PathBuf> {
-    let mut files = vec![dir.join(ENV_FILE)];
-    let mut extra: Vec<PathBuf> = std::fs::read_dir(dir.join(ENV_DIR))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            // The shell glob `*.env` skips dot files (our temp files among them).
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.ends_with(".env") && !n.starts_with('.'))
-        })
-        .collect();
-    extra.sort();
-    files.extend(extra);
-    files
-}
 
 /// A bound that applies, and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]

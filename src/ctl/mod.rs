@@ -210,6 +210,14 @@ pub enum Command {
     /// `systemctl daemon-reload` and a restart.
     #[command(after_help = VALIDATE_EXIT)]
     Validate,
+    /// Print the daemon's and the cluster's effective settings and where each came from.
+    ///
+    /// One NAME=value line per setting of zero-logs-ctl daemon and of
+    /// zero-logs-generator, followed by its origin: the process environment, an
+    /// env file with its line (--config-dir), or the default. Exit status 2 (with
+    /// the variable named) if a setting is invalid. `zero-logs config` does the
+    /// same for a worker.
+    Config,
 }
 
 /// `--json`.
@@ -271,6 +279,10 @@ async fn dispatch(ctx: &Ctx, command: &Command) -> anyhow::Result<ExitCode> {
         Command::Restart(a) => restart::run(ctx, a).await,
         Command::Daemon => daemon::run(ctx).await,
         Command::Validate => Ok(validate_cmd(ctx)),
+        Command::Config => {
+            print!("{}", daemon::config::explain_env(&ctx.config_dir)?);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -12,8 +12,11 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::settings;
-use crate::config::{settings as S, Config, ConfigError, Lookup, Reader, Resolved, ServeFlags};
+use crate::config::env_file::Layered;
+use crate::config::settings::{self, Program};
+use crate::config::{
+    docs, settings as S, Config, ConfigError, Lookup, ProcessEnv, Reader, Resolved, ServeFlags,
+};
 use crate::ctl::env_files::{ClusterSize, EnvFiles};
 
 /// A setting the daemon cannot use. Exit status 2.
@@ -120,23 +123,20 @@ impl From<ConfigError> for DaemonConfigError {
     }
 }
 
-/// The process environment first, then the env files.
-pub struct Layered<'a> {
-    pub first: &'a dyn Lookup,
-    pub then: &'a dyn Lookup,
-}
-
-impl Lookup for Layered<'_> {
-    fn get(&self, name: &str) -> Option<String> {
-        self.first.get(name).or_else(|| self.then.get(name))
-    }
-
-    fn origin(&self, name: &str) -> Option<String> {
-        match self.first.get(name) {
-            Some(_) => self.first.origin(name),
-            None => self.then.origin(name),
-        }
-    }
+/// `zero-logs-ctl config`: the daemon's and the generator's settings as the process
+/// environment and the env files under `dir` give them, each with where it came from.
+pub fn explain_env(dir: &Path) -> Result<String, DaemonConfigError> {
+    let files = EnvFiles::load(dir);
+    let env = Layered {
+        first: &ProcessEnv,
+        then: &files,
+    };
+    let (_, resolved) = DaemonConfig::load_explained(&env)?;
+    Ok(format!(
+        "# zero-logs-ctl daemon\n{}\n# zero-logs-generator (the units)\n{}",
+        docs::explain(Program::Daemon, &resolved, &env),
+        docs::explain(Program::Generator, &resolved, &env)
+    ))
 }
 
 /// `zero-logs-ctl validate`: every problem of the env files under `dir`, each
@@ -231,7 +231,6 @@ mod tests {
     #[test]
     fn the_shipped_env_file_lists_every_daemon_variable() {
         let file = include_str!("../../../systemd/zero-logs.env");
-        use crate::config::settings::Program;
         for meta in settings::ALL
             .iter()
             .filter(|m| m.read_by.contains(&Program::Daemon))
@@ -242,6 +241,31 @@ mod tests {
                 "systemd/zero-logs.env lacks the line {line:?}"
             );
         }
+    }
+
+    #[test]
+    fn explain_names_where_each_value_came_from() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("zero-logs.env"),
+            "# comment\nHEALTH_CHECK_INTERVAL=2000\nCLUSTER_WORKERS=3\n",
+        )
+        .unwrap();
+        let text = explain_env(dir.path()).unwrap();
+        let line = |var: &str| {
+            text.lines()
+                .find(|l| l.starts_with(&format!("{var}=")))
+                .unwrap_or_else(|| panic!("no {var} in {text}"))
+                .to_string()
+        };
+        let at = format!("env file {}:2", dir.path().join("zero-logs.env").display());
+        assert!(line("HEALTH_CHECK_INTERVAL").contains(&at), "{text}");
+        assert!(line("HEALTH_CHECK_INTERVAL").starts_with("HEALTH_CHECK_INTERVAL=2000 "));
+        assert!(line("CLUSTER_WORKERS").contains(":3"), "{text}");
+        assert!(line("AUTOSCALE_WINDOW").ends_with("# default"), "{text}");
+        std::fs::write(dir.path().join("zero-logs.env"), "AUTOSCALE_WINDOW=5\n").unwrap();
+        let err = explain_env(dir.path()).unwrap_err();
+        assert_eq!(err.var, "AUTOSCALE_WINDOW");
     }
 
     #[test]

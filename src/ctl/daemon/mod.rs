@@ -40,11 +40,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::auth::{Token, TokenSource};
-use self::config::{DaemonConfig, Layered};
+use self::config::DaemonConfig;
 use self::ops::Daemon;
 use super::ctx::Ctx;
 use super::env_files::EnvFiles;
 use super::systemd::Systemd;
+use crate::config::env_file::Layered;
 use crate::config::ProcessEnv;
 
 /// How long a stop waits for a running operation (a scale drains workers).
