@@ -285,6 +285,25 @@ impl Config {
         };
         Ok((cfg, r.into_resolved()))
     }
+
+    /// `zero-logs config`: the settings a worker would run with given `flags`, the
+    /// process environment and the env files under `env_dir`, one `NAME=value` line
+    /// each with where it came from. Lines the env files' parser skipped are listed
+    /// first, as comments.
+    pub fn explain(flags: &ServeFlags, env_dir: &std::path::Path) -> Result<String, ConfigError> {
+        let files = env_file::EnvFiles::load(env_dir);
+        let env = env_file::Layered {
+            first: &ProcessEnv,
+            then: &files,
+        };
+        let (_, resolved) = Config::load_explained(flags, &env)?;
+        let mut out = String::new();
+        for warning in &files.warnings {
+            out.push_str(&format!("# warning: {warning}\n"));
+        }
+        out.push_str(&docs::explain(settings::Program::Worker, &resolved, &env));
+        Ok(out)
+    }
 }
 
 fn supervision(r: &Reader<'_>, env: &dyn Lookup) -> Result<SupervisionConfig, ConfigError> {
