@@ -41,6 +41,7 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod admission;
 pub mod codec;
 pub mod config;
 pub mod ctl;

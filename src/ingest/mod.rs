@@ -3,8 +3,9 @@
 //! HTTP/1.1, h2c and gRPC arrive on the same sockets; [`router`] sends gRPC
 //! (by path and content type, via tonic's routes) to [`grpc`] and everything
 //! else to [`http`]. Both end in [`Ingest::accept`]: admission of the body's
-//! bytes, validation on the CPU pool (or inline), then the acknowledgement
-//! point of [`AckPoint`]: an append to the durable spool (`ACK_MODE=spool`) or a
+//! bytes, validation on the CPU pool (or inline), admission of the batch (both
+//! answered by [`crate::admission`]), then the acknowledgement point of
+//! [`AckPoint`]: an append to the durable spool (`ACK_MODE=spool`) or a
 //! submission to the batcher and the wait for its INSERT (`ACK_MODE=clickhouse`).
 //! This module never writes to disk or ClickHouse itself.
 
@@ -17,8 +18,9 @@ pub mod reject;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::oneshot;
 
+use crate::admission::{Admission, Backlog};
 use crate::codec::EncodedBatch;
 use crate::config::{IngestConfig, RecordLimits};
 use crate::record::Batch;
@@ -72,8 +74,7 @@ pub struct Ingest {
     pub limits: RecordLimits,
     pub max_body_bytes: usize,
     validator: Validator,
-    inflight: Arc<Semaphore>,
-    max_inflight_bytes: usize,
+    admission: Admission,
     ack: AckPoint,
     pub stats: Arc<Stats>,
 }
@@ -101,38 +102,34 @@ impl Ingest {
         } else {
             Validator::Inline
         };
+        let backlog = match &ack {
+            AckPoint::Spool(spool) => Backlog::Spool(spool.clone()),
+            AckPoint::ClickHouse(batcher) => Backlog::Queue(batcher.clone()),
+        };
         Ok(Ingest {
             limits: cfg.limits.clone(),
             max_body_bytes: cfg.max_body_bytes,
             validator,
-            inflight: Arc::new(Semaphore::new(cfg.max_inflight_bytes)),
-            max_inflight_bytes: cfg.max_inflight_bytes,
+            admission: Admission::new(cfg.max_inflight_bytes, backlog),
             ack,
             stats,
         })
     }
 
-    /// Admits `cost` bytes, validates with `decode` (where `work` says), submits and
-    /// waits for the acknowledgement. Returns the number of records accepted.
+    /// Admits `cost` bytes, validates with `decode` (where `work` says), admits the
+    /// batch, submits it and waits for the acknowledgement. Returns the number of
+    /// records accepted.
     pub async fn accept<F>(&self, cost: usize, work: Work, decode: F) -> Result<usize, Rejection>
     where
         F: FnOnce(&RecordLimits) -> Result<Batch, Rejection> + Send + 'static,
     {
-        let permits = u32::try_from(cost.clamp(1, self.max_inflight_bytes)).unwrap_or(u32::MAX);
-        let _permit = self.inflight.try_acquire_many(permits).map_err(|_| {
-            Rejection::new(
-                RejectKind::Busy,
-                format!(
-                    "worker is busy ({} bytes of requests in progress, MAX_INFLIGHT_BYTES); retry later",
-                    self.max_inflight_bytes
-                ),
-            )
-        })?;
+        let admitted = self.admission.admit(cost)?;
         let batch = self.validate(work, decode).await?;
         let rows = batch.len();
         if rows == 0 {
             return Ok(0);
         }
+        admitted.admit_batch(&batch)?;
         match &self.ack {
             AckPoint::Spool(spool) => {
                 spool.append(batch).await?;

@@ -10,6 +10,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::admission::Refusal;
 use crate::sink::{SinkError, SubmitError};
 use crate::spool::SpoolError;
 use crate::validate::{DecodeError, RecordError};
@@ -143,6 +144,16 @@ impl From<DecodeError> for Rejection {
             _ => {}
         }
         rejection
+    }
+}
+
+impl From<Refusal> for Rejection {
+    fn from(refusal: Refusal) -> Rejection {
+        match refusal {
+            Refusal::InflightBytes { .. } => Rejection::new(RejectKind::Busy, refusal.to_string()),
+            Refusal::Spool(err) => err.into(),
+            Refusal::Queue(err) => err.into(),
+        }
     }
 }
 

@@ -186,22 +186,27 @@ impl BatcherHandle {
     /// known down (→ 503), `Err(Closed)` after close or shutdown (→ 503). An empty
     /// batch is accepted and its receipt is already resolved.
     pub fn try_submit(&self, batch: EncodedBatch) -> Result<Receipt, SubmitError> {
-        let shared = &*self.shared;
-        if shared.closing.is_cancelled() {
-            return Err(SubmitError::Closed);
-        }
-        if let Some(down) = &shared.health().down {
-            return Err(SubmitError::Unavailable {
-                reason: down.reason.clone(),
-            });
-        }
+        self.shared.open_and_up()?;
         if batch.is_empty() {
             return Ok(Receipt::ready(Ok(())));
         }
-        if let Err(queued_rows) = shared.reserve_rows(batch.len()) {
+        if let Err(queued_rows) = self.shared.reserve_rows(batch.len()) {
             return Err(SubmitError::Full { queued_rows });
         }
         self.enqueue(batch, None)
+    }
+
+    /// Whether [`try_submit`](Self::try_submit) would take `rows` rows now, answered as
+    /// it would: `Closed`, `Unavailable`, `Full`. Reserves nothing: `try_submit` checks
+    /// again, so concurrent callers can all pass here (admission asks this before
+    /// handing a batch over).
+    pub fn check_room(&self, rows: usize) -> Result<(), SubmitError> {
+        self.shared.open_and_up()?;
+        let queued_rows = self.shared.queued_rows.load(Ordering::Acquire);
+        if rows > 0 && queued_rows.saturating_add(rows) > self.shared.max_queue_rows {
+            return Err(SubmitError::Full { queued_rows });
+        }
+        Ok(())
     }
 
     /// Queues a batch, waiting while the queue is full; queues even while the sink is
@@ -432,6 +437,19 @@ impl Shared {
     fn health(&self) -> MutexGuard<'_, HealthState> {
         // The critical sections cannot panic half-way; a poisoned lock is still sound.
         self.health.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `Err(Closed)` after close or shutdown, `Err(Unavailable)` while the sink is down.
+    fn open_and_up(&self) -> Result<(), SubmitError> {
+        if self.closing.is_cancelled() {
+            return Err(SubmitError::Closed);
+        }
+        if let Some(down) = &self.health().down {
+            return Err(SubmitError::Unavailable {
+                reason: down.reason.clone(),
+            });
+        }
+        Ok(())
     }
 
     fn is_down(&self) -> bool {

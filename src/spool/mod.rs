@@ -388,25 +388,16 @@ impl Spool {
     /// the returned [`Ack`] resolves at the group commit that makes the frame durable.
     pub fn append(&self, batch: EncodedBatch) -> Ack {
         let shared = &*self.shared;
-        if !shared.appends_open.load(Relaxed) {
-            return Ack::ready(Err(SpoolError::Closed));
-        }
-        if batch.byte_len() > MAX_PAYLOAD_BYTES as usize {
-            return Ack::ready(Err(SpoolError::TooLarge {
-                bytes: batch.byte_len(),
-            }));
-        }
-        let frame_len = (HEADER_LEN + batch.byte_len()) as u64;
+        let frame_len = match self.frame_len(&batch) {
+            Ok(len) => len,
+            Err(err) => return Ack::ready(Err(err)),
+        };
         let max = shared.cfg.max_bytes;
         // Reserve before queueing, so concurrent appenders cannot overshoot the cap.
         if let Err(used) = shared.used_bytes.fetch_update(Relaxed, Relaxed, |used| {
             used.checked_add(frame_len).filter(|&total| total <= max)
         }) {
-            Counters::add(&shared.counters.full_refusals, 1);
-            return Ack::ready(Err(SpoolError::Full {
-                used_bytes: used,
-                max_bytes: max,
-            }));
+            return Ack::ready(Err(self.refuse_full(used)));
         }
         let (done, rx) = oneshot::channel();
         let request = AppendRequest {
@@ -421,6 +412,41 @@ impl Spool {
         }
         Ack {
             state: AckState::Waiting(rx),
+        }
+    }
+
+    /// Whether [`append`](Self::append) would take `batch` now, answered as it would:
+    /// `Closed`, `TooLarge`, or `Full` (counted like its refusals). Reserves nothing:
+    /// `append` checks again, so concurrent callers can all pass here (admission asks
+    /// this before handing a batch over).
+    pub fn check_room(&self, batch: &EncodedBatch) -> Result<(), SpoolError> {
+        let frame_len = self.frame_len(batch)?;
+        let used = self.shared.used_bytes.load(Relaxed);
+        if used.saturating_add(frame_len) > self.shared.cfg.max_bytes {
+            return Err(self.refuse_full(used));
+        }
+        Ok(())
+    }
+
+    /// The bytes `batch` takes as a frame, or why no append takes it (closed, too large).
+    fn frame_len(&self, batch: &EncodedBatch) -> Result<u64, SpoolError> {
+        if !self.shared.appends_open.load(Relaxed) {
+            return Err(SpoolError::Closed);
+        }
+        if batch.byte_len() > MAX_PAYLOAD_BYTES as usize {
+            return Err(SpoolError::TooLarge {
+                bytes: batch.byte_len(),
+            });
+        }
+        Ok((HEADER_LEN + batch.byte_len()) as u64)
+    }
+
+    /// Counts a refusal at the cap and says how full the spool is.
+    fn refuse_full(&self, used_bytes: u64) -> SpoolError {
+        Counters::add(&self.shared.counters.full_refusals, 1);
+        SpoolError::Full {
+            used_bytes,
+            max_bytes: self.shared.cfg.max_bytes,
         }
     }
 

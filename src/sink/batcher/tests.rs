@@ -296,6 +296,12 @@ async fn outage_fails_after_the_budget_refuses_submits_then_recovers() {
             reason: "connection refused".into()
         }
     );
+    assert_eq!(
+        h.handle.check_room(1),
+        Err(SubmitError::Unavailable {
+            reason: "connection refused".into()
+        })
+    );
     assert_eq!(h.stats.snapshot().rows_failed, 2);
     assert_eq!(h.stats.snapshot().queue_rows, 0);
 
@@ -367,6 +373,12 @@ async fn full_queue_refuses_without_queueing() {
     config.max_queue_rows = 10;
     let h = start(config, 1_000, &sink);
     let _a = h.handle.try_submit(batch(6)).unwrap();
+    // Admission's question gets the answer try_submit gives, and reserves nothing.
+    assert_eq!(h.handle.check_room(4), Ok(()));
+    assert_eq!(
+        h.handle.check_room(5),
+        Err(SubmitError::Full { queued_rows: 6 })
+    );
     assert_eq!(
         h.handle.try_submit(batch(5)).unwrap_err(),
         SubmitError::Full { queued_rows: 6 }
@@ -406,6 +418,7 @@ async fn close_flushes_everything_and_refuses_new_batches() {
         .collect();
     h.handle.close();
     assert!(h.handle.is_closed());
+    assert_eq!(h.handle.check_room(1), Err(SubmitError::Closed));
     assert_eq!(
         h.handle.try_submit(batch(1)).unwrap_err(),
         SubmitError::Closed

@@ -1,0 +1,280 @@
+//! The build step: every component from the `Config`, in the start-up order, ending
+//! with a [`Worker`] that serves and holds what the drain needs.
+//!
+//! Order: spool (local; its errors are the ones to show), ClickHouse, batcher, feeder
+//! and adopter, ingest, admin state, router, accept loops, admin socket, supervisor.
+//! `READY=1` comes after all of it, from [`announce_ready`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::WorkerError;
+use crate::admin::{self, AdminState};
+use crate::config::{AckMode, BatchConfig, Config, SupervisionConfig};
+use crate::feeder;
+use crate::ingest::{self, AckPoint, Ingest};
+use crate::listen;
+use crate::notify;
+use crate::serve::{ServeOptions, Server};
+use crate::sink::{Batcher, BatcherHandle, ClickHouseSink};
+use crate::spool::{Spool, SpoolReader};
+use crate::stats::Stats;
+use crate::watchdog::{Heartbeat, Supervisor, Watched};
+
+/// A serving worker: what the drain stops, waits for and closes.
+pub(super) struct Worker {
+    pub(super) stats: Arc<Stats>,
+    /// Every background task: batcher, feeder, adopter, admin socket.
+    pub(super) tracker: TaskTracker,
+    /// Cancelled at the end of the drain: batcher, adopter and admin socket stop.
+    pub(super) hard_stop: CancellationToken,
+    pub(super) batcher: BatcherHandle,
+    /// `ACK_MODE=spool` only.
+    pub(super) delivery: Option<SpoolDelivery>,
+    pub(super) server: Server,
+    pub(super) supervisor: Supervisor,
+    /// Removed once the drain is over.
+    pub(super) admin_socket: Option<PathBuf>,
+}
+
+/// With `ACK_MODE=spool`: the spool and the tasks that deliver it to the batcher.
+pub(super) struct SpoolDelivery {
+    pub(super) spool: Spool,
+    pub(super) feeder: JoinHandle<()>,
+    /// Cancelled when the drain leaves the rest of the spool for the next start.
+    pub(super) stop_pulling: CancellationToken,
+    /// Cancelled when the drain begins (and with `hard_stop`).
+    pub(super) stop_adopting: CancellationToken,
+}
+
+impl Worker {
+    /// Builds and starts every component; `shutdown` stops accepting (SIGTERM, or the
+    /// supervisor at the memory limit).
+    pub(super) async fn build(
+        cfg: &Config,
+        listeners: Vec<std::net::TcpListener>,
+        origin: listen::Origin,
+        shutdown: &CancellationToken,
+    ) -> Result<Worker, WorkerError> {
+        let started = Instant::now();
+        let stats = Arc::new(Stats::default());
+        let tracker = TaskTracker::new();
+        let hard_stop = CancellationToken::new();
+
+        let Storage {
+            batcher,
+            delivery,
+            clickhouse_version,
+        } = Storage::start(cfg, &stats, &tracker, &hard_stop).await?;
+        let ack = match &delivery {
+            Some(delivery) => AckPoint::Spool(delivery.spool.clone()),
+            None => AckPoint::ClickHouse(batcher.clone()),
+        };
+        let ingest = Arc::new(Ingest::new(&cfg.ingest, ack, stats.clone())?);
+        let admin_state = Arc::new(AdminState {
+            stats: stats.clone(),
+            batcher: batcher.clone(),
+            worker_id: cfg.admin.worker_id.clone(),
+            started,
+            clickhouse_version,
+            accepting: shutdown.clone(),
+            spool: delivery.as_ref().map(|d| d.spool.clone()),
+        });
+        let router = ingest::router(ingest, admin_routes(&admin_state));
+        let server = start_server(cfg, listeners, origin, router, shutdown)?;
+        // The admin socket stays up through the drain so the control tool sees it.
+        if let Some(path) = &cfg.admin.socket {
+            serve_admin_socket(path, admin_routes(&admin_state), &tracker, &hard_stop)?;
+        }
+        let supervisor = supervise(cfg, &batcher, &stats, shutdown)?;
+        Ok(Worker {
+            stats,
+            tracker,
+            hard_stop,
+            batcher,
+            delivery,
+            server,
+            supervisor,
+            admin_socket: cfg.admin.socket.clone(),
+        })
+    }
+}
+
+/// `READY=1`, once every component is up.
+pub(super) fn announce_ready(cfg: &SupervisionConfig) {
+    notify::ready("serving");
+    tracing::info!(
+        watchdog_ms = cfg.watchdog.map(|w| w.as_millis() as u64),
+        memory_limit_bytes = cfg.memory_limit,
+        "ready"
+    );
+}
+
+/// The storage side of a worker: where acknowledged rows go.
+struct Storage {
+    batcher: BatcherHandle,
+    delivery: Option<SpoolDelivery>,
+    clickhouse_version: String,
+}
+
+impl Storage {
+    /// Spool, ClickHouse, batcher, then feeder and adopter.
+    async fn start(
+        cfg: &Config,
+        stats: &Arc<Stats>,
+        tracker: &TaskTracker,
+        hard_stop: &CancellationToken,
+    ) -> Result<Storage, WorkerError> {
+        // Opened first: it is local, and a locked or unwritable spool is the error to show.
+        let spool = match cfg.ack_mode {
+            AckMode::Spool => Some(Spool::open(cfg.spool.clone()).await?),
+            AckMode::ClickHouse => None,
+        };
+        let sink = Arc::new(ClickHouseSink::connect(&cfg.clickhouse).await?);
+        let clickhouse_version = sink.server_version().to_string();
+        let (batch_cfg, retry_budget) = batching_for_ack_mode(cfg);
+        let batcher = Batcher::spawn(
+            batch_cfg,
+            retry_budget,
+            sink,
+            stats.clone(),
+            tracker,
+            hard_stop.clone(),
+        );
+        let delivery = spool.map(|(spool, reader)| {
+            SpoolDelivery::start(spool, reader, &batcher, cfg, tracker, hard_stop)
+        });
+        Ok(Storage {
+            batcher,
+            delivery,
+            clickhouse_version,
+        })
+    }
+}
+
+/// The batcher's settings and retry budget as `ACK_MODE` makes them (the two rules
+/// that read more than one setting; they belong in `Config` eventually).
+fn batching_for_ack_mode(cfg: &Config) -> (BatchConfig, Duration) {
+    let retry_budget = match cfg.ack_mode {
+        // Spooled rows are durable: retrying for ever loses nothing, giving up would.
+        AckMode::Spool => Duration::MAX,
+        AckMode::ClickHouse => cfg.clickhouse.retry_budget,
+    };
+    let mut batch_cfg = cfg.batch.clone();
+    if cfg.ack_mode == AckMode::Spool {
+        // The backlog waits on disk, not in memory: the batcher only needs what keeps
+        // every INSERT slot busy plus the one being cut.
+        let enough = cfg.batch.max_rows * (cfg.batch.max_inflight_inserts + 1);
+        batch_cfg.max_queue_rows = batch_cfg.max_queue_rows.min(enough);
+    }
+    (batch_cfg, retry_budget)
+}
+
+impl SpoolDelivery {
+    /// Spawns the feeder (spool → batcher) and the adoption of orphaned spools.
+    fn start(
+        spool: Spool,
+        reader: SpoolReader,
+        batcher: &BatcherHandle,
+        cfg: &Config,
+        tracker: &TaskTracker,
+        hard_stop: &CancellationToken,
+    ) -> SpoolDelivery {
+        let stop_pulling = CancellationToken::new();
+        let stop_adopting = hard_stop.child_token();
+        let feeder = tracker.spawn(feeder::feed(
+            spool.clone(),
+            reader,
+            batcher.clone(),
+            stop_pulling.clone(),
+        ));
+        tracker.spawn(feeder::adopt_orphans(
+            spool.clone(),
+            cfg.spool.adopt_interval,
+            stop_adopting.clone(),
+        ));
+        SpoolDelivery {
+            spool,
+            feeder,
+            stop_pulling,
+            stop_adopting,
+        }
+    }
+}
+
+/// `/health`, `/stats`, `/metrics` (and the test hooks when built with them).
+fn admin_routes(state: &Arc<AdminState>) -> axum::Router {
+    let routes = admin::routes(state.clone());
+    #[cfg(feature = "test-hooks")]
+    let routes = routes.merge(crate::test_hooks::routes(state.batcher.clone()));
+    routes
+}
+
+/// Starts the accept loops on `listeners`; they stop when `shutdown` is cancelled.
+fn start_server(
+    cfg: &Config,
+    listeners: Vec<std::net::TcpListener>,
+    origin: listen::Origin,
+    router: axum::Router,
+    shutdown: &CancellationToken,
+) -> Result<Server, WorkerError> {
+    let listeners = listeners
+        .into_iter()
+        .map(tokio::net::TcpListener::from_std)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| WorkerError::Listen(listen::ListenError::Adopt { index: 0, source }))?;
+    Ok(Server::start(
+        listeners,
+        router,
+        ServeOptions {
+            balance: origin == listen::Origin::Systemd,
+            max_age: cfg.listen.connection_max_age,
+        },
+        shutdown.clone(),
+    ))
+}
+
+/// Serves `routes` on the per-instance unix socket until `hard_stop`.
+fn serve_admin_socket(
+    path: &Path,
+    routes: axum::Router,
+    tracker: &TaskTracker,
+    hard_stop: &CancellationToken,
+) -> Result<(), WorkerError> {
+    let unix = admin::bind_socket(path).map_err(|source| WorkerError::AdminSocket {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let stop = hard_stop.clone();
+    tracker.spawn(async move {
+        let _ = axum::serve(unix, routes)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+    });
+    Ok(())
+}
+
+/// Starts the supervision thread: watchdog pings, memory limit.
+fn supervise(
+    cfg: &Config,
+    batcher: &BatcherHandle,
+    stats: &Arc<Stats>,
+    shutdown: &CancellationToken,
+) -> Result<Supervisor, WorkerError> {
+    Supervisor::spawn(
+        cfg.supervision.clone(),
+        Watched {
+            runtime: Arc::new(Heartbeat::new()),
+            batcher: batcher.clone(),
+            stats: stats.clone(),
+            shutdown: shutdown.clone(),
+        },
+    )
+    .map_err(WorkerError::Supervisor)
+}
