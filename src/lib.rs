@@ -9,7 +9,7 @@
 //! - [`ingest`]: one router for HTTP/1.1, h2c and gRPC; body caps, decompression,
 //!   the wait for the acknowledgement (spool or INSERT), refusals mapped to both wires.
 //! - [`proto`]: the native gRPC API (`proto/zerologs/v1/logs.proto`), generated.
-//! - `admission`: the one place the ingest asks whether a request may enter —
+//! - [`admission`]: the one place the ingest asks whether a request may enter —
 //!   in-flight bytes, spool cap, queued rows.
 //! - [`validate`]: pure decoding and validation of request bodies.
 //! - [`record`]: `Record`, `Level`, `Batch` — the validated row type — and

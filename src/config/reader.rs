@@ -19,8 +19,10 @@ pub enum Origin {
     Env,
     /// A line of an env file, e.g. `/etc/zero-logs/zero-logs.env:12`.
     EnvFile(String),
-    /// The table's default (written or computed).
+    /// The table's written default.
     Default,
+    /// A default computed at start, e.g. `CPU cores`.
+    Computed(&'static str),
 }
 
 impl fmt::Display for Origin {
@@ -30,6 +32,7 @@ impl fmt::Display for Origin {
             Origin::Env => f.write_str("environment"),
             Origin::EnvFile(at) => write!(f, "env file {at}"),
             Origin::Default => f.write_str("default"),
+            Origin::Computed(how) => write!(f, "default: {}", how.replace('`', "")),
         }
     }
 }
@@ -89,12 +92,23 @@ impl<'a> Reader<'a> {
     }
 
     /// The setting's value; `computed()` when unset.
-    pub fn get_or<T>(
+    pub fn get_or<T: Show>(
         &self,
         setting: &Setting<T>,
         computed: impl FnOnce() -> T,
     ) -> Result<T, ConfigError> {
-        Ok(self.read(setting)?.unwrap_or_else(computed))
+        if let Some(value) = self.read(setting)? {
+            return Ok(value);
+        }
+        let value = computed();
+        let meta = &setting.meta;
+        let shown = if meta.secret {
+            String::new()
+        } else {
+            value.show()
+        };
+        self.replace_note(meta, shown, Origin::Computed(meta.default_text));
+        Ok(value)
     }
 
     /// Every setting read so far, in the order read.
@@ -149,6 +163,14 @@ impl<'a> Reader<'a> {
         })
     }
 
+    fn replace_note(&self, meta: &Meta, value: String, origin: Origin) {
+        let mut resolved = self.resolved.borrow_mut();
+        if let Some(entry) = resolved.iter_mut().find(|r| r.var == meta.var) {
+            entry.value = value;
+            entry.origin = origin;
+        }
+    }
+
     fn note(&self, meta: &Meta, value: String, origin: Origin) {
         let mut resolved = self.resolved.borrow_mut();
         // A setting read twice (e.g. WORKER_MEMORY_LIMIT by two loaders) is listed once.
@@ -159,5 +181,40 @@ impl<'a> Reader<'a> {
                 origin,
             });
         }
+    }
+}
+
+/// A computed default as `zero-logs config` prints it.
+pub trait Show {
+    fn show(&self) -> String;
+}
+
+impl Show for usize {
+    fn show(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl Show for u64 {
+    fn show(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl Show for String {
+    fn show(&self) -> String {
+        self.clone()
+    }
+}
+
+impl Show for std::path::PathBuf {
+    fn show(&self) -> String {
+        self.display().to_string()
+    }
+}
+
+impl<T: Show> Show for Option<T> {
+    fn show(&self) -> String {
+        self.as_ref().map(Show::show).unwrap_or_default()
     }
 }

@@ -7,7 +7,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -16,7 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use super::WorkerError;
 use crate::admin::{self, AdminState};
-use crate::config::{AckMode, BatchConfig, Config, SupervisionConfig};
+use crate::config::{AckMode, Config, SupervisionConfig};
 use crate::feeder;
 use crate::ingest::{self, AckPoint, Ingest};
 use crate::listen;
@@ -138,10 +137,10 @@ impl Storage {
         };
         let sink = Arc::new(ClickHouseSink::connect(&cfg.clickhouse).await?);
         let clickhouse_version = sink.server_version().to_string();
-        let (batch_cfg, retry_budget) = batching_for_ack_mode(cfg);
+        // Config has applied ACK_MODE to both (queue clamp, endless retries of spooled rows).
         let batcher = Batcher::spawn(
-            batch_cfg,
-            retry_budget,
+            cfg.batch.clone(),
+            cfg.clickhouse.retry_budget,
             sink,
             stats.clone(),
             tracker,
@@ -156,24 +155,6 @@ impl Storage {
             clickhouse_version,
         })
     }
-}
-
-/// The batcher's settings and retry budget as `ACK_MODE` makes them (the two rules
-/// that read more than one setting; they belong in `Config` eventually).
-fn batching_for_ack_mode(cfg: &Config) -> (BatchConfig, Duration) {
-    let retry_budget = match cfg.ack_mode {
-        // Spooled rows are durable: retrying for ever loses nothing, giving up would.
-        AckMode::Spool => Duration::MAX,
-        AckMode::ClickHouse => cfg.clickhouse.retry_budget,
-    };
-    let mut batch_cfg = cfg.batch.clone();
-    if cfg.ack_mode == AckMode::Spool {
-        // The backlog waits on disk, not in memory: the batcher only needs what keeps
-        // every INSERT slot busy plus the one being cut.
-        let enough = cfg.batch.max_rows * (cfg.batch.max_inflight_inserts + 1);
-        batch_cfg.max_queue_rows = batch_cfg.max_queue_rows.min(enough);
-    }
-    (batch_cfg, retry_budget)
 }
 
 impl SpoolDelivery {

@@ -30,12 +30,13 @@ mod build;
 mod drain;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ProcessEnv, ServeFlags};
+use crate::config::{docs, env_file, Config, ProcessEnv, ServeFlags};
 use crate::ingest;
 use crate::listen;
 use crate::sched;
@@ -60,17 +61,27 @@ pub struct Cli {
 pub enum Command {
     /// Run one worker: adopt systemd's sockets (LISTEN_FDS) or bind --listen,
     /// serve POST /api/v1/logs, gRPC zerologs.v1.LogService, /health, /stats, /metrics.
-    #[command(after_help = SERVE_ENV_ONLY)]
+    #[command(after_help = docs::serve_after_help())]
     Serve(ServeFlags),
+    /// Print the settings a worker would run with, and where each came from.
+    ///
+    /// One NAME=value line per setting, then its origin: a flag given here, the
+    /// process environment, an env file and its line (--env-dir; the process
+    /// environment wins, as for a worker started by hand), or the default.
+    /// CLICKHOUSE_PASSWORD is masked. Exit status 2 (naming the variable) if a
+    /// setting is invalid.
+    Config(ConfigArgs),
 }
 
-const SERVE_ENV_ONLY: &str = "\
-Environment only:
-  CLICKHOUSE_PASSWORD  ClickHouse password (no flag, so it never shows in ps) [default: empty]
-  RUST_LOG             log filter, e.g. info or zero_logs=debug [default: info]
-
-Exit status: 0 after a clean stop, 1 on a runtime failure (e.g. ClickHouse unreachable
-at start), 2 for an invalid setting.";
+/// `zero-logs config`: the env files' directory and any flag of `serve`.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Directory of zero-logs.env and zero-logs.env.d/*.env.
+    #[arg(long, value_name = "DIR", default_value = env_file::CONF_DIR)]
+    pub env_dir: PathBuf,
+    #[command(flatten)]
+    pub flags: ServeFlags,
+}
 
 /// What stopped a worker.
 #[derive(Debug, thiserror::Error)]
@@ -97,8 +108,10 @@ pub enum WorkerError {
 
 /// Entry point of the `zero-logs` binary. Exit 2 for bad configuration.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let Command::Serve(flags) = cli.command;
+    let flags = match Cli::parse().command {
+        Command::Serve(flags) => flags,
+        Command::Config(args) => return print_config(&args),
+    };
     let cfg = match Config::load(&flags, &ProcessEnv) {
         Ok(cfg) => cfg,
         Err(err) => {
@@ -116,6 +129,19 @@ pub fn main() -> ExitCode {
             tracing::error!(error = %err, "worker failed");
             eprintln!("zero-logs: {err}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_config(args: &ConfigArgs) -> ExitCode {
+    match Config::explain(&args.flags, &args.env_dir) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("zero-logs: {err}");
+            ExitCode::from(2)
         }
     }
 }
