@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::AckMode;
 use crate::sink::BatcherHandle;
 use crate::spool::{Spool, SpoolStats};
-use crate::stats::{Stats, StatsSnapshot};
+use crate::stats::{rss_bytes, Stats, StatsSnapshot};
 
 /// What the admin endpoints read.
 pub struct AdminState {
@@ -426,14 +426,6 @@ fn spool_metrics(s: &SpoolStats) -> Vec<Metric> {
             s.adopted_frames as f64,
         ),
     ]
-}
-
-/// Resident set size from `/proc/self/status` (`VmRSS`, kB).
-pub fn rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }
 
 /// Binds the private admin socket, replacing a stale file from a previous run.

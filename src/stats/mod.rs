@@ -75,3 +75,12 @@ impl Stats {
         }
     }
 }
+
+/// Resident set size of this process from `/proc/self/status` (`VmRSS`, kB): for
+/// `/stats` and the watchdog's memory limit.
+pub fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
