@@ -1,78 +1,134 @@
-//! Live counters of one worker, shared by every stage and read by `/stats`,
-//! `/metrics` and the systemd `STATUS=` line.
+//! What one worker reports about itself: the live counters every stage updates
+//! ([`Stats`]), the `/stats` body ([`WorkerStats`]), the process's own figures
+//! ([`rss_bytes`]) and the metric registry `/metrics` is rendered from.
 //!
 //! Plain atomics: the hot path only ever adds; readers take a [`StatsSnapshot`].
+//!
+//! # Every metric is declared once
+//!
+//! A declaration names the Prometheus metric, its help text, its type and the
+//! report field it reads; that field's name is also its `/stats` JSON key. Every
+//! sample carries the label `worker_id` (summaries add `quantile`). To add one:
+//!
+//! - a pipeline counter or gauge: one line in the `worker_stats!` invocation below
+//!   (it becomes a [`Stats`] atomic, a [`StatsSnapshot`] field, a `/stats` key and a
+//!   metric), then add to it where it happens (`Stats::add(&stats.x, n)`);
+//! - a latency: one line under `latencies` (a [`LatencyHistogram`], its p50/p99
+//!   `/stats` keys in µs and a summary in seconds), then `record` into it;
+//! - a figure computed when asked (process, health, spool): its field in
+//!   [`WorkerStats`] or [`SpoolStats`](crate::spool::SpoolStats) and one entry in
+//!   [`report::WORKER_METRICS`] or [`report::SPOOL_METRICS`].
+//!
+//! Names follow `zero_logs_<noun>_<unit>_total` for counters; existing names and
+//! `/stats` keys are an interface (dashboards, `zero-logs-ctl`): never rename.
+
+pub mod registry;
+pub mod report;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use serde::Serialize;
 
 use crate::latency::LatencyHistogram;
+pub use registry::PROMETHEUS_CONTENT_TYPE;
+use registry::{metrics, Metric, QUANTILES};
+pub use report::{prometheus_text, WorkerStats};
 
-/// Counters updated by the pipeline. Cheap to clone behind an `Arc`.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub requests: AtomicU64,
-    pub requests_failed: AtomicU64,
-    pub records_accepted: AtomicU64,
-    pub records_rejected: AtomicU64,
-    pub bytes_received: AtomicU64,
-    pub rows_inserted: AtomicU64,
-    pub rows_failed: AtomicU64,
-    pub inserts: AtomicU64,
-    pub insert_failures: AtomicU64,
-    /// Rows submitted to the batcher and not yet inserted or failed.
-    pub queue_rows: AtomicI64,
-    /// Unix time in milliseconds of the last successful insert (0: never).
-    pub last_flush_unix_ms: AtomicU64,
-    /// Accepted requests, from the handler's start to the answer: body read (HTTP; a
-    /// gRPC message is already decoded), validation, and the acknowledgement point
-    /// (spool commit or INSERT).
-    pub request_latency: LatencyHistogram,
+/// Declares [`Stats`], [`StatsSnapshot`], [`Stats::snapshot`] and
+/// [`PIPELINE_METRICS`] from one list, so a counter cannot be missing from one of
+/// them. `counters`: `field: Atomic => snapshot type, Kind[(Unit)] "name" "help";`
+/// (the part after the comma as in [`registry::metrics!`]); `latencies`:
+/// `histogram => [p50 key, p99 key], "name" "help";` (a summary).
+macro_rules! worker_stats {
+    (
+        counters {$(
+            $(#[$doc:meta])*
+            $field:ident: $atomic:ident => $int:ty,
+                $kind:ident $(($unit:ident))? $name:literal $help:literal;
+        )+}
+        latencies {$(
+            $(#[$ldoc:meta])*
+            $histogram:ident => [$p50:ident, $p99:ident], $lname:literal $lhelp:literal;
+        )+}
+    ) => {
+        /// Counters updated by the pipeline. Cheap to clone behind an `Arc`.
+        #[derive(Debug, Default)]
+        pub struct Stats {
+            $(#[doc = $help] $(#[$doc])* pub $field: $atomic,)+
+            $(#[doc = $lhelp] $(#[$ldoc])* pub $histogram: LatencyHistogram,)+
+        }
+
+        /// A consistent-enough copy for reporting, flattened into `/stats`.
+        #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+        pub struct StatsSnapshot {
+            $(#[doc = $help] pub $field: $int,)+
+            $(
+                /// p50 of the latency over the last 30–60 s, µs (a bucket's upper
+                /// bound, at most 25 % above the true value).
+                pub $p50: u64,
+                /// p99, likewise.
+                pub $p99: u64,
+            )+
+        }
+
+        impl Stats {
+            pub fn snapshot(&self) -> StatsSnapshot {
+                $(let [$p50, $p99] = self.$histogram.quantiles_us(QUANTILES);)+
+                StatsSnapshot {
+                    $($field: self.$field.load(Relaxed),)+
+                    $($p50, $p99,)+
+                }
+            }
+        }
+
+        /// The metrics of [`StatsSnapshot`], in declaration order.
+        pub const PIPELINE_METRICS: &[Metric<StatsSnapshot>] = metrics![
+            $($field: $kind $(($unit))? $name $help;)+
+            $([$p50, $p99]: Summary $lname $lhelp;)+
+        ];
+    };
 }
 
-/// A consistent-enough copy for reporting.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct StatsSnapshot {
-    pub requests: u64,
-    pub requests_failed: u64,
-    pub records_accepted: u64,
-    pub records_rejected: u64,
-    pub bytes_received: u64,
-    pub rows_inserted: u64,
-    pub rows_failed: u64,
-    pub inserts: u64,
-    pub insert_failures: u64,
-    pub queue_rows: i64,
-    pub last_flush_unix_ms: u64,
-    /// Quantiles of `Stats::request_latency` over the last 30–60 s (µs, bucket upper bounds,
-    /// at most 25 % above the true value).
-    pub request_p50_us: u64,
-    pub request_p99_us: u64,
+worker_stats! {
+    counters {
+        requests: AtomicU64 => u64, Counter "zero_logs_requests_total"
+            "Ingest requests handled.";
+        requests_failed: AtomicU64 => u64, Counter "zero_logs_requests_failed_total"
+            "Ingest requests refused or failed.";
+        records_accepted: AtomicU64 => u64, Counter "zero_logs_records_accepted_total"
+            "Records acknowledged to clients.";
+        records_rejected: AtomicU64 => u64, Counter "zero_logs_records_rejected_total"
+            "Records that failed validation.";
+        bytes_received: AtomicU64 => u64, Counter "zero_logs_received_bytes_total"
+            "Request body bytes received (before decompression).";
+        rows_inserted: AtomicU64 => u64, Counter "zero_logs_rows_inserted_total"
+            "Rows committed to ClickHouse.";
+        rows_failed: AtomicU64 => u64, Counter "zero_logs_rows_failed_total"
+            "Rows ClickHouse refused permanently.";
+        inserts: AtomicU64 => u64, Counter "zero_logs_inserts_total"
+            "INSERT statements committed.";
+        insert_failures: AtomicU64 => u64, Counter "zero_logs_insert_failures_total"
+            "INSERT attempts that failed.";
+        /// Rows submitted to the batcher and not yet inserted or failed.
+        queue_rows: AtomicI64 => i64, Gauge "zero_logs_queue_rows"
+            "Rows waiting for ClickHouse.";
+        /// Unix time in milliseconds (0: never).
+        last_flush_unix_ms: AtomicU64 => u64,
+            Gauge(Millis) "zero_logs_last_flush_timestamp_seconds"
+            "Unix time of the last successful INSERT.";
+    }
+    latencies {
+        /// Accepted requests, from the handler's start to the answer: body read (HTTP;
+        /// a gRPC message is already decoded), validation, and the acknowledgement
+        /// point (spool commit or INSERT).
+        request_latency => [request_p50_us, request_p99_us], "zero_logs_request_seconds"
+            "Accepted requests' handling time, last 30-60 s (bucket upper bounds).";
+    }
 }
 
 impl Stats {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Relaxed);
-    }
-
-    pub fn snapshot(&self) -> StatsSnapshot {
-        let [request_p50_us, request_p99_us] = self.request_latency.quantiles_us([0.50, 0.99]);
-        StatsSnapshot {
-            requests: self.requests.load(Relaxed),
-            requests_failed: self.requests_failed.load(Relaxed),
-            records_accepted: self.records_accepted.load(Relaxed),
-            records_rejected: self.records_rejected.load(Relaxed),
-            bytes_received: self.bytes_received.load(Relaxed),
-            rows_inserted: self.rows_inserted.load(Relaxed),
-            rows_failed: self.rows_failed.load(Relaxed),
-            inserts: self.inserts.load(Relaxed),
-            insert_failures: self.insert_failures.load(Relaxed),
-            queue_rows: self.queue_rows.load(Relaxed),
-            last_flush_unix_ms: self.last_flush_unix_ms.load(Relaxed),
-            request_p50_us,
-            request_p99_us,
-        }
     }
 }
 
