@@ -27,11 +27,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::rss_bytes;
 use crate::config::SupervisionConfig;
 use crate::notify;
 use crate::sink::BatcherHandle;
-use crate::stats::Stats;
+use crate::stats::{rss_bytes, Stats};
 
 /// The runtime heartbeat ticks this often.
 const RUNTIME_BEAT: Duration = Duration::from_millis(250);

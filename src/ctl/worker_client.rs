@@ -54,7 +54,8 @@ pub struct Reply {
 
 /// `GET /stats` of a worker, as far as the ctl uses it. Unknown fields are
 /// ignored and missing ones default, so a ctl and a worker of neighbouring
-/// versions still understand each other.
+/// versions still understand each other; a test checks each field against what
+/// the worker sends ([`crate::stats::WorkerStats`]).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct WorkerStatsView {
@@ -376,6 +377,26 @@ mod tests {
         let s: WorkerStatsView = serde_json::from_str(json).unwrap();
         assert_eq!((s.pid, s.requests, s.rss_bytes), (7, 12, 1 << 20));
         assert_eq!(s.records_accepted, 0);
+    }
+
+    /// The view defaults what is missing (for neighbouring versions), so a field the
+    /// worker stopped sending, or never sent under that name, would read as 0 quietly.
+    #[test]
+    fn every_field_the_ctl_reads_is_one_stats_sends() {
+        let sent = serde_json::to_value(crate::stats::WorkerStats::example()).unwrap();
+        let read = serde_json::to_value(WorkerStatsView::default()).unwrap();
+        for key in read.as_object().unwrap().keys() {
+            assert!(sent.get(key).is_some(), "/stats has no {key:?}: {sent}");
+        }
+        let view: WorkerStatsView = serde_json::from_value(sent.clone()).unwrap();
+        assert_eq!(
+            serde_json::to_value(&view).unwrap()["requests"],
+            sent["requests"]
+        );
+        assert_eq!(
+            (view.pid, view.rss_bytes, view.queue_rows),
+            (4242, 1 << 25, -20)
+        );
     }
 
     #[tokio::test]

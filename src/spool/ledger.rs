@@ -234,13 +234,8 @@ impl Shared {
     }
 }
 
-/// A snapshot of one spool, for `/stats` (JSON) and `/metrics`.
-///
-/// Suggested metric names: `zero_logs_spool_bytes`, `zero_logs_spool_segments`,
-/// `zero_logs_spool_oldest_unacked_age_seconds` (gauges);
-/// `zero_logs_spool_fsyncs_total`, `zero_logs_spool_replayed_frames_total`,
-/// `zero_logs_spool_quarantined_frames_total`, `zero_logs_spool_quarantined_bytes_total`,
-/// `zero_logs_spool_full_refusals_total`, … (counters).
+/// A snapshot of one spool, for `/stats` (JSON) and `/metrics`; which fields are
+/// metrics, and under what names, is declared in `crate::stats::report::SPOOL_METRICS`.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct SpoolStats {
     /// Bytes of segment files (durable frames).

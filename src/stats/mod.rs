@@ -1,0 +1,142 @@
+//! What one worker reports about itself: the live counters every stage updates
+//! ([`Stats`]), the `/stats` body ([`WorkerStats`]), the process's own figures
+//! ([`rss_bytes`]) and the metric registry `/metrics` is rendered from.
+//!
+//! Plain atomics: the hot path only ever adds; readers take a [`StatsSnapshot`].
+//!
+//! # Every metric is declared once
+//!
+//! A declaration names the Prometheus metric, its help text, its type and the
+//! report field it reads; that field's name is also its `/stats` JSON key. Every
+//! sample carries the label `worker_id` (summaries add `quantile`). To add one:
+//!
+//! - a pipeline counter or gauge: one line in the `worker_stats!` invocation below
+//!   (it becomes a [`Stats`] atomic, a [`StatsSnapshot`] field, a `/stats` key and a
+//!   metric), then add to it where it happens (`Stats::add(&stats.x, n)`);
+//! - a latency: one line under `latencies` (a [`LatencyHistogram`], its p50/p99
+//!   `/stats` keys in µs and a summary in seconds), then `record` into it;
+//! - a figure computed when asked (process, health, spool): its field in
+//!   [`WorkerStats`] or [`SpoolStats`](crate::spool::SpoolStats) and one entry in
+//!   [`report::WORKER_METRICS`] or [`report::SPOOL_METRICS`].
+//!
+//! Names follow `zero_logs_<noun>_<unit>_total` for counters; existing names and
+//! `/stats` keys are an interface (dashboards, `zero-logs-ctl`): never rename.
+
+pub mod registry;
+pub mod report;
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+use serde::Serialize;
+
+use crate::latency::LatencyHistogram;
+pub use registry::PROMETHEUS_CONTENT_TYPE;
+use registry::{metrics, Metric, QUANTILES};
+pub use report::{prometheus_text, WorkerStats};
+
+/// Declares [`Stats`], [`StatsSnapshot`], [`Stats::snapshot`] and
+/// [`PIPELINE_METRICS`] from one list, so a counter cannot be missing from one of
+/// them. `counters`: `field: Atomic => snapshot type, Kind[(Unit)] "name" "help";`
+/// (the part after the comma as in [`registry::metrics!`]); `latencies`:
+/// `histogram => [p50 key, p99 key], "name" "help";` (a summary).
+macro_rules! worker_stats {
+    (
+        counters {$(
+            $(#[$doc:meta])*
+            $field:ident: $atomic:ident => $int:ty,
+                $kind:ident $(($unit:ident))? $name:literal $help:literal;
+        )+}
+        latencies {$(
+            $(#[$ldoc:meta])*
+            $histogram:ident => [$p50:ident, $p99:ident], $lname:literal $lhelp:literal;
+        )+}
+    ) => {
+        /// Counters updated by the pipeline. Cheap to clone behind an `Arc`.
+        #[derive(Debug, Default)]
+        pub struct Stats {
+            $(#[doc = $help] $(#[$doc])* pub $field: $atomic,)+
+            $(#[doc = $lhelp] $(#[$ldoc])* pub $histogram: LatencyHistogram,)+
+        }
+
+        /// A consistent-enough copy for reporting, flattened into `/stats`.
+        #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+        pub struct StatsSnapshot {
+            $(#[doc = $help] pub $field: $int,)+
+            $(
+                /// p50 of the latency over the last 30–60 s, µs (a bucket's upper
+                /// bound, at most 25 % above the true value).
+                pub $p50: u64,
+                /// p99, likewise.
+                pub $p99: u64,
+            )+
+        }
+
+        impl Stats {
+            pub fn snapshot(&self) -> StatsSnapshot {
+                $(let [$p50, $p99] = self.$histogram.quantiles_us(QUANTILES);)+
+                StatsSnapshot {
+                    $($field: self.$field.load(Relaxed),)+
+                    $($p50, $p99,)+
+                }
+            }
+        }
+
+        /// The metrics of [`StatsSnapshot`], in declaration order.
+        pub const PIPELINE_METRICS: &[Metric<StatsSnapshot>] = metrics![
+            $($field: $kind $(($unit))? $name $help;)+
+            $([$p50, $p99]: Summary $lname $lhelp;)+
+        ];
+    };
+}
+
+worker_stats! {
+    counters {
+        requests: AtomicU64 => u64, Counter "zero_logs_requests_total"
+            "Ingest requests handled.";
+        requests_failed: AtomicU64 => u64, Counter "zero_logs_requests_failed_total"
+            "Ingest requests refused or failed.";
+        records_accepted: AtomicU64 => u64, Counter "zero_logs_records_accepted_total"
+            "Records acknowledged to clients.";
+        records_rejected: AtomicU64 => u64, Counter "zero_logs_records_rejected_total"
+            "Records that failed validation.";
+        bytes_received: AtomicU64 => u64, Counter "zero_logs_received_bytes_total"
+            "Request body bytes received (before decompression).";
+        rows_inserted: AtomicU64 => u64, Counter "zero_logs_rows_inserted_total"
+            "Rows committed to ClickHouse.";
+        rows_failed: AtomicU64 => u64, Counter "zero_logs_rows_failed_total"
+            "Rows ClickHouse refused permanently.";
+        inserts: AtomicU64 => u64, Counter "zero_logs_inserts_total"
+            "INSERT statements committed.";
+        insert_failures: AtomicU64 => u64, Counter "zero_logs_insert_failures_total"
+            "INSERT attempts that failed.";
+        /// Rows submitted to the batcher and not yet inserted or failed.
+        queue_rows: AtomicI64 => i64, Gauge "zero_logs_queue_rows"
+            "Rows waiting for ClickHouse.";
+        /// Unix time in milliseconds (0: never).
+        last_flush_unix_ms: AtomicU64 => u64,
+            Gauge(Millis) "zero_logs_last_flush_timestamp_seconds"
+            "Unix time of the last successful INSERT.";
+    }
+    latencies {
+        /// Accepted requests, from the handler's start to the answer: body read (HTTP;
+        /// a gRPC message is already decoded), validation, and the acknowledgement
+        /// point (spool commit or INSERT).
+        request_latency => [request_p50_us, request_p99_us], "zero_logs_request_seconds"
+            "Accepted requests' handling time, last 30-60 s (bucket upper bounds).";
+    }
+}
+
+impl Stats {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+}
+
+/// Resident set size of this process from `/proc/self/status` (`VmRSS`, kB): for
+/// `/stats` and the watchdog's memory limit.
+pub fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
