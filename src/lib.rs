@@ -2,7 +2,9 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the one typed `Config`, from flags and environment.
+//! - [`config`]: the settings table (every setting declared once: variable, flag,
+//!   default, parser, doc), the one typed `Config` built from flags, environment and
+//!   env files, and what is rendered from the table (env file, README tables).
 //! - [`listen`]: systemd's inherited sockets, or bound addresses.
 //! - [`serve`]: accept loops, HTTP/1.1 + h2c per connection, balancing across
 //!   instances, connection max age, graceful close.
@@ -22,7 +24,8 @@
 //!   frames, adoption of orphaned spools.
 //! - [`feeder`]: spool → batcher delivery, acks back into the spool, adoption rounds.
 //! - [`admin`]: `/health`, `/stats`, `/metrics`, also on a per-instance unix socket.
-//! - [`stats`]: live counters.
+//! - [`stats`]: live counters, the `/stats` body and the metric registry (every metric
+//!   declared once) that `/metrics` is rendered from.
 //! - [`latency`]: `LatencyHistogram`, quantiles of recent durations (requests, spool
 //!   commits) for `/stats` and `/metrics`.
 //! - [`notify`]: `sd_notify` messages to systemd.
@@ -30,7 +33,8 @@
 //! - [`sched`]: the short CPU slice the worker's threads run with (wake-up latency).
 //! - [`watchdog`]: `WATCHDOG=1` from runtime and flusher heartbeats, `STATUS=`,
 //!   graceful restart above `WORKER_MEMORY_LIMIT`.
-//! - [`worker`]: builds it all from `Config`, serves, drains on SIGTERM.
+//! - [`worker`]: `zero-logs serve` and `zero-logs config`; builds it all from
+//!   `Config` (`Worker::build`), serves, drains on SIGTERM (`Worker::drain`).
 //! - [`ctl`]: `zero-logs-ctl` — status, stats, health, scale, rolling restart via
 //!   systemd's D-Bus API, and the management daemon (HTTP API, health watchdog).
 //! - `test_hooks` (feature `test-hooks`, never in packages): fault injection for the

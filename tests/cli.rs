@@ -166,3 +166,69 @@ fn shipped_env_file_lists_every_setting() {
         "systemd/zero-logs.env lacks {missing:?}"
     );
 }
+
+/// `zero-logs config` names where each value came from and masks the password.
+#[test]
+fn config_prints_each_setting_with_its_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("zero-logs.env"),
+        "# a comment\nBATCH_MAX_AGE=50\nMAX_ATTRIBUTES=8\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["config", "--env-dir"])
+        .arg(dir.path())
+        .args(["--batch-max-rows", "5"])
+        .env("CLICKHOUSE_PASSWORD", "s3cret")
+        .env("MAX_ATTRIBUTES", "9")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let line = |var: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{var}=")))
+            .unwrap_or_else(|| panic!("no {var}:\n{text}"))
+            .to_string()
+    };
+    let file = dir.path().join("zero-logs.env");
+    assert!(
+        line("BATCH_MAX_ROWS").contains("# flag --batch-max-rows"),
+        "{text}"
+    );
+    assert!(
+        line("BATCH_MAX_AGE").starts_with("BATCH_MAX_AGE=50 "),
+        "{text}"
+    );
+    assert!(
+        line("BATCH_MAX_AGE").ends_with(&format!("# env file {}:2", file.display())),
+        "{text}"
+    );
+    // The process environment wins over the env files, as for a worker started by hand.
+    assert!(
+        line("MAX_ATTRIBUTES").starts_with("MAX_ATTRIBUTES=9 "),
+        "{text}"
+    );
+    assert!(line("MAX_ATTRIBUTES").ends_with("# environment"), "{text}");
+    assert!(line("CLICKHOUSE_PASSWORD").contains("********"), "{text}");
+    assert!(!text.contains("s3cret"), "{text}");
+    assert!(line("BATCH_MAX_BYTES").ends_with("# default"), "{text}");
+    assert!(
+        line("WORKER_POOL_MAX_WORKERS").contains("# default: CPU cores"),
+        "{text}"
+    );
+
+    let bad = Command::new(BIN)
+        .args(["config", "--env-dir"])
+        .arg(dir.path())
+        .env("SPOOL_MAX_BYTES", "12")
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("SPOOL_MAX_BYTES") && err.contains("at least 1MiB"),
+        "{err}"
+    );
+}
