@@ -80,29 +80,30 @@ fn cell(text: &str) -> String {
 
 /// The README's table of the worker's settings.
 pub fn readme_table() -> String {
-    let mut out = String::from("| Variable | Flag | Default | Meaning |\n|---|---|---|---|\n");
-    for meta in read_by(Program::Worker) {
-        let flag = meta
-            .flag_name()
-            .map_or_else(|| "(env only)".to_string(), |f| format!("`--{f}`"));
-        let _ = writeln!(
-            out,
-            "| `{}` | {flag} | {} | {} |",
-            meta.var,
-            cell(meta.default_shown()),
-            cell(&meta.markdown_doc())
-        );
-    }
-    out
+    markdown_table(Program::Worker, true)
 }
 
 /// docs/CTL.md's table of the management daemon's settings.
 pub fn daemon_table() -> String {
-    let mut out = String::from("| Variable | Default | Meaning |\n|---|---|---|\n");
-    for meta in read_by(Program::Daemon) {
+    markdown_table(Program::Daemon, false)
+}
+
+/// A Markdown table of the settings `program` reads, with a flag column or not.
+fn markdown_table(program: Program, with_flag: bool) -> String {
+    let mut out = String::from(if with_flag {
+        "| Variable | Flag | Default | Meaning |\n|---|---|---|---|\n"
+    } else {
+        "| Variable | Default | Meaning |\n|---|---|---|\n"
+    });
+    for meta in read_by(program) {
+        let flag = match meta.flag_name() {
+            _ if !with_flag => String::new(),
+            Some(f) => format!(" `--{f}` |"),
+            None => " (env only) |".to_string(),
+        };
         let _ = writeln!(
             out,
-            "| `{}` | {} | {} |",
+            "| `{}` |{flag} {} | {} |",
             meta.var,
             cell(meta.default_shown()),
             cell(&meta.markdown_doc())
