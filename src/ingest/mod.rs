@@ -123,11 +123,27 @@ impl Ingest {
     where
         F: FnOnce(&RecordLimits) -> Result<Batch, Rejection> + Send + 'static,
     {
+        let decode = move |limits: &RecordLimits| decode(limits).map(|batch| (batch, ()));
+        self.accept_with(cost, work, decode).await.map(|(rows, ())| rows)
+    }
+
+    /// [`Ingest::accept`] for a decoder that also reports something of its own (OTLP's
+    /// records refused one by one), returned beside the number of records accepted.
+    pub async fn accept_with<F, T>(
+        &self,
+        cost: usize,
+        work: Work,
+        decode: F,
+    ) -> Result<(usize, T), Rejection>
+    where
+        F: FnOnce(&RecordLimits) -> Result<(Batch, T), Rejection> + Send + 'static,
+        T: Send + 'static,
+    {
         let admitted = self.admission.admit(cost)?;
-        let batch = self.validate(work, decode).await?;
+        let (batch, extra) = self.validate(work, decode).await?;
         let rows = batch.len();
         if rows == 0 {
-            return Ok(0);
+            return Ok((0, extra));
         }
         admitted.admit_batch(&batch)?;
         match &self.ack {
@@ -136,16 +152,19 @@ impl Ingest {
             }
             AckPoint::ClickHouse(batcher) => batcher.try_submit(batch)?.await?,
         }
-        Ok(rows)
+        Ok((rows, extra))
     }
 
     /// Decodes and encodes (see [`codec`](crate::codec)) in one place, inline or on
     /// the pool, so the decoded records are dropped where they were made.
-    async fn validate<F>(&self, work: Work, decode: F) -> Result<EncodedBatch, Rejection>
+    async fn validate<F, T>(&self, work: Work, decode: F) -> Result<(EncodedBatch, T), Rejection>
     where
-        F: FnOnce(&RecordLimits) -> Result<Batch, Rejection> + Send + 'static,
+        F: FnOnce(&RecordLimits) -> Result<(Batch, T), Rejection> + Send + 'static,
+        T: Send + 'static,
     {
-        let decode = move |limits: &RecordLimits| decode(limits).map(|b| EncodedBatch::encode(&b));
+        let decode = move |limits: &RecordLimits| {
+            decode(limits).map(|(batch, extra)| (EncodedBatch::encode(&batch), extra))
+        };
         match (&self.validator, work) {
             (Validator::Inline, _) | (Validator::Pool(_), Work::Light) => decode(&self.limits),
             (Validator::Pool(pool), Work::Heavy) => {

@@ -337,6 +337,27 @@ impl Draft {
         }
     }
 
+    /// A level already decided by the caller (OTLP's severity number).
+    pub(super) fn set_level(&mut self, level: Level) {
+        self.level = level;
+    }
+
+    /// An attribute whose key and value the caller owns (OTLP): moved, not copied.
+    pub(super) fn owned_attribute(&mut self, chk: &mut Checker<'_>, key: String, value: String) {
+        self.attribute(
+            chk,
+            "attributes.",
+            Cow::Owned(key),
+            Cow::Owned(value),
+            false,
+        );
+    }
+
+    /// Whether an attribute `key` is already kept.
+    pub(super) fn has_attribute(&self, key: &str) -> bool {
+        self.attributes.iter().any(|(k, _)| k == key)
+    }
+
     /// An attribute from a source whose values are already text (gRPC).
     pub(super) fn text_attribute(&mut self, chk: &mut Checker<'_>, key: &str, value: &str) {
         self.attribute(

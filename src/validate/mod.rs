@@ -22,6 +22,7 @@ use crate::record::{Batch, Record};
 
 mod fields;
 mod json;
+pub mod otlp;
 mod timestamp;
 
 #[cfg(test)]
