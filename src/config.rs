@@ -26,6 +26,7 @@ pub use parse::bytes;
 pub use reader::{Origin, Reader, Resolved};
 pub use spool::{AckMode, SpoolConfig};
 
+use crate::validate::otlp::OtlpOptions;
 use settings as S;
 
 /// Everything a worker needs, parsed and checked.
@@ -80,6 +81,8 @@ pub struct IngestConfig {
     pub pool_max_threads: usize,
     /// Bytes of request bodies being decoded and waiting for acknowledgement.
     pub max_inflight_bytes: usize,
+    /// How OTLP records map to rows beyond the limits.
+    pub otlp: OtlpOptions,
 }
 
 /// Per-record caps (validation).
@@ -346,6 +349,9 @@ fn ingest(r: &Reader<'_>) -> Result<IngestConfig, ConfigError> {
         pool_min_threads: r.get(&S::WORKER_POOL_MIN_WORKERS)?,
         pool_max_threads: r.get_or(&S::WORKER_POOL_MAX_WORKERS, cores)?,
         max_inflight_bytes: r.get(&S::MAX_INFLIGHT_BYTES)?,
+        otlp: OtlpOptions {
+            default_service: r.get(&S::OTLP_DEFAULT_SERVICE)?,
+        },
     };
     if ingest.pool_min_threads > ingest.pool_max_threads {
         return Err(ConfigError {

@@ -577,6 +577,11 @@ settings! {
     MAX_ATTRIBUTE_VALUE_BYTES: usize = bytes, {
         section: Section::Requests, value_name: "BYTES", default: "4096",
     }
+    /// `service` of OTLP records whose resource has no `service.name` attribute (the
+    /// OpenTelemetry SDKs set it from `OTEL_SERVICE_NAME`, else `unknown_service:<process>`).
+    OTLP_DEFAULT_SERVICE: String = text, {
+        section: Section::Requests, value_name: "NAME", default: "unknown_service",
+    }
 
     // --- validation pool ---
 
