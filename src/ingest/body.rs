@@ -121,6 +121,16 @@ async fn drain(body: &mut Body) {
     let _ = tokio::time::timeout(DRAIN_TIME, discard).await;
 }
 
+/// The bytes a body is admitted at (`MAX_INFLIGHT_BYTES`): its size, or for a
+/// compressed one a typical log ratio of about 1:10, never more than the `max` it
+/// can decompress to.
+pub fn admission_cost(raw_len: usize, encoding: Encoding, max: usize) -> usize {
+    match encoding {
+        Encoding::Identity => raw_len,
+        _ => raw_len.saturating_mul(10).min(max),
+    }
+}
+
 /// Decompresses into at most `max` bytes.
 pub fn decompress(raw: Bytes, encoding: Encoding, max: usize) -> Result<Bytes, Rejection> {
     match encoding {

@@ -54,12 +54,7 @@ async fn handle(
     let max = ingest.max_body_bytes;
     let raw = body::collect(headers, body, max).await?;
     *body_bytes = raw.len();
-    // A compressed body grows on decompression; admit it at a typical log ratio
-    // (about 1:10), never more than the cap it can reach.
-    let cost = match encoding {
-        body::Encoding::Identity => raw.len(),
-        _ => raw.len().saturating_mul(10).min(max),
-    };
+    let cost = body::admission_cost(raw.len(), encoding, max);
     // Decompression is CPU work too: it runs with validation, on the pool.
     let work = Work::of(raw.len(), encoding != body::Encoding::Identity);
     ingest

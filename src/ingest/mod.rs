@@ -10,8 +10,10 @@
 //! This module never writes to disk or ClickHouse itself.
 
 pub mod body;
+mod dialects;
 pub mod grpc;
 pub mod http;
+pub mod otlp;
 mod pool;
 pub mod reject;
 
@@ -27,6 +29,7 @@ use crate::record::Batch;
 use crate::sink::BatcherHandle;
 use crate::spool::Spool;
 use crate::stats::Stats;
+use crate::validate::otlp::OtlpOptions;
 use reject::{RejectKind, Rejection};
 
 /// Where validation runs.
@@ -72,6 +75,8 @@ pub enum AckPoint {
 /// Shared state of the ingest path.
 pub struct Ingest {
     pub limits: RecordLimits,
+    /// How OTLP records map to rows (`OTLP_DEFAULT_SERVICE`).
+    pub otlp: Arc<OtlpOptions>,
     pub max_body_bytes: usize,
     validator: Validator,
     admission: Admission,
@@ -108,6 +113,7 @@ impl Ingest {
         };
         Ok(Ingest {
             limits: cfg.limits.clone(),
+            otlp: Arc::new(cfg.otlp.clone()),
             max_body_bytes: cfg.max_body_bytes,
             validator,
             admission: Admission::new(cfg.max_inflight_bytes, backlog),
@@ -124,7 +130,9 @@ impl Ingest {
         F: FnOnce(&RecordLimits) -> Result<Batch, Rejection> + Send + 'static,
     {
         let decode = move |limits: &RecordLimits| decode(limits).map(|batch| (batch, ()));
-        self.accept_with(cost, work, decode).await.map(|(rows, ())| rows)
+        self.accept_with(cost, work, decode)
+            .await
+            .map(|(rows, ())| rows)
     }
 
     /// [`Ingest::accept`] for a decoder that also reports something of its own (OTLP's
@@ -213,12 +221,17 @@ pub fn now_ns() -> i64 {
         .map_or(0, |d| d.as_nanos() as i64)
 }
 
-/// The one router every listener serves: HTTP API, gRPC API and admin endpoints.
+/// The one router every listener serves: the native HTTP and gRPC APIs, OTLP over
+/// both, and the admin endpoints; gRPC is told apart by content type ([`dialects`]).
 pub fn router(ingest: Arc<Ingest>, admin: axum::Router) -> axum::Router {
-    let grpc = tonic::service::Routes::new(grpc::service(ingest.clone())).prepare();
-    http::routes(ingest)
-        .merge(admin)
-        .merge(grpc.into_axum_router())
+    let grpc = tonic::service::Routes::new(grpc::service(ingest.clone()))
+        .add_service(otlp::grpc_service(ingest.clone()))
+        .prepare()
+        .into_axum_router();
+    let http = http::routes(ingest.clone())
+        .merge(otlp::http_routes(ingest))
+        .merge(admin);
+    dialects::Dialects::new(grpc, http).into_router()
 }
 
 #[cfg(test)]

@@ -58,7 +58,12 @@ impl Rejected {
         if self.count == 0 {
             return String::new();
         }
-        let first: Vec<String> = self.errors.iter().take(5).map(ToString::to_string).collect();
+        let first: Vec<String> = self
+            .errors
+            .iter()
+            .take(5)
+            .map(ToString::to_string)
+            .collect();
         format!(
             "{} log record(s) rejected, the others accepted: {}",
             self.count,
@@ -92,7 +97,11 @@ pub fn otlp_batch(
     for resource_logs in request.resource_logs {
         let mut resource = Flat::default();
         let mut service = None;
-        for kv in resource_logs.resource.map(|r| r.attributes).unwrap_or_default() {
+        for kv in resource_logs
+            .resource
+            .map(|r| r.attributes)
+            .unwrap_or_default()
+        {
             if kv.key == "service.name" {
                 service = Some(text_of(kv.value));
             } else {
@@ -201,7 +210,10 @@ fn id_hex(chk: &mut Checker<'_>, draft: &mut Draft, name: &str, id: &[u8], len: 
         return String::new();
     }
     if id.len() != len {
-        let reason = format!("{name} is {} bytes; it must be {len} bytes (or empty)", id.len());
+        let reason = format!(
+            "{name} is {} bytes; it must be {len} bytes (or empty)",
+            id.len()
+        );
         draft.fail(chk, name, reason);
         return String::new();
     }
@@ -248,7 +260,9 @@ impl Flat {
 fn text_of(value: Option<AnyValue>) -> String {
     match value.and_then(|v| v.value) {
         Some(any_value::Value::StringValue(s)) => s,
-        Some(any_value::Value::BytesValue(b)) => base64::engine::general_purpose::STANDARD.encode(b),
+        Some(any_value::Value::BytesValue(b)) => {
+            base64::engine::general_purpose::STANDARD.encode(b)
+        }
         None => String::new(),
         other => json_of(other).to_string(),
     }
