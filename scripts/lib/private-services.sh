@@ -48,6 +48,16 @@ cargo_target_dir() {
     printf '%s' "${dir:-${CARGO_TARGET_DIR:-target}}"
 }
 
+# --- the OpenTelemetry SDK's virtualenv (tests/otel) ----------------------------
+
+# The repository this library belongs to.
+_ZL_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+
+# The virtualenv scripts/install-deps builds from tests/otel/requirements.txt, for
+# the OTLP client tests. Under target/ so that a fresh clone (CI) builds it anew and
+# `cargo clean` removes it; ZERO_LOGS_OTEL_VENV puts it elsewhere.
+otel_venv_dir() { printf '%s' "${ZERO_LOGS_OTEL_VENV:-$_ZL_ROOT/target/otel-venv}"; }
+
 # --- ports ----------------------------------------------------------------------
 
 _PICKED_PORTS=" "
