@@ -24,9 +24,7 @@ pub struct Dialects {
 impl Dialects {
     /// `http` gets the JSON `404`/`405` answers here.
     pub fn new(grpc: Router, http: Router) -> Dialects {
-        let http = http
-            .fallback(not_found)
-            .layer(axum::middleware::map_response(method_not_allowed_as_json));
+        let http = http.fallback(not_found);
         Dialects { grpc, http }
     }
 
@@ -47,7 +45,7 @@ fn is_grpc(request: &Request) -> bool {
 impl Service<Request> for Dialects {
     type Response = Response;
     type Error = Infallible;
-    type Future = <Router as Service<Request>>::Future;
+    type Future = futures_util::future::BoxFuture<'static, Result<Response, Infallible>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // Routers are always ready.
@@ -56,10 +54,11 @@ impl Service<Request> for Dialects {
 
     fn call(&mut self, request: Request) -> Self::Future {
         if is_grpc(&request) {
-            self.grpc.call(request)
-        } else {
-            self.http.call(request)
+            return Box::pin(self.grpc.call(request));
         }
+        // Outside the router: axum adds `Allow` to its 405 only on the way out.
+        let answer = self.http.call(request);
+        Box::pin(async move { Ok(method_not_allowed_as_json(answer.await?)) })
     }
 }
 
@@ -90,7 +89,7 @@ async fn not_found(request: Request) -> Response {
 
 /// axum answers a wrong method with an empty `405` and its `Allow` header; keep the
 /// header, say it in JSON.
-async fn method_not_allowed_as_json(response: Response) -> Response {
+fn method_not_allowed_as_json(response: Response) -> Response {
     if response.status() != StatusCode::METHOD_NOT_ALLOWED {
         return response;
     }
