@@ -417,6 +417,9 @@ impl Draft {
     /// Checks what only the whole record can tell; `None` if anything failed.
     pub(super) fn finish(mut self, chk: &mut Checker<'_>) -> Option<Record> {
         if self.service.is_none() {
+            self.service_from_logger_name(chk);
+        }
+        if self.service.is_none() {
             let reason = format!(
                 "service is required: a non-empty string of at most {} bytes",
                 chk.limits.max_service_bytes
@@ -451,6 +454,17 @@ impl Draft {
             span_id: self.span_id,
             attributes: self.attributes,
         })
+    }
+
+    /// pino and bunyan name the logger (`name`), which is what `service` means here: a
+    /// record without `service` takes it from there (and then not as an attribute too).
+    fn service_from_logger_name(&mut self, chk: &mut Checker<'_>) {
+        let Some(at) = self.extra.iter().position(|(key, _)| key == "name") else {
+            return;
+        };
+        let (_, name) = self.extra.remove(at);
+        self.attribute_count -= 1;
+        self.text_service(chk, "name", Cow::Owned(name));
     }
 
     /// Quadratic, but over at most `max_attributes` short keys, which beats hashing

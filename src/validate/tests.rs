@@ -784,3 +784,40 @@ fn check_record_rejections() {
         assert!(err.reason.contains(reason), "{err:?} lacks {reason:?}");
     }
 }
+
+/// pino's and bunyan's own lines, as they print them: `name` is the service unless the
+/// record also says `service` (then `name` stays an attribute).
+#[test]
+fn pino_and_bunyan_lines_take_name_as_the_service() {
+    let limits = RecordLimits::default();
+    let pino = br#"{"level":30,"time":1700000000123,"pid":42,"hostname":"web-1","name":"api","msg":"listening"}"#;
+    let batch = decode(pino, Format::Ndjson, &limits, NOW).unwrap();
+    let r = &batch.records[0];
+    assert_eq!(
+        (r.service.as_str(), r.message.as_str()),
+        ("api", "listening")
+    );
+    assert_eq!(r.level, Level::Info);
+    assert_eq!(r.timestamp_ns, 1_700_000_000_123_000_000);
+    assert!(
+        r.attributes.iter().all(|(k, _)| k != "name"),
+        "{:?}",
+        r.attributes
+    );
+    assert!(r
+        .attributes
+        .contains(&("hostname".to_string(), "web-1".to_string())));
+
+    let bunyan = br#"{"name":"worker","hostname":"h","pid":1,"level":50,"msg":"boom","time":"2024-05-01T12:00:00.000Z","v":0}"#;
+    let batch = decode(bunyan, Format::Ndjson, &limits, NOW).unwrap();
+    let r = &batch.records[0];
+    assert_eq!((r.service.as_str(), r.level), ("worker", Level::Error));
+
+    let both = br#"[{"service":"svc","name":"component","message":"m"}]"#;
+    let batch = decode(both, Format::Json, &limits, NOW).unwrap();
+    let r = &batch.records[0];
+    assert_eq!(r.service, "svc");
+    assert!(r
+        .attributes
+        .contains(&("name".to_string(), "component".to_string())));
+}
