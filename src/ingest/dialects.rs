@@ -1,15 +1,18 @@
-//! One listener, three dialects: a request whose content type is
+//! One listener, three dialects: an HTTP/2 request whose content type is
 //! `application/grpc*` goes to the gRPC services (native API and OTLP/gRPC, by
 //! path); everything else goes to the HTTP router, where an unknown path is a JSON
 //! `404` and a known path with the wrong method a JSON `405`. Never a `200` for a
 //! request that stored nothing: an OTLP/HTTP exporter pointed at a wrong path must
-//! see its failure, which tonic's fallback (`200` with `grpc-status: 12`) hid.
+//! see its failure, which tonic's fallback (`200` with `grpc-status: 12`) hid. gRPC
+//! runs over HTTP/2 only, so an HTTP/1.x request claiming `application/grpc` is no
+//! gRPC client's: it gets the HTTP answers too (at `/v1/logs` a `415`), not the
+//! `200` the gRPC router gives a path it does not know.
 
 use std::convert::Infallible;
 use std::task::{Context, Poll};
 
 use axum::extract::Request;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tower::Service;
@@ -35,11 +38,12 @@ impl Dialects {
 }
 
 fn is_grpc(request: &Request) -> bool {
-    request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/grpc"))
+    request.version() == Version::HTTP_2
+        && request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("application/grpc"))
 }
 
 impl Service<Request> for Dialects {
@@ -109,11 +113,19 @@ fn method_not_allowed_as_json(response: Response) -> Response {
     json
 }
 
-/// A body-less request for the tests.
+/// A body-less HTTP/1.1 request for the tests.
 #[cfg(test)]
 fn request(method: &str, path: &str, content_type: Option<&str>) -> Request {
+    request_over(Version::HTTP_11, method, path, content_type)
+}
+
+#[cfg(test)]
+fn request_over(version: Version, method: &str, path: &str, content_type: Option<&str>) -> Request {
     use axum::body::Body;
-    let mut builder = axum::http::Request::builder().method(method).uri(path);
+    let mut builder = axum::http::Request::builder()
+        .version(version)
+        .method(method)
+        .uri(path);
     if let Some(ct) = content_type {
         builder = builder.header(header::CONTENT_TYPE, ct);
     }
@@ -149,8 +161,20 @@ mod tests {
 
     #[tokio::test]
     async fn grpc_goes_by_content_type_and_the_rest_gets_json_errors() {
-        let (s, b, _) = answer(request("POST", "/pkg.Svc/Call", Some("application/grpc"))).await;
+        let grpc = request_over(
+            Version::HTTP_2,
+            "POST",
+            "/pkg.Svc/Call",
+            Some("application/grpc"),
+        );
+        let (s, b, _) = answer(grpc).await;
         assert_eq!((s, b.as_str()), (StatusCode::OK, "grpc"));
+        // gRPC is HTTP/2: over HTTP/1.1 the gRPC content type is an HTTP request like
+        // any other, never the gRPC router's 200 for a path it does not know.
+        let (s, b, _) = answer(request("POST", "/pkg.Svc/Call", Some("application/grpc"))).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
+        let (s, b, _) = answer(request("POST", "/v1/logs", Some("application/grpc"))).await;
+        assert_eq!((s, b.as_str()), (StatusCode::OK, "http"));
         // The same path without a gRPC content type is not gRPC.
         let (s, b, _) = answer(request("POST", "/pkg.Svc/Call", Some("application/json"))).await;
         assert_eq!(s, StatusCode::NOT_FOUND);

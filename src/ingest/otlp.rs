@@ -113,6 +113,9 @@ async fn post_logs(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: 
             let answer = response(&rejected);
             let bytes = match wire {
                 Wire::Protobuf => answer.encode_to_vec(),
+                // Unset is absent in the proto3 JSON mapping: `{}`, not the
+                // `{"partialSuccess":null}` the generated serde code writes.
+                Wire::Json if answer.partial_success.is_none() => b"{}".to_vec(),
                 Wire::Json => serde_json::to_vec(&answer).unwrap_or_default(),
             };
             (
