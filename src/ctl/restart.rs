@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use super::ctx::Ctx;
 use super::inventory::{sort_key, INSTANCE_PATTERN};
 use super::scale::job_failure;
-use super::systemd::{instance_of, unit_name, JobWatcher, Systemd};
+use super::systemd::{instance_of, unit_name, JobWatcher, Systemd, UnitListEntry};
 use super::worker_client::{AdminClient, HealthReply};
 
 /// The instance `--surge` starts.
@@ -63,15 +63,46 @@ pub async fn rolling_restart(
     let mut jobs = sd.watch_jobs().await?;
 
     let units = sd.list_units(&[INSTANCE_PATTERN]).await?;
-    let state_of = |name: &str| {
-        units
-            .iter()
-            .find(|e| instance_of(&e.0) == Some(name))
-            .map_or("inactive".to_string(), |e| e.3.clone())
-    };
+    let targets = instances_to_restart(&units, args)?;
+    if args.surge {
+        let state = state_of(&units, SURGE);
+        start_surge(&sd, &ctx.admin, &mut jobs, state, within, progress).await?;
+    }
+    roll(
+        &sd, &ctx.admin, &mut jobs, &targets, args.surge, within, progress,
+    )
+    .await?;
+    if args.surge {
+        stop_surge(&sd, &mut jobs, within, progress).await?;
+    }
+    Ok(format!(
+        "restart: {} instance(s) restarted one at a time{}",
+        targets.len(),
+        if args.surge {
+            ", with a surge instance"
+        } else {
+            ""
+        }
+    ))
+}
+
+/// The active state of instance `name` among `units`; `inactive` when not listed.
+fn state_of<'a>(units: &'a [UnitListEntry], name: &str) -> &'a str {
+    units
+        .iter()
+        .find(|e| instance_of(&e.0) == Some(name))
+        .map_or("inactive", |e| e.3.as_str())
+}
+
+/// The instances to restart, in order: `--instance`, which must be running, or
+/// every running one (but the surge instance with `--surge`).
+fn instances_to_restart(
+    units: &[UnitListEntry],
+    args: &RestartArgs,
+) -> anyhow::Result<Vec<String>> {
     let mut targets: Vec<String> = match &args.instance {
         Some(k) => {
-            let state = state_of(k);
+            let state = state_of(units, k);
             if state != "active" {
                 bail!("zero-logs@{k} is {state}, not running: nothing to restart");
             }
@@ -91,38 +122,58 @@ pub async fn rolling_restart(
             "no zero-logs instance is running; start them with `systemctl start zero-logs.target`"
         );
     }
+    Ok(targets)
+}
 
-    if args.surge {
-        let state = state_of(SURGE);
-        if !matches!(state.as_str(), "inactive" | "failed") {
-            bail!(
-                "zero-logs@{SURGE} is already {state} (left over from an interrupted restart?); \
-                 stop it first: systemctl stop zero-logs@{SURGE}"
-            );
-        }
-        progress(format!("surge: starting zero-logs@{SURGE}"));
-        let t = Instant::now();
-        let come_up = async {
-            let job = sd.start_unit(&unit_name(SURGE)).await?;
-            wait_back(&sd, &ctx.admin, &mut jobs, SURGE, &job, 0, within).await
-        };
-        match come_up.await {
-            Ok(pid) => progress(format!(
-                "surge: zero-logs@{SURGE} running (pid {pid}) and healthy after {:.1}s",
-                t.elapsed().as_secs_f64()
-            )),
-            Err(e) => {
-                let cleanup = match sd.stop_unit(&unit_name(SURGE)).await {
-                    Ok(_) => "stopped it again",
-                    Err(_) => "could not stop it",
-                };
-                bail!(
-                    "zero-logs@{SURGE} did not come up: {e} ({cleanup}); no instance was restarted"
-                );
-            }
+/// `--surge`, before the roll: starts zero-logs@surge (now in `state`) and waits
+/// until it is up and healthy; if it does not come up, stops it again.
+async fn start_surge(
+    sd: &Systemd,
+    admin: &AdminClient,
+    jobs: &mut JobWatcher,
+    state: &str,
+    within: Duration,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> anyhow::Result<()> {
+    if !matches!(state, "inactive" | "failed") {
+        bail!(
+            "zero-logs@{SURGE} is already {state} (left over from an interrupted restart?); \
+             stop it first: systemctl stop zero-logs@{SURGE}"
+        );
+    }
+    progress(format!("surge: starting zero-logs@{SURGE}"));
+    let t = Instant::now();
+    let come_up = async {
+        let job = sd.start_unit(&unit_name(SURGE)).await?;
+        wait_back(sd, admin, jobs, SURGE, &job, 0, within).await
+    };
+    match come_up.await {
+        Ok(pid) => progress(format!(
+            "surge: zero-logs@{SURGE} running (pid {pid}) and healthy after {:.1}s",
+            t.elapsed().as_secs_f64()
+        )),
+        Err(e) => {
+            let cleanup = match sd.stop_unit(&unit_name(SURGE)).await {
+                Ok(_) => "stopped it again",
+                Err(_) => "could not stop it",
+            };
+            bail!("zero-logs@{SURGE} did not come up: {e} ({cleanup}); no instance was restarted");
         }
     }
+    Ok(())
+}
 
+/// Restarts `targets` one at a time, each waited for until it is back; stops at
+/// the first that does not come back (`surge`: the surge instance is up).
+async fn roll(
+    sd: &Systemd,
+    admin: &AdminClient,
+    jobs: &mut JobWatcher,
+    targets: &[String],
+    surge: bool,
+    within: Duration,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> anyhow::Result<()> {
     let total = targets.len();
     for (index, name) in targets.iter().enumerate() {
         let step = format!("[{}/{total}]", index + 1);
@@ -132,73 +183,77 @@ pub async fn rolling_restart(
         let t = Instant::now();
         let back = async {
             let job = sd.restart_unit(&unit).await?;
-            wait_back(&sd, &ctx.admin, &mut jobs, name, &job, old_pid, within).await
+            wait_back(sd, admin, jobs, name, &job, old_pid, within).await
         };
         match back.await {
             Ok(pid) => progress(format!(
                 "{step} {unit}: running again (pid {pid}) and healthy after {:.1}s",
                 t.elapsed().as_secs_f64()
             )),
-            Err(e) => {
-                let rest = &targets[index + 1..];
-                let mut msg = format!("{unit} did not come back: {e}");
-                if !rest.is_empty() {
-                    msg.push_str(&format!(
-                        "; not restarted, still running: {}",
-                        rest.iter()
-                            .map(|r| format!("zero-logs@{r}"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ));
-                }
-                if args.surge {
-                    msg.push_str(&format!(
-                        "; zero-logs@{SURGE} left running to make up for it \
-                         (systemctl stop zero-logs@{SURGE} when done)"
-                    ));
-                }
-                bail!(msg);
-            }
+            Err(e) => bail!(not_back(&unit, &e, &targets[index + 1..], surge)),
         }
     }
+    Ok(())
+}
 
-    if args.surge {
-        progress(format!("surge: stopping zero-logs@{SURGE} (draining)"));
-        let unit = unit_name(SURGE);
-        // Not wanted by the target: systemd unloads it once stopped, so its
-        // exit status comes from the watch.
-        let mut watch = sd.watch_service(&unit).await?;
-        let job = sd.stop_unit(&unit).await?;
-        let outcome = jobs.wait(&job, &unit, within).await?;
-        if !outcome.is_done() {
-            let snap = sd.unit(&unit).await?;
-            bail!(
-                "all instances restarted, but stopping {unit} failed: {}",
-                job_failure(&outcome, &snap)
-            );
-        }
-        let exit = watch.exit();
-        if !exit.exited_cleanly() {
-            bail!(
-                "all instances restarted, but {unit} did not drain cleanly: {} (Result={}); \
-                 see `journalctl -u {unit}`",
-                exit.exit_description(),
-                exit.result
-            );
-        }
-        progress(format!(
-            "surge: {unit} stopped cleanly ({})",
-            exit.exit_description()
+/// Why the roll stopped at `unit`, what is still running unrestarted (`rest`),
+/// and whether the surge instance was left running.
+fn not_back(unit: &str, e: &anyhow::Error, rest: &[String], surge: bool) -> String {
+    let mut msg = format!("{unit} did not come back: {e}");
+    if !rest.is_empty() {
+        msg.push_str(&format!(
+            "; not restarted, still running: {}",
+            rest.iter()
+                .map(|r| format!("zero-logs@{r}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
-    Ok(format!(
-        "restart: {total} instance(s) restarted one at a time{}",
-        if args.surge {
-            ", with a surge instance"
-        } else {
-            ""
-        }
-    ))
+    if surge {
+        msg.push_str(&format!(
+            "; zero-logs@{SURGE} left running to make up for it \
+             (systemctl stop zero-logs@{SURGE} when done)"
+        ));
+    }
+    msg
+}
+
+/// `--surge`, after the roll: stops zero-logs@surge and checks that it drained
+/// cleanly.
+async fn stop_surge(
+    sd: &Systemd,
+    jobs: &mut JobWatcher,
+    within: Duration,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> anyhow::Result<()> {
+    progress(format!("surge: stopping zero-logs@{SURGE} (draining)"));
+    let unit = unit_name(SURGE);
+    // Not wanted by the target: systemd unloads it once stopped, so its
+    // exit status comes from the watch.
+    let mut watch = sd.watch_service(&unit).await?;
+    let job = sd.stop_unit(&unit).await?;
+    let outcome = jobs.wait(&job, &unit, within).await?;
+    if !outcome.is_done() {
+        let snap = sd.unit(&unit).await?;
+        bail!(
+            "all instances restarted, but stopping {unit} failed: {}",
+            job_failure(&outcome, &snap)
+        );
+    }
+    let exit = watch.exit();
+    if !exit.exited_cleanly() {
+        bail!(
+            "all instances restarted, but {unit} did not drain cleanly: {} (Result={}); \
+             see `journalctl -u {unit}`",
+            exit.exit_description(),
+            exit.result
+        );
+    }
+    progress(format!(
+        "surge: {unit} stopped cleanly ({})",
+        exit.exit_description()
+    ));
+    Ok(())
 }
 
 /// Waits for `job` to end, then for `instance` to run with a main PID other

@@ -24,11 +24,15 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Args;
 use tokio::time::Instant;
+use zbus::zvariant::OwnedObjectPath;
 
 use super::ctx::{cpus, Ctx};
 use super::env_files::{self, EnvFiles};
 use super::inventory::{sort_key, INSTANCE_PATTERN, TARGET};
-use super::systemd::{instance_of, unit_name, JobOutcome, JobWatcher, ServiceWatch, Systemd};
+use super::systemd::{
+    instance_of, unit_name, JobOutcome, JobWatcher, ServiceWatch, Systemd, SystemdError,
+    UnitSnapshot,
+};
 
 /// Arguments of `scale`.
 #[derive(Debug, Args)]
@@ -75,22 +79,53 @@ pub async fn scale(
     let mut jobs = sd.watch_jobs().await?;
 
     let file = env_files::scale_file(&ctx.config_dir);
-    let previous = std::fs::read(&file).ok();
-    env_files::write_atomically(
-        &file,
-        env_files::scale_file_content(&request.value).as_bytes(),
-    )
-    .with_context(|| format!("writing {}", file.display()))?;
+    save_and_reload(&sd, &file, &request.value, progress).await?;
+    let target = reloaded_target(&sd, n, progress).await?;
+    let plan = plan_changes(&sd, &target, n, progress).await?;
+    let applied = apply(&sd, &mut jobs, &plan, job_timeout, progress).await;
+    if !applied.failures.is_empty() {
+        bail!(
+            "scale to {n} incomplete (N is saved in {}): {}",
+            file.display(),
+            applied.failures.join("; ")
+        );
+    }
+    let running = numbered_instances_active(&sd).await?;
+    Ok(format!(
+        "scale: done, N = {n}; {running} numbered instance(s) active ({} started, {} stopped)",
+        applied.starts, applied.stops
+    ))
+}
+
+/// Steps 3 and 4 of the module docs: writes `CLUSTER_WORKERS=value` to `file`,
+/// then reloads systemd; if the reload fails, puts the previous file back.
+async fn save_and_reload(
+    sd: &Systemd,
+    file: &Path,
+    value: &str,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> anyhow::Result<()> {
+    let previous = std::fs::read(file).ok();
+    env_files::write_atomically(file, env_files::scale_file_content(value).as_bytes())
+        .with_context(|| format!("writing {}", file.display()))?;
     progress(format!(
-        "scale: CLUSTER_WORKERS={} written to {}",
-        request.value,
+        "scale: CLUSTER_WORKERS={value} written to {}",
         file.display()
     ));
-
     if let Err(err) = sd.reload().await {
-        let restored = restore(&file, previous.as_deref());
+        let restored = restore(file, previous.as_deref());
         bail!("daemon-reload failed: {err}; {restored}");
     }
+    Ok(())
+}
+
+/// The target after the reload, once its `Wants=` are exactly instances `1..=n`
+/// (the generator ran).
+async fn reloaded_target(
+    sd: &Systemd,
+    n: u32,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> anyhow::Result<UnitSnapshot> {
     let target = sd.unit(TARGET).await?;
     let mut wanted: Vec<u32> = target
         .wants
@@ -108,7 +143,23 @@ pub async fn scale(
     progress(format!(
         "scale: systemd reloaded; {TARGET} wants zero-logs@1..{n}"
     ));
+    Ok(target)
+}
 
+/// The instances `scale` starts (numbers) and stops (names).
+struct Plan {
+    to_start: Vec<u32>,
+    to_stop: Vec<String>,
+}
+
+/// Instances `1..=n` not running are to start (none while the target is not
+/// active); numbered instances above `n` still up are to stop.
+async fn plan_changes(
+    sd: &Systemd,
+    target: &UnitSnapshot,
+    n: u32,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> anyhow::Result<Plan> {
     let mut states: Vec<(String, String)> = sd
         .list_units(&[INSTANCE_PATTERN])
         .await?
@@ -140,11 +191,56 @@ pub async fn scale(
         ));
         to_start.clear();
     }
+    Ok(Plan { to_start, to_stop })
+}
 
+/// What [`apply`] did: how many start and stop jobs systemd accepted, and every
+/// failure as `unit: why`.
+struct Applied {
+    starts: usize,
+    stops: usize,
+    failures: Vec<String>,
+}
+
+/// Step 5 of the module docs: issues every start and stop job at once, then
+/// waits for each and checks its unit's end state, starts first.
+async fn apply(
+    sd: &Systemd,
+    jobs: &mut JobWatcher,
+    plan: &Plan,
+    job_timeout: Duration,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> Applied {
     let mut failures = Vec::new();
     let started = Instant::now();
+    let start_jobs = issue_starts(sd, &plan.to_start, &mut failures, progress).await;
+    let mut stop_jobs = issue_stops(sd, &plan.to_stop, &mut failures, progress).await;
+    for (unit, job) in &start_jobs {
+        let how = started_outcome(sd, jobs, unit, job, job_timeout)
+            .await
+            .map(|pid| format!("running (pid {pid})"));
+        report_outcome(unit, how, started, &mut failures, progress);
+    }
+    for (unit, job, watch) in &mut stop_jobs {
+        let how = stopped_outcome(sd, jobs, watch, unit, job, job_timeout).await;
+        report_outcome(unit, how, started, &mut failures, progress);
+    }
+    Applied {
+        starts: start_jobs.len(),
+        stops: stop_jobs.len(),
+        failures,
+    }
+}
+
+/// `StartUnit` for each instance; returns the accepted jobs by unit.
+async fn issue_starts(
+    sd: &Systemd,
+    instances: &[u32],
+    failures: &mut Vec<String>,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> Vec<(String, OwnedObjectPath)> {
     let mut start_jobs = Vec::new();
-    for i in &to_start {
+    for i in instances {
         let unit = unit_name(&i.to_string());
         match sd.start_unit(&unit).await {
             Ok(job) => {
@@ -154,12 +250,23 @@ pub async fn scale(
             Err(e) => failures.push(format!("{unit}: {e}")),
         }
     }
+    start_jobs
+}
+
+/// `StopUnit` for each instance, each watched first for its exit status;
+/// returns the accepted jobs by unit, with their watches.
+async fn issue_stops(
+    sd: &Systemd,
+    instances: &[String],
+    failures: &mut Vec<String>,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> Vec<(String, OwnedObjectPath, ServiceWatch)> {
     let mut stop_jobs = Vec::new();
-    for name in &to_stop {
+    for name in instances {
         let unit = unit_name(name);
         let issued = async {
             let watch = sd.watch_service(&unit).await?;
-            Ok::<_, super::systemd::SystemdError>((watch, sd.stop_unit(&unit).await?))
+            Ok::<_, SystemdError>((watch, sd.stop_unit(&unit).await?))
         };
         match issued.await {
             Ok((watch, job)) => {
@@ -169,48 +276,38 @@ pub async fn scale(
             Err(e) => failures.push(format!("{unit}: {e}")),
         }
     }
-    for (unit, job) in &start_jobs {
-        match started_outcome(&sd, &mut jobs, unit, job, job_timeout).await {
-            Ok(pid) => progress(format!(
-                "  {unit}: running (pid {pid}) after {:.1}s",
-                started.elapsed().as_secs_f64()
-            )),
-            Err(e) => {
-                progress(format!("  {unit}: FAILED: {e}"));
-                failures.push(format!("{unit}: {e}"));
-            }
+    stop_jobs
+}
+
+/// One job's end as a progress line (`how` it ended, time since `started`), or
+/// as a failure.
+fn report_outcome(
+    unit: &str,
+    how: anyhow::Result<String>,
+    started: Instant,
+    failures: &mut Vec<String>,
+    progress: &mut (dyn FnMut(String) + Send),
+) {
+    match how {
+        Ok(how) => progress(format!(
+            "  {unit}: {how} after {:.1}s",
+            started.elapsed().as_secs_f64()
+        )),
+        Err(e) => {
+            progress(format!("  {unit}: FAILED: {e}"));
+            failures.push(format!("{unit}: {e}"));
         }
     }
-    for (unit, job, watch) in &mut stop_jobs {
-        match stopped_outcome(&sd, &mut jobs, watch, unit, job, job_timeout).await {
-            Ok(how) => progress(format!(
-                "  {unit}: {how} after {:.1}s",
-                started.elapsed().as_secs_f64()
-            )),
-            Err(e) => {
-                progress(format!("  {unit}: FAILED: {e}"));
-                failures.push(format!("{unit}: {e}"));
-            }
-        }
-    }
-    if !failures.is_empty() {
-        bail!(
-            "scale to {n} incomplete (N is saved in {}): {}",
-            file.display(),
-            failures.join("; ")
-        );
-    }
-    let running = sd
+}
+
+/// How many numbered instances (`zero-logs@<number>`) are active.
+async fn numbered_instances_active(sd: &Systemd) -> anyhow::Result<usize> {
+    Ok(sd
         .list_units(&[INSTANCE_PATTERN])
         .await?
         .iter()
         .filter(|e| e.3 == "active" && instance_of(&e.0).is_some_and(|i| i.parse::<u32>().is_ok()))
-        .count();
-    Ok(format!(
-        "scale: done, N = {n}; {running} numbered instance(s) active ({} started, {} stopped)",
-        start_jobs.len(),
-        stop_jobs.len()
-    ))
+        .count())
 }
 
 /// A start job's end: the new main PID, or why the instance is not running.
@@ -218,7 +315,7 @@ async fn started_outcome(
     sd: &Systemd,
     jobs: &mut JobWatcher,
     unit: &str,
-    job: &zbus::zvariant::OwnedObjectPath,
+    job: &OwnedObjectPath,
     within: Duration,
 ) -> anyhow::Result<u32> {
     let outcome = jobs.wait(job, unit, within).await?;
@@ -245,7 +342,7 @@ async fn stopped_outcome(
     jobs: &mut JobWatcher,
     watch: &mut ServiceWatch,
     unit: &str,
-    job: &zbus::zvariant::OwnedObjectPath,
+    job: &OwnedObjectPath,
     within: Duration,
 ) -> anyhow::Result<String> {
     let outcome = jobs.wait(job, unit, within).await?;
@@ -266,7 +363,7 @@ async fn stopped_outcome(
 }
 
 /// Why a job did not leave its unit as asked, in systemd's words.
-pub(crate) fn job_failure(outcome: &JobOutcome, snap: &super::systemd::UnitSnapshot) -> String {
+pub(crate) fn job_failure(outcome: &JobOutcome, snap: &UnitSnapshot) -> String {
     let service = snap.service.clone().unwrap_or_default();
     format!(
         "job {}, unit {} (Result={}, last process: {}); see `journalctl -u {}`",

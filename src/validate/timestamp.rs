@@ -223,158 +223,263 @@ fn out_of_range(shown: &dyn fmt::Display, unit: Unit, when: &str) -> String {
     )
 }
 
+/// `Err` with the message of [`invalid_rfc3339`]: `rejected!(text, "why {}", x)`.
+macro_rules! rejected {
+    ($text:expr, $($why:tt)+) => {
+        Err(invalid_rfc3339($text, format_args!($($why)+)))
+    };
+}
+
+/// A rejection by [`parse_rfc3339`]: `why`, the text and the layout. Cold and
+/// out of line, so that the accepting path stays short.
+#[cold]
+#[inline(never)]
+fn invalid_rfc3339(text: &str, why: fmt::Arguments<'_>) -> String {
+    format!(
+        "invalid RFC 3339 timestamp {}: {why}; format: {LAYOUT}",
+        Shown(text)
+    )
+}
+
 /// Parses `YYYY-MM-DD(T|t| )HH:MM:SS[.1-9 digits](Z|z|+HH:MM|-HH:MM)`.
 ///
 /// A leap second (`:60`) is accepted and lands on the next second, as POSIX time
 /// has no slot for it. A missing offset is rejected: guessing a zone would
 /// silently shift events by hours.
+///
+/// The text is read left to right, so a rejection names the first part that is
+/// malformed; the fields are range-checked only once the whole text is read.
+/// Nothing is allocated unless the text is rejected.
 pub(super) fn parse_rfc3339(text: &str) -> Result<i64, String> {
-    let b = text.as_bytes();
-    let bad = |why: fmt::Arguments<'_>| {
-        Err(format!(
-            "invalid RFC 3339 timestamp {}: {why}; format: {LAYOUT}",
-            Shown(text)
-        ))
-    };
-    let num = |at: usize, len: usize| -> Option<u32> {
-        let digits = b.get(at..at + len)?;
-        digits.iter().try_fold(0u32, |acc, &d| {
-            d.is_ascii_digit().then(|| acc * 10 + u32::from(d - b'0'))
-        })
-    };
-    let sep = |at: usize, want: &[u8]| b.get(at).is_some_and(|c| want.contains(c));
-
-    let Some(year) = num(0, 4) else {
-        return bad(format_args!("the year must be 4 digits"));
-    };
-    if !sep(4, b"-") {
-        return bad(format_args!("expected '-' after the year"));
-    }
-    let Some(month) = num(5, 2) else {
-        return bad(format_args!("the month must be 2 digits"));
-    };
-    if !sep(7, b"-") {
-        return bad(format_args!("expected '-' after the month"));
-    }
-    let Some(day) = num(8, 2) else {
-        return bad(format_args!("the day must be 2 digits"));
-    };
-    if b.len() == 10 {
-        return bad(format_args!(
-            "a date alone is not a timestamp; add a time and UTC offset"
-        ));
-    }
-    if !sep(10, b"Tt ") {
-        return bad(format_args!(
-            "expected 'T' (or 't' or a space) between date and time"
-        ));
-    }
-    let Some(hour) = num(11, 2) else {
-        return bad(format_args!("the hour must be 2 digits"));
-    };
-    if !sep(13, b":") {
-        return bad(format_args!("expected ':' after the hour"));
-    }
-    let Some(minute) = num(14, 2) else {
-        return bad(format_args!("the minute must be 2 digits"));
-    };
-    if !sep(16, b":") {
-        return bad(format_args!(
-            "expected ':' after the minute (seconds are required)"
-        ));
-    }
-    let Some(second) = num(17, 2) else {
-        return bad(format_args!("the second must be 2 digits"));
-    };
-
-    let mut at = 19;
-    let mut frac_ns = 0u32;
-    if b.get(at) == Some(&b'.') {
-        at += 1;
-        let start = at;
-        while b.get(at).is_some_and(u8::is_ascii_digit) {
-            at += 1;
-        }
-        let digits = at - start;
-        if digits == 0 {
-            return bad(format_args!(
-                "'.' must be followed by 1 to 9 fractional digits"
-            ));
-        }
-        if digits > 9 {
-            return bad(format_args!(
-                "{digits} fractional digits; at most 9 (nanoseconds) are accepted"
-            ));
-        }
-        // At most 9 digits, so the value fits u32 and the scale is exact.
-        frac_ns = num(start, digits).unwrap_or(0) * 10u32.pow(9 - digits as u32);
-    }
-
-    let offset_secs: i64 = match b.get(at) {
-        None => {
-            return bad(format_args!(
-                "missing UTC offset; append 'Z' for UTC or '+HH:MM' / '-HH:MM'"
-            ))
-        }
-        Some(b'Z' | b'z') => {
-            at += 1;
-            0
-        }
-        Some(&sign @ (b'+' | b'-')) => {
-            let (Some(oh), true, Some(om)) = (num(at + 1, 2), sep(at + 3, b":"), num(at + 4, 2))
-            else {
-                return bad(format_args!("the UTC offset must be +HH:MM or -HH:MM"));
-            };
-            if oh > 23 || om > 59 {
-                return bad(format_args!(
-                    "UTC offset {}{oh:02}:{om:02} is out of range (at most 23:59)",
-                    sign as char
-                ));
-            }
-            at += 6;
-            let secs = i64::from(oh * 3600 + om * 60);
-            if sign == b'+' {
-                secs
-            } else {
-                -secs
-            }
-        }
-        Some(_) => {
-            let found: String = text[at..].chars().take(1).collect();
-            return bad(format_args!(
-                "unexpected {} after the seconds (a fraction, 'Z' or a UTC offset must follow)",
-                Shown(&found)
-            ));
-        }
-    };
-    if at != b.len() {
-        return bad(format_args!(
+    let date = read_date(text)?;
+    let time = read_time(text)?;
+    // The seconds end at byte 19; from there on, parts have no fixed place.
+    let (frac_ns, at) = read_fraction(text, 19)?;
+    let (offset_secs, at) = read_offset(text, at)?;
+    if at != text.len() {
+        return rejected!(
+            text,
             "unexpected text {} after the UTC offset",
             Shown(&text[at..])
-        ));
+        );
     }
+    check_date(text, date)?;
+    check_time(text, time)?;
+    rfc3339_to_ns(text, date, time, frac_ns, offset_secs)
+}
 
+/// `YYYY-MM-DD` as written; [`check_date`] says whether that day exists.
+#[derive(Clone, Copy)]
+struct Date {
+    year: u32,
+    month: u32,
+    day: u32,
+}
+
+/// `HH:MM:SS` as written; [`check_time`] range-checks it.
+#[derive(Clone, Copy)]
+struct TimeOfDay {
+    hour: u32,
+    minute: u32,
+    second: u32,
+}
+
+/// The `len` ASCII digits at `at` as a number; `None` if one is missing or not a digit.
+#[inline]
+fn digits_at(b: &[u8], at: usize, len: usize) -> Option<u32> {
+    let mut value = 0;
+    for &d in b.get(at..at + len)? {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        value = value * 10 + u32::from(d - b'0');
+    }
+    Some(value)
+}
+
+/// Whether there is a byte at `at` and it is one of `want`.
+#[inline]
+fn byte_in(b: &[u8], at: usize, want: &[u8]) -> bool {
+    b.get(at).is_some_and(|c| want.contains(c))
+}
+
+/// `YYYY-MM-DD`, bytes 0 to 9.
+#[inline]
+fn read_date(text: &str) -> Result<Date, String> {
+    let b = text.as_bytes();
+    let Some(year) = digits_at(b, 0, 4) else {
+        return rejected!(text, "the year must be 4 digits");
+    };
+    if !byte_in(b, 4, b"-") {
+        return rejected!(text, "expected '-' after the year");
+    }
+    let Some(month) = digits_at(b, 5, 2) else {
+        return rejected!(text, "the month must be 2 digits");
+    };
+    if !byte_in(b, 7, b"-") {
+        return rejected!(text, "expected '-' after the month");
+    }
+    let Some(day) = digits_at(b, 8, 2) else {
+        return rejected!(text, "the day must be 2 digits");
+    };
+    Ok(Date { year, month, day })
+}
+
+/// The date/time separator and `HH:MM:SS`, bytes 10 to 18.
+#[inline]
+fn read_time(text: &str) -> Result<TimeOfDay, String> {
+    let b = text.as_bytes();
+    if b.len() == 10 {
+        return rejected!(
+            text,
+            "a date alone is not a timestamp; add a time and UTC offset"
+        );
+    }
+    if !byte_in(b, 10, b"Tt ") {
+        return rejected!(
+            text,
+            "expected 'T' (or 't' or a space) between date and time"
+        );
+    }
+    let Some(hour) = digits_at(b, 11, 2) else {
+        return rejected!(text, "the hour must be 2 digits");
+    };
+    if !byte_in(b, 13, b":") {
+        return rejected!(text, "expected ':' after the hour");
+    }
+    let Some(minute) = digits_at(b, 14, 2) else {
+        return rejected!(text, "the minute must be 2 digits");
+    };
+    if !byte_in(b, 16, b":") {
+        return rejected!(text, "expected ':' after the minute (seconds are required)");
+    }
+    let Some(second) = digits_at(b, 17, 2) else {
+        return rejected!(text, "the second must be 2 digits");
+    };
+    Ok(TimeOfDay {
+        hour,
+        minute,
+        second,
+    })
+}
+
+/// An optional `.` and 1 to 9 digits at `at`: the fraction in nanoseconds (0 when
+/// there is none) and where the text goes on.
+#[inline]
+fn read_fraction(text: &str, at: usize) -> Result<(u32, usize), String> {
+    let b = text.as_bytes();
+    if b.get(at) != Some(&b'.') {
+        return Ok((0, at));
+    }
+    let start = at + 1;
+    let mut end = start;
+    while b.get(end).is_some_and(u8::is_ascii_digit) {
+        end += 1;
+    }
+    let digits = end - start;
+    if digits == 0 {
+        return rejected!(text, "'.' must be followed by 1 to 9 fractional digits");
+    }
+    if digits > 9 {
+        return rejected!(
+            text,
+            "{digits} fractional digits; at most 9 (nanoseconds) are accepted"
+        );
+    }
+    // At most 9 digits, so the value fits u32 and the scale is exact.
+    let frac_ns = digits_at(b, start, digits).unwrap_or(0) * 10u32.pow(9 - digits as u32);
+    Ok((frac_ns, end))
+}
+
+/// `Z`, `z`, `+HH:MM` or `-HH:MM` at `at`: the offset from UTC in seconds (east is
+/// positive) and where the text goes on.
+#[inline]
+fn read_offset(text: &str, at: usize) -> Result<(i64, usize), String> {
+    let b = text.as_bytes();
+    let sign = match b.get(at) {
+        None => {
+            return rejected!(
+                text,
+                "missing UTC offset; append 'Z' for UTC or '+HH:MM' / '-HH:MM'"
+            )
+        }
+        Some(b'Z' | b'z') => return Ok((0, at + 1)),
+        Some(&sign @ (b'+' | b'-')) => sign,
+        Some(_) => {
+            let found: String = text[at..].chars().take(1).collect();
+            return rejected!(
+                text,
+                "unexpected {} after the seconds (a fraction, 'Z' or a UTC offset must follow)",
+                Shown(&found)
+            );
+        }
+    };
+    let (Some(oh), true, Some(om)) = (
+        digits_at(b, at + 1, 2),
+        byte_in(b, at + 3, b":"),
+        digits_at(b, at + 4, 2),
+    ) else {
+        return rejected!(text, "the UTC offset must be +HH:MM or -HH:MM");
+    };
+    if oh > 23 || om > 59 {
+        return rejected!(
+            text,
+            "UTC offset {}{oh:02}:{om:02} is out of range (at most 23:59)",
+            sign as char
+        );
+    }
+    let secs = i64::from(oh * 3600 + om * 60);
+    Ok((if sign == b'+' { secs } else { -secs }, at + 6))
+}
+
+/// Whether the month is 01-12 and the day exists in it.
+#[inline]
+fn check_date(text: &str, date: Date) -> Result<(), String> {
+    let Date { year, month, day } = date;
     if !(1..=12).contains(&month) {
-        return bad(format_args!("month {month:02} is out of range (01-12)"));
+        return rejected!(text, "month {month:02} is out of range (01-12)");
     }
     let last_day = days_in_month(i64::from(year), month);
     if day < 1 || day > last_day {
-        return bad(format_args!(
+        return rejected!(
+            text,
             "day {day:02} does not exist in {year:04}-{month:02} (01-{last_day})"
-        ));
+        );
     }
+    Ok(())
+}
+
+/// Whether the time is 00:00:00-23:59:60 (a leap second is allowed).
+#[inline]
+fn check_time(text: &str, time: TimeOfDay) -> Result<(), String> {
+    let TimeOfDay {
+        hour,
+        minute,
+        second,
+    } = time;
     if hour > 23 {
-        return bad(format_args!("hour {hour:02} is out of range (00-23)"));
+        return rejected!(text, "hour {hour:02} is out of range (00-23)");
     }
     if minute > 59 {
-        return bad(format_args!("minute {minute:02} is out of range (00-59)"));
+        return rejected!(text, "minute {minute:02} is out of range (00-59)");
     }
     if second > 60 {
-        return bad(format_args!("second {second:02} is out of range (00-60)"));
+        return rejected!(text, "second {second:02} is out of range (00-60)");
     }
+    Ok(())
+}
 
-    let secs = days_from_civil(i64::from(year), month, day) * SECS_PER_DAY
-        + i64::from(hour * 3600 + minute * 60 + second)
+/// Nanoseconds since the epoch of a checked date and time, if within [`RANGE`].
+#[inline]
+fn rfc3339_to_ns(
+    text: &str,
+    date: Date,
+    time: TimeOfDay,
+    frac_ns: u32,
+    offset_secs: i64,
+) -> Result<i64, String> {
+    let secs = days_from_civil(i64::from(date.year), date.month, date.day) * SECS_PER_DAY
+        + i64::from(time.hour * 3600 + time.minute * 60 + time.second)
         - offset_secs;
     if !(0..MAX_SECS).contains(&secs) {
         return Err(format!(
