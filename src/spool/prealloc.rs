@@ -210,13 +210,8 @@ fn run(shared: &Shared) {
             }
         }
         match prepare(shared) {
-            Ok(true) => {
-                let mut state = shared.state();
-                if *state == State::Wanted {
-                    *state = State::Ready;
-                }
-                warned = false;
-            }
+            // `prepare` made it Ready when it named it.
+            Ok(true) => warned = false,
             Ok(false) => {} // stopping
             Err(err) => {
                 let _ = fs::remove_file(shared.dir.join(SPARE_TMP_FILE));
@@ -268,7 +263,15 @@ fn prepare(shared: &Shared) -> io::Result<bool> {
     }
     file.sync_all()?;
     drop(file);
-    fs::rename(&tmp, shared.dir.join(SPARE_FILE))?;
+    {
+        // Named and ready under one lock: whoever sees the name can take it (the
+        // directory's sync may follow a take; both renames are synced by then).
+        let mut state = shared.state();
+        fs::rename(&tmp, shared.dir.join(SPARE_FILE))?;
+        if *state == State::Wanted {
+            *state = State::Ready;
+        }
+    }
     sync_dir(&shared.dir)?;
     Ok(true)
 }
@@ -447,7 +450,9 @@ mod tests {
         assert!(!dir.path().join(RECYCLE_FILE).exists(), "used up");
         drop(spare);
 
-        // Shorter than a segment: grown to size.
+        // Shorter than a segment: grown to size. The first thread may have finished
+        // a fresh spare before it stopped; without it the recycled file is the one used.
+        let _ = fs::remove_file(dir.path().join(SPARE_FILE));
         fs::write(dir.path().join(RECYCLE_FILE), vec![0xcdu8; 100]).unwrap();
         let spare = Spare::start(dir.path(), 4096).unwrap();
         wait_take(&spare, &taken);
