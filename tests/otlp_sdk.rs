@@ -36,7 +36,14 @@ fn send(base: &str, protocol: &str, run_id: &str, count: usize, extra: &[&str]) 
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/otel/send_logs.py");
     let out = Command::new(python())
         .arg(script)
-        .args(["--endpoint", base, "--protocol", protocol, "--run-id", run_id])
+        .args([
+            "--endpoint",
+            base,
+            "--protocol",
+            protocol,
+            "--run-id",
+            run_id,
+        ])
         .args(["--count", &count.to_string(), "--service", "checkout"])
         .args(["--timeout", "20", "--batch-size", "64"])
         .args(extra)
@@ -91,7 +98,10 @@ fn stored(ch: &ClickHouseServer, db: &str, run_id: &str) -> BTreeMap<String, Row
             span_id: s("span_id"),
             attributes: list("k").into_iter().zip(list("v")).collect(),
         };
-        assert!(rows.insert(row.message.clone(), row).is_none(), "a record stored twice");
+        assert!(
+            rows.insert(row.message.clone(), row).is_none(),
+            "a record stored twice"
+        );
     }
     rows
 }
@@ -115,15 +125,22 @@ fn expected(record: &Value) -> Row {
         .map(|(k, v)| (k.clone(), as_text(v)))
         .collect();
     let scope = &record["scope"];
-    for (key, field) in [("otel.scope.name", "name"), ("otel.scope.version", "version")] {
+    for (key, field) in [
+        ("otel.scope.name", "name"),
+        ("otel.scope.version", "version"),
+    ] {
         let value = scope[field].as_str().unwrap_or("");
         if !value.is_empty() {
-            attributes.entry(key.to_string()).or_insert(value.to_string());
+            attributes
+                .entry(key.to_string())
+                .or_insert(value.to_string());
         }
     }
     for (key, typed) in record["resource_attributes"].as_object().unwrap() {
         if key != "service.name" {
-            attributes.entry(key.clone()).or_insert_with(|| as_text(typed));
+            attributes
+                .entry(key.clone())
+                .or_insert_with(|| as_text(typed));
         }
     }
     Row {
@@ -137,7 +154,13 @@ fn expected(record: &Value) -> Row {
     }
 }
 
-async fn check_protocol(ch: &ClickHouseServer, worker: &Worker, db: &str, protocol: &str, extra: &[&str]) {
+async fn check_protocol(
+    ch: &ClickHouseServer,
+    worker: &Worker,
+    db: &str,
+    protocol: &str,
+    extra: &[&str],
+) {
     let run_id = format!("{}-{}", protocol.replace('/', "-"), extra.len());
     let count = 150;
     let sent = send(&worker.base, protocol, &run_id, count, extra);
@@ -160,7 +183,10 @@ async fn check_protocol(ch: &ClickHouseServer, worker: &Worker, db: &str, protoc
         assert!(got.attributes.len() >= 10, "{got:?}");
         with_trace += usize::from(!want.trace_id.is_empty());
     }
-    assert!(with_trace > 0 && with_trace < count, "some records carry a trace id");
+    assert!(
+        with_trace > 0 && with_trace < count,
+        "some records carry a trace id"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
