@@ -13,6 +13,10 @@
 //! `/proc/<worker-pid>`, the worker's CPU time per record and its peak RSS. With
 //! `--clickhouse-url` and `--clickhouse-table` it also checks that every acknowledged
 //! record is in ClickHouse. Only loopback targets are accepted.
+//!
+//! `--protocol otlp-http|otlp-grpc` sends the same records as OTLP
+//! `ExportLogsServiceRequest`s instead (protobuf to `/v1/logs`, or the gRPC
+//! `LogsService/Export`): see the [`otlp`] module.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -35,14 +39,26 @@ use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+#[path = "ingest_load/otlp.rs"]
+mod otlp;
+
 const USAGE: &str = "\
-ingest_load: HTTP load generator for a running zero-logs worker (loopback only)
+ingest_load: HTTP/gRPC load generator for a running zero-logs worker (loopback only)
 
 usage: cargo bench --bench ingest_load -- --url http://127.0.0.1:PORT [options]
        (scripts/bench starts ClickHouse and a release worker and runs this for you)
 
-  --url URL               worker base URL (path defaults to /api/v1/logs); required
-  --connections N         concurrent keep-alive HTTP/1.1 connections [64]
+  --url URL               worker base URL (path defaults to /api/v1/logs, with
+                          otlp-http to /v1/logs; otlp-grpc ignores it); required
+  --protocol json|otlp-http|otlp-grpc
+                          json: zero-logs' JSON API over HTTP/1.1 (202 = ok);
+                          otlp-http: the same records as OTLP protobuf,
+                          POST /v1/logs over HTTP/1.1 (200 = ok); otlp-grpc: as
+                          OTLP/gRPC LogsService/Export over h2c, one HTTP/2
+                          connection per --connections (OK = ok). A partial_success
+                          with rejected records counts as failed [json]
+  --connections N         concurrent keep-alive HTTP/1.1 connections (otlp-grpc:
+                          HTTP/2 connections), one request in flight each [64]
   --duration SECS         measured run time [20; a safety cap of 600 with --requests]
   --requests N            stop after N measured requests instead of after --duration
   --rate R                offered load: R requests/s in total, open loop: latency
@@ -59,8 +75,9 @@ usage: cargo bench --bench ingest_load -- --url http://127.0.0.1:PORT [options]
   --warmup SECS           load sent before measuring starts (not counted) [0]
   --batch N               records per request [100]
   --pool N                distinct pre-generated request bodies [64]
-  --format json|ndjson    body format: JSON array or NDJSON [json]
-  --gzip                  send bodies gzip-compressed (Content-Encoding: gzip)
+  --format json|ndjson    body format of --protocol json: JSON array or NDJSON [json]
+  --gzip                  send bodies gzip-compressed (Content-Encoding: gzip; json
+                          and otlp-http)
   --timeout SECS          per-request timeout [30]
   --threads N             generator runtime threads [1]
   --worker-pid PID        worker process to measure (CPU time, peak RSS) via /proc
@@ -117,6 +134,44 @@ enum Format {
     Ndjson,
 }
 
+/// `--protocol`: what the records are sent as, and over which wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// zero-logs' JSON API (`--format`), HTTP/1.1.
+    Json,
+    /// OTLP/HTTP: `ExportLogsServiceRequest` protobuf to `/v1/logs`, HTTP/1.1.
+    OtlpHttp,
+    /// OTLP/gRPC: `LogsService/Export` over h2c.
+    OtlpGrpc,
+}
+
+impl Protocol {
+    fn name(self) -> &'static str {
+        match self {
+            Protocol::Json => "json",
+            Protocol::OtlpHttp => "otlp-http",
+            Protocol::OtlpGrpc => "otlp-grpc",
+        }
+    }
+
+    /// Path of `--url` when it gives none.
+    fn default_path(self) -> &'static str {
+        match self {
+            Protocol::Json | Protocol::OtlpGrpc => "/api/v1/logs",
+            Protocol::OtlpHttp => otlp::HTTP_PATH,
+        }
+    }
+
+    /// The answer that counts as accepted, as the report names it.
+    fn success(self) -> &'static str {
+        match self {
+            Protocol::Json => "202",
+            Protocol::OtlpHttp => "200",
+            Protocol::OtlpGrpc => "OK",
+        }
+    }
+}
+
 /// `--pacing`: how the `--rate` schedule is spread over the connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pacing {
@@ -138,6 +193,7 @@ struct Args {
     warmup: Duration,
     batch: usize,
     pool: usize,
+    protocol: Protocol,
     format: Format,
     gzip: bool,
     timeout: Duration,
@@ -164,6 +220,7 @@ impl Args {
         let mut warmup = 0.0f64;
         let mut batch = 100usize;
         let mut pool = 64usize;
+        let mut protocol = Protocol::Json;
         let mut format = Format::Json;
         let mut gzip = false;
         let mut timeout = 30.0f64;
@@ -215,6 +272,16 @@ impl Args {
                     }
                     "--batch" => batch = num(flag, &value(flag)?)?,
                     "--pool" => pool = num(flag, &value(flag)?)?,
+                    "--protocol" => {
+                        protocol = match value(flag)?.as_str() {
+                            "json" => Protocol::Json,
+                            "otlp-http" => Protocol::OtlpHttp,
+                            "otlp-grpc" => Protocol::OtlpGrpc,
+                            other => bail!(
+                                "--protocol: expected json, otlp-http or otlp-grpc, got {other:?}"
+                            ),
+                        }
+                    }
                     "--format" => {
                         format = match value(flag)?.as_str() {
                             "json" => Format::Json,
@@ -271,6 +338,15 @@ impl Args {
         if clickhouse_url.is_some() != clickhouse_table.is_some() {
             bail!("--clickhouse-url and --clickhouse-table go together");
         }
+        if protocol != Protocol::Json && format != Format::Json {
+            bail!("--format is for --protocol json; OTLP bodies are protobuf");
+        }
+        if protocol == Protocol::OtlpGrpc && gzip {
+            // tonic would compress every message in the generator, on the cores the
+            // worker is measured on; the bodies of the other protocols are compressed
+            // once, in the pool.
+            bail!("--gzip is not supported with --protocol otlp-grpc");
+        }
         let duration = match (duration, requests) {
             (Some(d), _) if d <= 0.0 => bail!("--duration must be positive"),
             (Some(d), _) => d,
@@ -287,6 +363,7 @@ impl Args {
             warmup: Duration::from_secs_f64(warmup),
             batch,
             pool,
+            protocol,
             format,
             gzip,
             timeout: Duration::from_secs_f64(timeout),
@@ -466,41 +543,87 @@ fn rfc3339(epoch_ns: u128) -> String {
     zero_logs::record::format_rfc3339(epoch_ns as i128, 9)
 }
 
-fn record(rng: &mut StdRng, now_ns: u128) -> Value {
-    let ts = now_ns - rng.random_range(0..60_000_000_000u128);
-    let mut attributes = serde_json::Map::new();
+/// One generated record, before it is written as JSON or as an OTLP `LogRecord`.
+struct Rec {
+    /// Nanoseconds since the epoch.
+    ts_ns: u128,
+    level: &'static str,
+    service: &'static str,
+    message: String,
+    /// Trace and span id: 32 and 16 lower-case hex digits.
+    ids: Option<(String, String)>,
+    attributes: Vec<(&'static str, Attr)>,
+}
+
+/// An attribute value: JSON writes `Int` as a number, OTLP as an `int_value`.
+enum Attr {
+    Str(String),
+    Int(i64),
+}
+
+/// A varied record. The draws from `rng` come in a fixed order, so a seed gives the
+/// same records whatever the protocol.
+fn record(rng: &mut StdRng, now_ns: u128) -> Rec {
+    let ts_ns = now_ns - rng.random_range(0..60_000_000_000u128);
+    let mut attributes = Vec::new();
     if rng.random_bool(0.5) {
-        attributes.insert(
-            "region".into(),
-            REGIONS[rng.random_range(0..REGIONS.len())].into(),
-        );
+        let region = REGIONS[rng.random_range(0..REGIONS.len())];
+        attributes.push(("region", Attr::Str(region.into())));
     }
     if rng.random_bool(0.5) {
-        attributes.insert(
-            "status".into(),
-            [200, 201, 404, 500][rng.random_range(0..4)].into(),
-        );
+        let status: i32 = [200, 201, 404, 500][rng.random_range(0..4)];
+        attributes.push(("status", Attr::Int(status.into())));
     }
     if rng.random_bool(0.25) {
-        attributes.insert(
-            "host".into(),
-            format!("web-{}", rng.random_range(1..40)).into(),
-        );
+        let host: i32 = rng.random_range(1..40);
+        attributes.push(("host", Attr::Str(format!("web-{host}"))));
     }
-    let mut r = json!({
-        "timestamp": rfc3339(ts),
-        "level": level(rng),
-        "service": SERVICES[rng.random_range(0..SERVICES.len())],
-        "message": message(rng),
-    });
-    if rng.random_bool(0.7) {
-        r["trace_id"] = hex(rng, 32).into();
-        r["span_id"] = hex(rng, 16).into();
+    // In key order, as serde_json writes an object: OTLP then sends them in the
+    // order of the JSON bodies, and both loads store identical rows.
+    attributes.sort_unstable_by_key(|(key, _)| *key);
+    let level = level(rng);
+    let service = SERVICES[rng.random_range(0..SERVICES.len())];
+    let message = message(rng);
+    let ids = rng.random_bool(0.7).then(|| (hex(rng, 32), hex(rng, 16)));
+    Rec {
+        ts_ns,
+        level,
+        service,
+        message,
+        ids,
+        attributes,
     }
-    if !attributes.is_empty() {
-        r["attributes"] = attributes.into();
+}
+
+impl Rec {
+    /// The record in zero-logs' JSON shape.
+    fn json(&self) -> Value {
+        let mut r = json!({
+            "timestamp": rfc3339(self.ts_ns),
+            "level": self.level,
+            "service": self.service,
+            "message": self.message,
+        });
+        if let Some((trace_id, span_id)) = &self.ids {
+            r["trace_id"] = trace_id.as_str().into();
+            r["span_id"] = span_id.as_str().into();
+        }
+        if !self.attributes.is_empty() {
+            let attributes: serde_json::Map<String, Value> = self
+                .attributes
+                .iter()
+                .map(|(key, value)| {
+                    let value = match value {
+                        Attr::Str(s) => Value::from(s.as_str()),
+                        Attr::Int(i) => Value::from(*i),
+                    };
+                    ((*key).to_owned(), value)
+                })
+                .collect();
+            r["attributes"] = attributes.into();
+        }
+        r
     }
-    r
 }
 
 struct Pool {
@@ -509,29 +632,44 @@ struct Pool {
     record_bytes: f64,
     /// Average body size on the wire.
     body_bytes: f64,
+    /// OTLP: average `ResourceLogs` (distinct services) per request.
+    resources: f64,
 }
 
+/// Generates and encodes the bodies once, before the run: sending then costs the
+/// generator no encoding.
 fn generate_pool(args: &Args) -> anyhow::Result<Pool> {
     let mut rng = StdRng::seed_from_u64(args.seed);
     let now_ns = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
     let mut bodies = Vec::with_capacity(args.pool);
     let mut record_total = 0usize;
     let mut wire_total = 0usize;
+    let mut resources = 0usize;
     for _ in 0..args.pool {
-        let records: Vec<String> = (0..args.batch)
-            .map(|_| record(&mut rng, now_ns).to_string())
-            .collect();
-        record_total += records.iter().map(String::len).sum::<usize>();
-        let body = match args.format {
-            Format::Json => format!("[{}]", records.join(",")),
-            Format::Ndjson => records.join("\n") + "\n",
+        let records: Vec<Rec> = (0..args.batch).map(|_| record(&mut rng, now_ns)).collect();
+        let body = match args.protocol {
+            Protocol::Json => {
+                let records: Vec<String> = records.iter().map(|r| r.json().to_string()).collect();
+                record_total += records.iter().map(String::len).sum::<usize>();
+                match args.format {
+                    Format::Json => format!("[{}]", records.join(",")),
+                    Format::Ndjson => records.join("\n") + "\n",
+                }
+                .into_bytes()
+            }
+            Protocol::OtlpHttp | Protocol::OtlpGrpc => {
+                let encoded = otlp::request_body(&records, now_ns);
+                record_total += encoded.record_bytes;
+                resources += encoded.resources;
+                encoded.body
+            }
         };
         let body = if args.gzip {
             let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            enc.write_all(body.as_bytes())?;
+            enc.write_all(&body)?;
             enc.finish()?
         } else {
-            body.into_bytes()
+            body
         };
         wire_total += body.len();
         bodies.push(Bytes::from(body));
@@ -540,6 +678,7 @@ fn generate_pool(args: &Args) -> anyhow::Result<Pool> {
         bodies,
         record_bytes: record_total as f64 / (args.pool * args.batch) as f64,
         body_bytes: wire_total as f64 / args.pool as f64,
+        resources: resources as f64 / args.pool as f64,
     })
 }
 
@@ -548,6 +687,7 @@ fn generate_pool(args: &Args) -> anyhow::Result<Pool> {
 /// Shared, read-only plan of the run.
 struct Plan {
     target: Target,
+    protocol: Protocol,
     bodies: Vec<Bytes>,
     content_type: &'static str,
     gzip: bool,
@@ -585,20 +725,23 @@ enum Schedule {
 struct Tally {
     sent: u64,
     ok: u64,
-    /// Records the worker acknowledged (from `{"accepted":N}`).
+    /// Records the worker acknowledged (JSON: from `{"accepted":N}`; OTLP: the
+    /// request's records less `partial_success.rejected_log_records`).
     accepted: u64,
     bytes: u64,
-    /// Latency of 202 responses, microseconds.
+    /// Latency of accepted requests (202; OTLP: 200 / OK), microseconds.
     latencies_us: Vec<u32>,
     /// Their scheduled starts, ms after `Plan::measure_from` (same order).
     started_ms: Vec<u32>,
     /// `--rate`: how late each measured request left against its schedule, µs (the
     /// generator waiting for a core or a connection; included in the latency).
     lags_us: Vec<u32>,
-    by_status: BTreeMap<u16, u64>,
+    /// Refusals by answer: the HTTP status ("503"), the gRPC code ("grpc
+    /// Unavailable") or "partial_success".
+    by_status: BTreeMap<String, u64>,
     by_error: BTreeMap<String, u64>,
-    /// One example response body per failing status.
-    samples: BTreeMap<u16, String>,
+    /// One example response (body or message) per failing status.
+    samples: BTreeMap<String, String>,
 }
 
 impl Tally {
@@ -631,16 +774,75 @@ struct Accepted {
     accepted: u64,
 }
 
+/// What became of one request.
 enum Outcome {
-    Status(StatusCode, Bytes),
+    /// Accepted: this many records acknowledged.
+    Accepted(u64),
+    /// Answered with a refusal, or accepted only in part (OTLP `partial_success`).
+    Refused {
+        /// Key of [`Tally::by_status`].
+        status: String,
+        /// The answer's body or message, for the report.
+        sample: String,
+        /// Records acknowledged all the same (the accepted part of a partial success).
+        acknowledged: u64,
+    },
+    /// No answer (connect, send, timeout): the connection is dropped.
     Error(String),
+}
+
+/// A connection of the load: hyper's HTTP/1.1 sender or a gRPC channel, (re)opened
+/// on first use after [`Conn::reset`].
+enum Conn {
+    Http(Option<SendRequest<Full<Bytes>>>),
+    /// Boxed: a tonic `Endpoint` is large; one per connection, made once.
+    Grpc(Box<otlp::GrpcSender>),
+}
+
+impl Conn {
+    fn new(plan: &Plan) -> Conn {
+        match plan.protocol {
+            Protocol::Json | Protocol::OtlpHttp => Conn::Http(None),
+            Protocol::OtlpGrpc => Conn::Grpc(Box::new(otlp::GrpcSender::new(plan.target.addr))),
+        }
+    }
+
+    fn reset(&mut self) {
+        match self {
+            Conn::Http(sender) => *sender = None,
+            Conn::Grpc(grpc) => grpc.reset(),
+        }
+    }
+
+    /// Sends `body` and judges the answer as the protocol says.
+    async fn exchange(&mut self, plan: &Plan, body: Bytes) -> Outcome {
+        match self {
+            Conn::Grpc(grpc) => grpc.export(body, plan.batch).await,
+            Conn::Http(sender) => match send(plan, sender, body).await {
+                Err(kind) => Outcome::Error(kind),
+                Ok((status, body)) => match plan.protocol {
+                    Protocol::OtlpHttp => otlp::http_outcome(status, &body, plan.batch),
+                    _ if status == StatusCode::ACCEPTED => Outcome::Accepted(
+                        serde_json::from_slice::<Accepted>(&body)
+                            .map(|a| a.accepted)
+                            .unwrap_or(plan.batch),
+                    ),
+                    _ => Outcome::Refused {
+                        status: status.as_u16().to_string(),
+                        sample: String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
+                        acknowledged: 0,
+                    },
+                },
+            },
+        }
+    }
 }
 
 /// One connection's loop: one request in flight at a time, reconnect after errors.
 async fn drive_connection(plan: Arc<Plan>, index: usize) -> (Tally, Tally) {
     let mut warm = Tally::default();
     let mut measured = Tally::default();
-    let mut sender: Option<SendRequest<Full<Bytes>>> = None;
+    let mut conn = Conn::new(&plan);
     let mut next_body = index;
     // Per-connection schedules start staggered over one interval.
     let mut own_next = match plan.schedule {
@@ -690,19 +892,16 @@ async fn drive_connection(plan: Arc<Plan>, index: usize) -> (Tally, Tally) {
         let body_len = body.len() as u64;
         tally.sent += 1;
 
-        let outcome = match tokio::time::timeout(plan.timeout, send(&plan, &mut sender, body)).await
-        {
+        let outcome = match tokio::time::timeout(plan.timeout, conn.exchange(&plan, body)).await {
             Ok(outcome) => outcome,
             Err(_) => Outcome::Error("timeout".into()),
         };
         match outcome {
-            Outcome::Status(StatusCode::ACCEPTED, body) => {
+            Outcome::Accepted(records) => {
                 let elapsed = start.elapsed();
                 tally.bytes += body_len;
                 tally.ok += 1;
-                tally.accepted += serde_json::from_slice::<Accepted>(&body)
-                    .map(|a| a.accepted)
-                    .unwrap_or(plan.batch);
+                tally.accepted += records;
                 tally
                     .latencies_us
                     .push(u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX));
@@ -711,15 +910,18 @@ async fn drive_connection(plan: Arc<Plan>, index: usize) -> (Tally, Tally) {
                     .started_ms
                     .push(u32::try_from(since.as_millis()).unwrap_or(u32::MAX));
             }
-            Outcome::Status(status, body) => {
+            Outcome::Refused {
+                status,
+                sample,
+                acknowledged,
+            } => {
                 tally.bytes += body_len;
-                *tally.by_status.entry(status.as_u16()).or_default() += 1;
-                tally.samples.entry(status.as_u16()).or_insert_with(|| {
-                    String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned()
-                });
+                tally.accepted += acknowledged;
+                *tally.by_status.entry(status.clone()).or_default() += 1;
+                tally.samples.entry(status).or_insert(sample);
             }
             Outcome::Error(kind) => {
-                sender = None;
+                conn.reset();
                 *tally.by_error.entry(kind).or_default() += 1;
                 // Do not spin while the worker is away (restarting, refusing).
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -729,17 +931,22 @@ async fn drive_connection(plan: Arc<Plan>, index: usize) -> (Tally, Tally) {
     (warm, measured)
 }
 
-/// Sends one request on this task's connection, (re)connecting as needed. A request
-/// that never left (the server had closed the idle keep-alive connection) is retried
-/// once on a new connection rather than counted as failed.
-async fn send(plan: &Plan, sender: &mut Option<SendRequest<Full<Bytes>>>, body: Bytes) -> Outcome {
+/// Sends one request on this task's HTTP/1.1 connection, (re)connecting as needed;
+/// the answer's status and body, or the kind of error. A request that never left (the
+/// server had closed the idle keep-alive connection) is retried once on a new
+/// connection rather than counted as failed.
+async fn send(
+    plan: &Plan,
+    sender: &mut Option<SendRequest<Full<Bytes>>>,
+    body: Bytes,
+) -> Result<(StatusCode, Bytes), String> {
     let mut retried = false;
     loop {
         let s = match sender {
             Some(s) if !s.is_closed() => s,
             _ => match plan.target.connect().await {
                 Ok(s) => sender.insert(s),
-                Err(e) => return Outcome::Error(format!("connect: {}", error_kind(&*e))),
+                Err(e) => return Err(format!("connect: {}", error_kind(&*e))),
             },
         };
         if let Err(e) = s.ready().await {
@@ -748,7 +955,7 @@ async fn send(plan: &Plan, sender: &mut Option<SendRequest<Full<Bytes>>>, body: 
                 retried = true;
                 continue;
             }
-            return Outcome::Error(format!("connection: {}", error_kind(&e)));
+            return Err(format!("connection: {}", error_kind(&e)));
         }
         let mut req = Request::post(plan.target.uri.clone())
             .header(HOST, plan.target.authority.as_str())
@@ -758,7 +965,7 @@ async fn send(plan: &Plan, sender: &mut Option<SendRequest<Full<Bytes>>>, body: 
         }
         let req = match req.body(Full::new(body.clone())) {
             Ok(r) => r,
-            Err(e) => return Outcome::Error(format!("request: {e}")),
+            Err(e) => return Err(format!("request: {e}")),
         };
         let resp = match s.try_send_request(req).await {
             Ok(r) => r,
@@ -768,15 +975,15 @@ async fn send(plan: &Plan, sender: &mut Option<SendRequest<Full<Bytes>>>, body: 
                     retried = true;
                     continue;
                 }
-                return Outcome::Error(format!("send: {}", error_kind(&e.into_error())));
+                return Err(format!("send: {}", error_kind(&e.into_error())));
             }
         };
         let status = resp.status();
         return match resp.into_body().collect().await {
-            Ok(b) => Outcome::Status(status, b.to_bytes()),
+            Ok(b) => Ok((status, b.to_bytes())),
             Err(e) => {
                 *sender = None;
-                Outcome::Error(format!("response body: {}", error_kind(&e)))
+                Err(format!("response body: {}", error_kind(&e)))
             }
         };
     }
@@ -907,7 +1114,7 @@ async fn settled_count(
 // === run and report ===
 
 fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let target = Target::parse(&args.url, "/api/v1/logs")?;
+    let target = Target::parse(&args.url, args.protocol.default_path())?;
     let worker_pid = args.worker_pid.map(|p| p.to_string());
     if let Some(pid) = &worker_pid {
         cpu_ticks(pid).with_context(|| format!("worker pid {pid} is not running"))?;
@@ -918,12 +1125,20 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
     eprintln!(
         "ingest_load: {} connections -> {} | {} records/request (~{:.0} B each, {} body ~{:.1} KiB{}) | {} s{}{}",
         args.connections,
-        target.uri,
+        match args.protocol {
+            Protocol::OtlpGrpc => format!("{} {}", target.addr, otlp::GRPC_METHOD),
+            _ => target.uri.to_string(),
+        },
         args.batch,
         pool.record_bytes,
-        match args.format {
-            Format::Json => "JSON array",
-            Format::Ndjson => "NDJSON",
+        match (args.protocol, args.format) {
+            (Protocol::Json, Format::Json) => "JSON array".to_string(),
+            (Protocol::Json, Format::Ndjson) => "NDJSON".to_string(),
+            (protocol, _) => format!(
+                "{} protobuf ({:.1} ResourceLogs, one per service)",
+                if protocol == Protocol::OtlpGrpc { "OTLP/gRPC" } else { "OTLP/HTTP" },
+                pool.resources
+            ),
         },
         pool.body_bytes / 1024.0,
         if args.gzip { " gzip" } else { "" },
@@ -947,10 +1162,13 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         let measure_from = now + args.warmup;
         let plan = Arc::new(Plan {
             target,
+            protocol: args.protocol,
             bodies: pool.bodies.clone(),
-            content_type: match args.format {
-                Format::Json => "application/json",
-                Format::Ndjson => "application/x-ndjson",
+            content_type: match (args.protocol, args.format) {
+                (Protocol::Json, Format::Json) => "application/json",
+                (Protocol::Json, Format::Ndjson) => "application/x-ndjson",
+                // Unused by gRPC, which sets its own.
+                _ => otlp::HTTP_CONTENT_TYPE,
             },
             gzip: args.gzip,
             timeout: args.timeout,
@@ -1112,6 +1330,7 @@ fn percentile_ms(sorted_us: &[u32], p: f64) -> Option<f64> {
 }
 
 struct Report {
+    protocol: Protocol,
     connections: usize,
     /// `--rate`, requests/s offered.
     offered_rps: Option<f64>,
@@ -1162,6 +1381,7 @@ impl Report {
         let mut lags = std::mem::take(&mut measured.lags_us);
         lags.sort_unstable();
         Report {
+            protocol: args.protocol,
             connections: args.connections,
             offered_rps: args.rate,
             pacing: args.pacing,
@@ -1222,6 +1442,7 @@ impl Report {
         let m = &self.measured;
         let ms = |p| self.percentile_ms(p);
         json!({
+            "protocol": self.protocol.name(),
             "connections": self.connections,
             "offered_requests_per_s": self.offered_rps,
             "batch_records": self.batch,
@@ -1278,7 +1499,12 @@ impl Report {
         let m = &self.measured;
         let secs = self.secs();
         let mib = 1024.0 * 1024.0;
-        println!("zero-logs ingest load: {} connections, {} records/request (~{:.0} B/record), {:.1} s measured", self.connections, self.batch, self.record_bytes, secs);
+        let over = match self.protocol {
+            Protocol::Json => "",
+            Protocol::OtlpHttp => " over OTLP/HTTP (protobuf)",
+            Protocol::OtlpGrpc => " over OTLP/gRPC",
+        };
+        println!("zero-logs ingest load{over}: {} connections, {} records/request (~{:.0} B/record), {:.1} s measured", self.connections, self.batch, self.record_bytes, secs);
         if let Some(rate) = self.offered_rps {
             let pacing = match self.pacing {
                 Pacing::Shared => "shared by the connections",
@@ -1286,8 +1512,9 @@ impl Report {
             };
             println!("  offered     {rate:.0} requests/s (open loop, {pacing})");
         }
+        let success = self.protocol.success();
         println!(
-            "  requests    sent {}  ok(202) {}  failed {}{}",
+            "  requests    sent {}  ok({success}) {}  failed {}{}",
             m.sent,
             m.ok,
             m.failed(),
@@ -1328,7 +1555,7 @@ impl Report {
         );
         let fmt = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.2} ms"));
         println!(
-            "  latency     p50 {}  p90 {}  p99 {}  max {}   (202 responses)",
+            "  latency     p50 {}  p90 {}  p99 {}  max {}   ({success} responses)",
             fmt(self.percentile_ms(50.0)),
             fmt(self.percentile_ms(90.0)),
             fmt(self.percentile_ms(99.0)),
