@@ -4,6 +4,11 @@
 //!   config (root `<yandex>`, understood by 18.16 and by current releases), free loopback
 //!   ports, a temp directory for data and logs. Dropping it kills the process by PID
 //!   and removes the directory, whether the test passed or failed.
+//! - [`ChdbServer`]: the current ClickHouse engine (26.x, PyPI's `chdb-core` in
+//!   `target/chdb-venv`) behind `tests/chdb/server.py`, a test-only front that speaks
+//!   the part of ClickHouse's HTTP interface the sink uses; same surface, same clean-up.
+//! - [`Engine`]: either of the two, started by [`EngineKind`], so that one integration
+//!   test runs against 18.16 and 26.x alike; [`TestClickHouse`] is what helpers take.
 //! - [`MemorySink`]: a [`Sink`] that keeps rows in memory and fails on
 //!   command, for tests of the stages above the sink.
 //!
@@ -15,18 +20,19 @@
 //! which in tests is the test's own thread. Start-up takes 70–170 ms with Debian's
 //! 18.16 (until `SELECT` answers); `stop` takes up to 2 s (see [`ClickHouseServer::stop`]).
 //!
-//! A missing server binary is an error naming the fix (`scripts/install-deps`), never
-//! a skipped test. Set `CLICKHOUSE_SERVER_BIN` to test another build (a
-//! `clickhouse-server` or a single `clickhouse` binary).
+//! A missing server binary or chdb virtualenv is an error naming the fix
+//! (`scripts/install-deps`), never a skipped test. Set `CLICKHOUSE_SERVER_BIN` to test
+//! another build (a `clickhouse-server` or a single `clickhouse` binary), and
+//! `ZERO_LOGS_CHDB_VENV` to use another chdb virtualenv.
 
 use std::collections::VecDeque;
 use std::fs;
-use std::io::{self, Read as _, Write as _};
+use std::io::{self, BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -79,6 +85,17 @@ pub enum FixtureError {
         config: PathBuf,
         log_tail: String,
     },
+    #[error(
+        "{python} not found: run scripts/install-deps (it builds target/chdb-venv, the \
+         ClickHouse 26.x engine of the tests), or point ZERO_LOGS_CHDB_VENV at that venv"
+    )]
+    ChdbNotInstalled { python: PathBuf },
+    #[error("the chdb test front {what}; log {log}\n{log_tail}")]
+    ChdbStart {
+        what: String,
+        log: PathBuf,
+        log_tail: String,
+    },
     #[error("ClickHouse answered HTTP {status} to `{sql}`: {message}")]
     Query {
         status: u16,
@@ -90,6 +107,70 @@ pub enum FixtureError {
 fn io_error(what: impl Into<String>) -> impl FnOnce(io::Error) -> FixtureError {
     let what = what.into();
     move |source| FixtureError::Io { what, source }
+}
+
+/// The surface [`ClickHouseServer`] and [`ChdbServer`] share, over their fields `dir`,
+/// `http_port`, `child`, `databases` and `startup` and their `launch`.
+macro_rules! shared_fixture_methods {
+    () => {
+        /// `http://127.0.0.1:PORT`, for `CLICKHOUSE_URL`.
+        pub fn http_url(&self) -> String {
+            format!("http://127.0.0.1:{}", self.http_port)
+        }
+
+        pub fn http_port(&self) -> u16 {
+            self.http_port
+        }
+
+        /// The PID of the process serving ClickHouse while it runs.
+        pub fn pid(&self) -> Option<u32> {
+            self.child.as_ref().map(Child::id)
+        }
+
+        /// How long the last (re)start took until it answered.
+        pub fn startup_time(&self) -> Duration {
+            self.startup
+        }
+
+        /// The temp directory holding data and logs (and the server's config).
+        pub fn dir(&self) -> &Path {
+            &self.dir
+        }
+
+        /// Runs `sql` over HTTP and returns the body (TSV unless the SQL says
+        /// otherwise). A ClickHouse error becomes [`FixtureError::Query`] carrying its
+        /// message.
+        pub fn query(&self, sql: &str) -> Result<String, FixtureError> {
+            http_query(self.http_port, sql)
+        }
+
+        /// Creates and returns a database no other test of this ClickHouse uses:
+        /// `t_<pid>_<n>`.
+        ///
+        /// # Panics
+        /// When ClickHouse refuses (the fixture is broken; nothing useful to return).
+        pub fn fresh_database(&self) -> String {
+            fresh_database(&self.databases, |sql| self.query(sql))
+        }
+
+        /// SIGTERM, wait for exit (SIGKILL after 2 s). Ports and data stay for
+        /// [`restart`](Self::restart). A no-op when not running.
+        pub fn stop(&mut self) {
+            stop_child(&mut self.child);
+        }
+
+        /// SIGKILL and reap: a crash rather than a shutdown. Ports and data stay.
+        pub fn kill(&mut self) {
+            kill_child(&mut self.child);
+        }
+
+        /// Starts it again on the same ports and data directory (stopping it first if
+        /// it runs) and waits until it answers.
+        pub fn restart(&mut self) -> Result<(), FixtureError> {
+            self.stop();
+            self.launch()
+        }
+    };
 }
 
 /// A private ClickHouse server for one test (see the module documentation).
@@ -162,119 +243,23 @@ impl ClickHouseServer {
         }))
     }
 
-    /// `http://127.0.0.1:PORT`, for `CLICKHOUSE_URL`.
-    pub fn http_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.http_port)
-    }
-
-    pub fn http_port(&self) -> u16 {
-        self.http_port
-    }
+    shared_fixture_methods!();
 
     /// The native-protocol port (for `clickhouse-client --port`).
     pub fn tcp_port(&self) -> u16 {
         self.tcp_port
     }
 
-    /// The server's PID while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
-    /// How long the last (re)start took until `SELECT 1` answered.
-    pub fn startup_time(&self) -> Duration {
-        self.startup
-    }
-
-    /// The temp directory holding config, data and logs.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// Runs `sql` over HTTP and returns the body (TSV unless the SQL says otherwise).
-    /// A ClickHouse error becomes [`FixtureError::Query`] carrying its message.
-    pub fn query(&self, sql: &str) -> Result<String, FixtureError> {
-        let (status, body) = http_post(self.http_port, sql, QUERY_TIMEOUT).map_err(io_error(
-            format!("querying ClickHouse on port {}", self.http_port),
-        ))?;
-        if status == 200 {
-            Ok(body)
-        } else {
-            Err(FixtureError::Query {
-                status,
-                sql: sql.to_string(),
-                message: body.trim().to_string(),
-            })
-        }
-    }
-
-    /// Creates and returns a database no other test of this server uses:
-    /// `t_<pid>_<n>`.
-    ///
-    /// # Panics
-    /// When ClickHouse refuses (the fixture is broken; nothing useful to return).
-    pub fn fresh_database(&self) -> String {
-        let n = self.databases.fetch_add(1, Ordering::Relaxed);
-        let name = format!("t_{}_{n}", std::process::id());
-        if let Err(error) = self.query(&format!("CREATE DATABASE {name}")) {
-            panic!("cannot create test database {name}: {error}");
-        }
-        name
-    }
-
-    /// SIGTERM, wait for exit (SIGKILL after 2 s). Ports and data stay for
-    /// [`restart`](Self::restart). A no-op when not running.
-    pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let pid = child.id();
-        if let Ok(None) = child.try_wait() {
-            signal(pid, "TERM");
-            let deadline = Instant::now() + STOP_TIMEOUT;
-            while Instant::now() < deadline {
-                match child.try_wait() {
-                    Ok(Some(_)) | Err(_) => break,
-                    Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-                }
-            }
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-
-    /// SIGKILL and reap: a crash rather than a shutdown. Ports and data stay.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts the server again on the same ports and data directory (stopping it first
-    /// if it runs) and waits until it answers.
-    pub fn restart(&mut self) -> Result<(), FixtureError> {
-        self.stop();
-        self.launch()
-    }
-
     /// The last `lines` lines of the server's logs (error log, then stdout/stderr).
     pub fn log_tail(&self, lines: usize) -> String {
-        let mut out = String::new();
-        for name in ["clickhouse-server.err.log", "stdout.log"] {
-            let path = self.dir.join("log").join(name);
-            let text = fs::read_to_string(&path).unwrap_or_default();
-            let all: Vec<&str> = text.lines().collect();
-            let tail = &all[all.len().saturating_sub(lines)..];
-            if !tail.is_empty() {
-                out.push_str(&format!(
-                    "--- {} ---\n{}\n",
-                    path.display(),
-                    tail.join("\n")
-                ));
-            }
-        }
-        out
+        let log = self.dir.join("log");
+        log_tail(
+            &[
+                log.join("clickhouse-server.err.log"),
+                log.join("stdout.log"),
+            ],
+            lines,
+        )
     }
 
     fn write_config(&self) -> Result<(), FixtureError> {
@@ -339,14 +324,7 @@ impl ClickHouseServer {
             args.push("server".into());
         }
         args.push(format!("--config-file={}", self.config.display()));
-        let mut command = match find_in_path("setpriv") {
-            Some(setpriv) => {
-                let mut c = Command::new(setpriv);
-                c.args(["--pdeathsig", "KILL", "--"]).arg(&self.binary);
-                c
-            }
-            None => Command::new(&self.binary),
-        };
+        let mut command = command_dying_with_parent(&self.binary);
         command
             .args(&args)
             .current_dir(&self.dir)
@@ -407,6 +385,422 @@ impl Drop for ClickHouseServer {
         // Data is thrown away, so there is nothing for a graceful shutdown to save.
         self.kill();
         let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+// === ChdbServer ===
+
+/// The current ClickHouse engine for one test: PyPI's `chdb-core` (26.x) in
+/// `target/chdb-venv` (or `$ZERO_LOGS_CHDB_VENV`), served by `tests/chdb/server.py` on
+/// a free loopback port, its data in a temp directory. The same surface as
+/// [`ClickHouseServer`]; the front's documentation says what of ClickHouse's HTTP
+/// interface it speaks. Start-up takes ~0.6 s (loading the engine), `stop` ~0.2 s.
+#[derive(Debug)]
+pub struct ChdbServer {
+    python: PathBuf,
+    script: PathBuf,
+    /// Holds `data/` (the engine's), `tmp/` (INSERTs' rows on their way in) and
+    /// `log/server.log` (the front's stderr).
+    dir: PathBuf,
+    /// 0 until the first start, which lets the front pick it; restarts reuse it.
+    http_port: u16,
+    child: Option<Child>,
+    databases: AtomicU64,
+    version: String,
+    startup: Duration,
+}
+
+impl ChdbServer {
+    /// Starts the front on a free port and waits until it listens (the engine is
+    /// loaded by then). Blocking. A missing venv is [`FixtureError::ChdbNotInstalled`].
+    pub fn start() -> Result<ChdbServer, FixtureError> {
+        let python = chdb_python(std::env::var_os("ZERO_LOGS_CHDB_VENV").map(PathBuf::from))?;
+        let dir = make_temp_dir()?;
+        let mut server = ChdbServer {
+            python,
+            script: Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/chdb/server.py"),
+            dir,
+            http_port: 0,
+            child: None,
+            databases: AtomicU64::new(0),
+            version: String::new(),
+            startup: Duration::ZERO,
+        };
+        for sub in ["data", "tmp", "log"] {
+            let path = server.dir.join(sub);
+            fs::create_dir_all(&path).map_err(io_error(format!("creating {}", path.display())))?;
+        }
+        server.launch()?;
+        server.version = server.query("SELECT version()")?.trim().to_string();
+        eprintln!(
+            "[testing] ClickHouse {} (chdb front) started in {} ms: {} (pid {}, dir {})",
+            server.version,
+            server.startup.as_millis(),
+            server.http_url(),
+            server.pid().unwrap_or(0),
+            server.dir.display()
+        );
+        Ok(server)
+    }
+
+    shared_fixture_methods!();
+
+    /// What `SELECT version()` answered at start, e.g. `26.9.2.1`.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The last `lines` lines of the front's log (all its starts, appended).
+    pub fn log_tail(&self, lines: usize) -> String {
+        log_tail(&[self.log_path()], lines)
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("log").join("server.log")
+    }
+
+    /// Spawns the front on `self.http_port` and waits for its `LISTENING 127.0.0.1:PORT`
+    /// line, printed once the engine is loaded and the port bound.
+    fn launch(&mut self) -> Result<(), FixtureError> {
+        let started = Instant::now();
+        let log_path = self.log_path();
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io_error(format!("opening {}", log_path.display())))?;
+        let mut command = command_dying_with_parent(&self.python);
+        command
+            .arg("-u")
+            .arg(&self.script)
+            .arg("--data")
+            .arg(self.dir.join("data"))
+            .arg("--tmp")
+            .arg(self.dir.join("tmp"))
+            .args(["--port", &self.http_port.to_string()])
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log);
+        let mut child = command
+            .spawn()
+            .map_err(io_error(format!("starting {}", self.python.display())))?;
+        let stdout = child.stdout.take();
+        self.child = Some(child);
+
+        // A thread reads the first line (std has no read with a timeout), then drains
+        // the pipe until the front exits so that it never blocks on stdout.
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let Some(stdout) = stdout else { return };
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = tx.send(reader.read_line(&mut line).map(|_| line));
+            let _ = io::copy(&mut reader, &mut io::sink());
+        });
+        let deadline = started + START_TIMEOUT;
+        let line = loop {
+            match rx.recv_timeout(Duration::from_millis(20)) {
+                Ok(Ok(line)) => break line,
+                Ok(Err(error)) => return Err(self.start_failed(format!("stdout: {error}"))),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break String::new(),
+                Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() >= deadline => {
+                    self.kill();
+                    let what = format!("printed no LISTENING line within {START_TIMEOUT:?}");
+                    return Err(self.start_failed(what));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+        };
+        let port = line
+            .trim()
+            .strip_prefix("LISTENING 127.0.0.1:")
+            .and_then(|port| port.parse::<u16>().ok());
+        let Some(port) = port else {
+            // EOF: it exited (port taken, engine failed to load); say how.
+            let status = self.child.as_mut().map(Child::wait);
+            self.child = None;
+            let what = match status {
+                Some(Ok(status)) if line.is_empty() => format!("exited during start-up ({status})"),
+                _ => format!("printed {line:?} instead of LISTENING 127.0.0.1:PORT"),
+            };
+            return Err(self.start_failed(what));
+        };
+        self.http_port = port;
+        self.startup = started.elapsed();
+        Ok(())
+    }
+
+    fn start_failed(&self, what: String) -> FixtureError {
+        FixtureError::ChdbStart {
+            what,
+            log: self.log_path(),
+            log_tail: self.log_tail(30),
+        }
+    }
+}
+
+impl Drop for ChdbServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The chdb venv's Python: `venv` or `target/chdb-venv` of this repository.
+fn chdb_python(venv: Option<PathBuf>) -> Result<PathBuf, FixtureError> {
+    let venv =
+        venv.unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/chdb-venv"));
+    let python = venv.join("bin").join("python");
+    if python.is_file() {
+        Ok(python)
+    } else {
+        Err(FixtureError::ChdbNotInstalled { python })
+    }
+}
+
+// === Engine ===
+
+/// Which ClickHouse a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineKind {
+    /// A `clickhouse-server` process ([`ClickHouseServer`]): Debian's 18.16 unless
+    /// `CLICKHOUSE_SERVER_BIN` names another build.
+    Server,
+    /// The 26.x engine behind the chdb front ([`ChdbServer`]).
+    Chdb,
+}
+
+/// A ClickHouse of either kind, with the surface the integration tests use.
+#[derive(Debug)]
+pub enum Engine {
+    Server(ClickHouseServer),
+    Chdb(ChdbServer),
+}
+
+/// Calls the same method on whichever engine `$self` holds.
+macro_rules! on_engine {
+    ($self:expr, $engine:ident => $call:expr) => {
+        match $self {
+            Engine::Server($engine) => $call,
+            Engine::Chdb($engine) => $call,
+        }
+    };
+}
+
+impl Engine {
+    /// Starts a private ClickHouse of `kind` (see [`ClickHouseServer::start`] and
+    /// [`ChdbServer::start`]).
+    pub fn start(kind: EngineKind) -> Result<Engine, FixtureError> {
+        Ok(match kind {
+            EngineKind::Server => Engine::Server(ClickHouseServer::start()?),
+            EngineKind::Chdb => Engine::Chdb(ChdbServer::start()?),
+        })
+    }
+
+    pub fn kind(&self) -> EngineKind {
+        match self {
+            Engine::Server(_) => EngineKind::Server,
+            Engine::Chdb(_) => EngineKind::Chdb,
+        }
+    }
+
+    pub fn http_url(&self) -> String {
+        on_engine!(self, e => e.http_url())
+    }
+
+    pub fn query(&self, sql: &str) -> Result<String, FixtureError> {
+        on_engine!(self, e => e.query(sql))
+    }
+
+    pub fn fresh_database(&self) -> String {
+        on_engine!(self, e => e.fresh_database())
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        on_engine!(self, e => e.pid())
+    }
+
+    pub fn stop(&mut self) {
+        on_engine!(self, e => e.stop())
+    }
+
+    pub fn kill(&mut self) {
+        on_engine!(self, e => e.kill())
+    }
+
+    pub fn restart(&mut self) -> Result<(), FixtureError> {
+        on_engine!(self, e => e.restart())
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        on_engine!(self, e => e.log_tail(lines))
+    }
+}
+
+/// What test helpers need of a ClickHouse, whichever fixture runs it.
+pub trait TestClickHouse {
+    /// `http://127.0.0.1:PORT`, for `CLICKHOUSE_URL`.
+    fn http_url(&self) -> String;
+    /// Runs `sql` over HTTP and returns the body (TSV unless the SQL says otherwise).
+    fn query(&self, sql: &str) -> Result<String, FixtureError>;
+    /// Creates and returns a database no other test of this ClickHouse uses.
+    fn fresh_database(&self) -> String;
+}
+
+macro_rules! test_clickhouse_by_inherent_methods {
+    ($($fixture:ty),*) => {$(
+        impl TestClickHouse for $fixture {
+            fn http_url(&self) -> String {
+                <$fixture>::http_url(self)
+            }
+            fn query(&self, sql: &str) -> Result<String, FixtureError> {
+                <$fixture>::query(self, sql)
+            }
+            fn fresh_database(&self) -> String {
+                <$fixture>::fresh_database(self)
+            }
+        }
+    )*};
+}
+test_clickhouse_by_inherent_methods!(ClickHouseServer, ChdbServer, Engine);
+
+/// How to read the sink's columns back from a table of `layout`, as SQL expressions.
+#[derive(Debug, Clone, Copy)]
+pub struct ColumnsSql {
+    /// The event time as nanoseconds since the epoch.
+    pub ns: &'static str,
+    /// The attribute keys, then the values, as `Array(String)` in the client's order.
+    pub keys: &'static str,
+    pub values: &'static str,
+}
+
+impl ColumnsSql {
+    pub fn of(layout: crate::sink::Layout) -> ColumnsSql {
+        use crate::sink::Layout;
+        let (ns, keys, values) = match layout {
+            Layout::Legacy => ("timestamp_ns", "`attributes.key`", "`attributes.value`"),
+            Layout::DateTime64Nested => (
+                "toUnixTimestamp64Nano(timestamp)",
+                "`attributes.key`",
+                "`attributes.value`",
+            ),
+            Layout::DateTime64Map => (
+                "toUnixTimestamp64Nano(timestamp)",
+                "mapKeys(attributes)",
+                "mapValues(attributes)",
+            ),
+        };
+        ColumnsSql { ns, keys, values }
+    }
+
+    /// The expressions for `database.table` as it really is (`system.columns`).
+    ///
+    /// # Panics
+    /// When the table is missing or fits no layout (the test is broken).
+    pub fn of_table(ch: &impl TestClickHouse, database: &str, table: &str) -> ColumnsSql {
+        let listed = ch
+            .query(&format!(
+                "SELECT name, type FROM system.columns WHERE database = '{database}' \
+                 AND table = '{table}' FORMAT TabSeparatedRaw"
+            ))
+            .unwrap_or_else(|e| panic!("columns of {database}.{table}: {e}"));
+        let columns: Vec<(String, String)> = listed
+            .lines()
+            .filter_map(|line| line.split_once('\t'))
+            .map(|(name, ty)| (name.to_string(), ty.to_string()))
+            .collect();
+        let layout = crate::sink::schema::detect_layout(&columns)
+            .unwrap_or_else(|e| panic!("{database}.{table} has no known layout: {e}"));
+        ColumnsSql::of(layout)
+    }
+}
+
+/// Runs `sql` on the ClickHouse HTTP interface on `port` and returns the body; an
+/// answer other than 200 becomes [`FixtureError::Query`].
+fn http_query(port: u16, sql: &str) -> Result<String, FixtureError> {
+    let (status, body) = http_post(port, sql, QUERY_TIMEOUT)
+        .map_err(io_error(format!("querying ClickHouse on port {port}")))?;
+    if status == 200 {
+        Ok(body)
+    } else {
+        Err(FixtureError::Query {
+            status,
+            sql: sql.to_string(),
+            message: body.trim().to_string(),
+        })
+    }
+}
+
+/// Creates `t_<pid>_<n>` with the next `n` of `counter` through `query`.
+fn fresh_database(
+    counter: &AtomicU64,
+    query: impl Fn(&str) -> Result<String, FixtureError>,
+) -> String {
+    let n = counter.fetch_add(1, Ordering::Relaxed);
+    let name = format!("t_{}_{n}", std::process::id());
+    if let Err(error) = query(&format!("CREATE DATABASE {name}")) {
+        panic!("cannot create test database {name}: {error}");
+    }
+    name
+}
+
+/// SIGTERM, wait for exit (SIGKILL after [`STOP_TIMEOUT`]), reap. No-op when `None`.
+fn stop_child(slot: &mut Option<Child>) {
+    let Some(mut child) = slot.take() else {
+        return;
+    };
+    let pid = child.id();
+    if let Ok(None) = child.try_wait() {
+        signal(pid, "TERM");
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            match child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// SIGKILL and reap. No-op when `None`.
+fn kill_child(slot: &mut Option<Child>) {
+    if let Some(mut child) = slot.take() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// The last `lines` lines of each of `files` that has any, each under its name.
+fn log_tail(files: &[PathBuf], lines: usize) -> String {
+    let mut out = String::new();
+    for path in files {
+        let text = fs::read_to_string(path).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        let tail = &all[all.len().saturating_sub(lines)..];
+        if !tail.is_empty() {
+            out.push_str(&format!(
+                "--- {} ---\n{}\n",
+                path.display(),
+                tail.join("\n")
+            ));
+        }
+    }
+    out
+}
+
+/// A command that runs `program` with a parent-death SIGKILL when `setpriv` exists
+/// (see the module documentation), else `program` itself.
+fn command_dying_with_parent(program: &Path) -> Command {
+    match find_in_path("setpriv") {
+        Some(setpriv) => {
+            let mut c = Command::new(setpriv);
+            c.args(["--pdeathsig", "KILL", "--"]).arg(program);
+            c
+        }
+        None => Command::new(program),
     }
 }
 
@@ -699,12 +1093,17 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_server_names_the_fix() {
-        let error = locate_server_binary(Some("/nonexistent/clickhouse-server".into()))
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("scripts/install-deps"), "{error}");
-        assert!(error.contains("/nonexistent/clickhouse-server"), "{error}");
+    fn a_missing_engine_names_the_fix() {
+        let server = locate_server_binary(Some("/nonexistent/clickhouse-server".into()));
+        let chdb = chdb_python(Some("/nonexistent/chdb-venv".into()));
+        for (error, path) in [
+            (server.unwrap_err(), "/nonexistent/clickhouse-server"),
+            (chdb.unwrap_err(), "/nonexistent/chdb-venv/bin/python"),
+        ] {
+            let error = error.to_string();
+            assert!(error.contains("scripts/install-deps"), "{error}");
+            assert!(error.contains(path), "{error}");
+        }
     }
 
     #[test]

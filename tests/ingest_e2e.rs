@@ -1,13 +1,14 @@
 //! End to end: HTTP (array, wrapped, NDJSON, gzip, zstd) and gRPC into a real
 //! ClickHouse; the stored rows equal what was sent, field by field, including
-//! nanosecond timestamps and attributes in order.
+//! nanosecond timestamps and attributes in order. On Debian's clickhouse-server 18.16
+//! and on the 26.x engine behind the chdb test front (`zero_logs::testing::Engine`).
 
 mod common;
 
 use common::*;
 use serde_json::Value;
 use zero_logs::proto::{IngestRequest, LogRecord};
-use zero_logs::testing::ClickHouseServer;
+use zero_logs::testing::{ColumnsSql, Engine, EngineKind, TestClickHouse};
 
 /// One stored row as the test compares it.
 #[derive(Debug, PartialEq)]
@@ -21,11 +22,13 @@ struct Stored {
     attributes: Vec<(String, String)>,
 }
 
-fn stored(ch: &ClickHouseServer, db: &str, service: &str) -> Vec<Stored> {
+fn stored(ch: &impl TestClickHouse, db: &str, service: &str) -> Vec<Stored> {
+    // The legacy layout on 18.16, DateTime64 and Map on 26.x.
+    let ColumnsSql { ns, keys, values } = ColumnsSql::of_table(ch, db, "logs");
     let sql = format!(
-        "SELECT toString(timestamp_ns) AS ns, level, service, message, trace_id, span_id, \
-         `attributes.key` AS k, `attributes.value` AS v FROM {db}.logs \
-         WHERE service = '{service}' ORDER BY timestamp_ns, message FORMAT JSONEachRow"
+        "SELECT toString({ns}) AS ns, level, service, message, trace_id, span_id, \
+         {keys} AS k, {values} AS v FROM {db}.logs \
+         WHERE service = '{service}' ORDER BY {ns}, message FORMAT JSONEachRow"
     );
     ch.query(&sql)
         .unwrap()
@@ -56,7 +59,7 @@ fn stored(ch: &ClickHouseServer, db: &str, service: &str) -> Vec<Stored> {
 /// [`stored`] once it holds at least `n` rows (the spool delivers shortly after the
 /// acknowledgement), or what is there after 10 s.
 async fn stored_eventually(
-    ch: &ClickHouseServer,
+    ch: &impl TestClickHouse,
     db: &str,
     service: &str,
     n: usize,
@@ -148,7 +151,16 @@ fn sample(service: &str) -> (Vec<String>, Vec<Stored>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_http_format_and_grpc_round_trip_field_by_field() {
-    let ch = ClickHouseServer::start().expect("start ClickHouse");
+    every_http_format_and_grpc_round_trip_on(EngineKind::Server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_http_format_and_grpc_round_trip_field_by_field_on_chdb() {
+    every_http_format_and_grpc_round_trip_on(EngineKind::Chdb).await;
+}
+
+async fn every_http_format_and_grpc_round_trip_on(kind: EngineKind) {
+    let ch = Engine::start(kind).expect("start ClickHouse");
     let db = ch.fresh_database();
     let worker = Worker::start(&ch, &db, &[]).await;
     let client = client();

@@ -1,6 +1,11 @@
-//! The ClickHouse sink against a real server that each test starts for itself
-//! (`zero_logs::testing::ClickHouseServer`, Debian's 18.16 here): field-by-field round
-//! trip, batching, permanent rejections, outage and recovery, start-up errors.
+//! The ClickHouse sink against a real ClickHouse that each test starts for itself:
+//! field-by-field round trip, batching, permanent rejections, outage and recovery,
+//! start-up errors, deduplication of replayed INSERTs.
+//!
+//! The core cases run twice ([`on_both_engines!`]): `…::server` against Debian's
+//! clickhouse-server 18.16 (legacy layout, no deduplication token) and `…::chdb`
+//! against the 26.x engine behind the chdb test front (DateTime64(9), LowCardinality,
+//! Map, `insert_deduplication_token`); see `zero_logs::testing::Engine`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,9 +18,43 @@ use tokio_util::task::TaskTracker;
 use zero_logs::codec::EncodedBatch;
 use zero_logs::config::{BatchConfig, ClickHouseConfig, Compression};
 use zero_logs::record::{Batch, Level, Record};
-use zero_logs::sink::{Batcher, BatcherHandle, ClickHouseSink, Layout, SinkError, SubmitError};
+use zero_logs::sink::{
+    Batcher, BatcherHandle, ClickHouseSink, Layout, Origin, ServerVersion, SinkError, SubmitError,
+};
 use zero_logs::stats::Stats;
-use zero_logs::testing::ClickHouseServer;
+use zero_logs::testing::{ColumnsSql, Engine, EngineKind};
+
+/// Runs each `async fn NAME(kind: EngineKind) -> Result<()>` listed as two tests,
+/// `NAME::server` and `NAME::chdb`.
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+
+            #[tokio::test]
+            async fn server() -> Result<()> {
+                super::$name(EngineKind::Server).await
+            }
+
+            #[tokio::test]
+            async fn chdb() -> Result<()> {
+                super::$name(EngineKind::Chdb).await
+            }
+        }
+    )*};
+}
+
+on_both_engines!(
+    round_trip_keeps_every_field,
+    bulk_insert_spans_many_chunks,
+    connect_is_repeatable_and_checks_the_table,
+    batches_by_rows_and_by_age,
+    permanent_rejection_fails_fast_and_is_counted,
+    outage_gives_unavailable_after_budget_then_recovers,
+    wrong_credentials_are_rejected_at_connect,
+    insert_only_users_need_no_ddl_rights,
+    a_replayed_insert_is_stored_once_where_tokens_work,
+);
 
 fn config(ch_url: &str, database: &str) -> ClickHouseConfig {
     ClickHouseConfig {
@@ -63,42 +102,12 @@ fn records(n: usize, tag: &str) -> Vec<Record> {
         .collect()
 }
 
-fn count(ch: &ClickHouseServer, db: &str) -> u64 {
+fn count(ch: &Engine, db: &str) -> u64 {
     ch.query(&format!("SELECT count() FROM {db}.logs"))
         .expect("count rows")
         .trim()
         .parse()
         .expect("a number")
-}
-
-/// How to read our columns back on each layout (this suite also runs against newer
-/// servers through `CLICKHOUSE_SERVER_BIN`).
-struct Columns {
-    ns: &'static str,
-    keys: &'static str,
-    values: &'static str,
-}
-
-impl Columns {
-    fn of(layout: Layout) -> Columns {
-        match layout {
-            Layout::Legacy => Columns {
-                ns: "timestamp_ns",
-                keys: "`attributes.key`",
-                values: "`attributes.value`",
-            },
-            Layout::DateTime64Nested => Columns {
-                ns: "toUnixTimestamp64Nano(timestamp)",
-                keys: "`attributes.key`",
-                values: "`attributes.value`",
-            },
-            Layout::DateTime64Map => Columns {
-                ns: "toUnixTimestamp64Nano(timestamp)",
-                keys: "mapKeys(attributes)",
-                values: "mapValues(attributes)",
-            },
-        }
-    }
 }
 
 struct Pipeline {
@@ -148,15 +157,21 @@ fn batch_config(max_rows: usize, max_age: Duration) -> BatchConfig {
     }
 }
 
-#[tokio::test]
-async fn round_trip_keeps_every_field() -> Result<()> {
-    let ch = ClickHouseServer::start()?;
+async fn round_trip_keeps_every_field(kind: EngineKind) -> Result<()> {
+    let ch = Engine::start(kind)?;
     let db = ch.fresh_database();
     let sink = ClickHouseSink::connect(&config(&ch.http_url(), &db)).await?;
-    let version = zero_logs::sink::ServerVersion::parse(sink.server_version())
+    let version = ServerVersion::parse(sink.server_version())
         .with_context(|| format!("version {:?}", sink.server_version()))?;
-    if version < zero_logs::sink::ServerVersion::new(20, 1, 0) {
+    if version < ServerVersion::new(20, 1, 0) {
         assert_eq!(sink.layout(), Layout::Legacy, "{}", sink.server_version());
+    }
+    if version >= ServerVersion::new(22, 2, 0) {
+        assert_eq!(sink.layout(), Layout::DateTime64Map, "{version}");
+        assert!(sink.sends_dedup_token(), "{version}");
+    }
+    if kind == EngineKind::Chdb {
+        assert!(version >= ServerVersion::new(26, 1, 0), "{version}");
     }
 
     let levels = [
@@ -202,7 +217,7 @@ async fn round_trip_keeps_every_field() -> Result<()> {
     }
     sink.insert(&[encoded(sent.clone())], None).await?;
 
-    let Columns { ns, keys, values } = Columns::of(sink.layout());
+    let ColumnsSql { ns, keys, values } = ColumnsSql::of(sink.layout());
     let body = ch.query(&format!(
         "SELECT toString({ns}) AS ns, toString(toUInt32(timestamp)) AS secs, level, service, \
          message, trace_id, span_id, {keys} AS k, {values} AS v \
@@ -250,9 +265,8 @@ async fn round_trip_keeps_every_field() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn bulk_insert_spans_many_chunks() -> Result<()> {
-    let ch = ClickHouseServer::start()?;
+async fn bulk_insert_spans_many_chunks(kind: EngineKind) -> Result<()> {
+    let ch = Engine::start(kind)?;
     let db = ch.fresh_database();
     let sink = ClickHouseSink::connect(&config(&ch.http_url(), &db)).await?;
     let rows: Vec<Record> = records(100_000, "bulk");
@@ -267,15 +281,14 @@ async fn bulk_insert_spans_many_chunks() -> Result<()> {
         rows.len() as f64 / elapsed.as_secs_f64()
     );
     assert_eq!(count(&ch, &db), 100_000);
-    let values = Columns::of(sink.layout()).values;
+    let values = ColumnsSql::of(sink.layout()).values;
     let max = ch.query(&format!("SELECT max(toUInt64({values}[1])) FROM {db}.logs"))?;
     assert_eq!(max.trim(), "99999");
     Ok(())
 }
 
-#[tokio::test]
-async fn connect_is_repeatable_and_checks_the_table() -> Result<()> {
-    let ch = ClickHouseServer::start()?;
+async fn connect_is_repeatable_and_checks_the_table(kind: EngineKind) -> Result<()> {
+    let ch = Engine::start(kind)?;
     let db = ch.fresh_database();
     let cfg = config(&ch.http_url(), &db);
     ClickHouseSink::connect(&cfg).await?;
@@ -326,9 +339,8 @@ async fn connect_is_repeatable_and_checks_the_table() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn batches_by_rows_and_by_age() -> Result<()> {
-    let ch = ClickHouseServer::start()?;
+async fn batches_by_rows_and_by_age(kind: EngineKind) -> Result<()> {
+    let ch = Engine::start(kind)?;
     let db = ch.fresh_database();
     let sink = ClickHouseSink::connect(&config(&ch.http_url(), &db)).await?;
     let max_age = Duration::from_millis(1500);
@@ -389,9 +401,8 @@ async fn batches_by_rows_and_by_age() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn permanent_rejection_fails_fast_and_is_counted() -> Result<()> {
-    let ch = ClickHouseServer::start()?;
+async fn permanent_rejection_fails_fast_and_is_counted(kind: EngineKind) -> Result<()> {
+    let ch = Engine::start(kind)?;
     let db = ch.fresh_database();
     let sink = ClickHouseSink::connect(&config(&ch.http_url(), &db)).await?;
     // The schema drifts under a running worker: ClickHouse now refuses every INSERT
@@ -436,9 +447,8 @@ async fn permanent_rejection_fails_fast_and_is_counted() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn outage_gives_unavailable_after_budget_then_recovers() -> Result<()> {
-    let mut ch = ClickHouseServer::start()?;
+async fn outage_gives_unavailable_after_budget_then_recovers(kind: EngineKind) -> Result<()> {
+    let mut ch = Engine::start(kind)?;
     let db = ch.fresh_database();
     let cfg = config(&ch.http_url(), &db);
     let sink = ClickHouseSink::connect(&cfg).await?;
@@ -525,9 +535,8 @@ async fn connect_to_a_dead_port_is_a_clear_error() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn wrong_credentials_are_rejected_at_connect() -> Result<()> {
-    let ch = ClickHouseServer::start()?;
+async fn wrong_credentials_are_rejected_at_connect(kind: EngineKind) -> Result<()> {
+    let ch = Engine::start(kind)?;
     let cfg = ClickHouseConfig {
         password: "not-the-password".into(),
         ..config(&ch.http_url(), "x")
@@ -545,9 +554,8 @@ async fn wrong_credentials_are_rejected_at_connect() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn insert_only_users_need_no_ddl_rights() -> Result<()> {
-    let ch = ClickHouseServer::start()?;
+async fn insert_only_users_need_no_ddl_rights(kind: EngineKind) -> Result<()> {
+    let ch = Engine::start(kind)?;
     let db = ch.fresh_database();
     ClickHouseSink::connect(&config(&ch.http_url(), &db)).await?;
     // users.xml's `readonly` user may read but not write: start-up finds the existing
@@ -562,5 +570,117 @@ async fn insert_only_users_need_no_ddl_rights() -> Result<()> {
         other => panic!("expected Rejected, got {other:?}"),
     }
     sink.ping().await?;
+    Ok(())
+}
+
+/// A current server gets the modern table (issue 19): nanosecond `DateTime64` in UTC,
+/// `LowCardinality` strings, a `Map` of attributes and a deduplication window, and the
+/// rows read back with full nanoseconds and every attribute.
+#[tokio::test]
+async fn a_current_engine_gets_the_modern_table() -> Result<()> {
+    let ch = Engine::start(EngineKind::Chdb)?;
+    let db = ch.fresh_database();
+    let sink = ClickHouseSink::connect(&config(&ch.http_url(), &db)).await?;
+    assert_eq!(sink.layout(), Layout::DateTime64Map);
+    assert!(sink.sends_dedup_token());
+
+    let columns = ch.query(&format!(
+        "SELECT name, type FROM system.columns WHERE database = '{db}' AND table = 'logs' \
+         ORDER BY position FORMAT TabSeparatedRaw"
+    ))?;
+    assert_eq!(
+        columns,
+        "timestamp\tDateTime64(9, 'UTC')\n\
+         level\tLowCardinality(String)\n\
+         service\tLowCardinality(String)\n\
+         message\tString\n\
+         trace_id\tString\n\
+         span_id\tString\n\
+         attributes\tMap(String, String)\n"
+    );
+    let table = ch.query(&format!(
+        "SELECT engine, partition_key, sorting_key, \
+         extract(engine_full, 'non_replicated_deduplication_window = (\\\\d+)') \
+         FROM system.tables WHERE database = '{db}' AND name = 'logs' FORMAT TabSeparatedRaw"
+    ))?;
+    assert_eq!(
+        table,
+        "MergeTree\ttoDate(timestamp)\tservice, timestamp\t1000\n"
+    );
+
+    let mut first = record(1, Level::Trace, "modern", "one nanosecond after the epoch");
+    first.attributes = vec![("empty".into(), String::new())];
+    let mut second = record(1_700_000_000_123_456_789, Level::Warn, "modern", "2023");
+    second.attributes = vec![
+        ("http.status".into(), "503".into()),
+        ("ключ 🔑".into(), "значение".into()),
+        ("z".into(), "last".into()),
+    ];
+    // The last instant DateTime64(9) holds: i64::MAX nanoseconds.
+    let last = record(i64::MAX, Level::Fatal, "modern", "2262");
+    sink.insert(&[encoded(vec![first, second, last])], None)
+        .await?;
+    let rows = ch.query(&format!(
+        "SELECT toString(timestamp), toUnixTimestamp64Nano(timestamp), level, message, \
+         attributes['http.status'], attributes['ключ 🔑'], length(attributes), \
+         toString(mapKeys(attributes)) FROM {db}.logs ORDER BY timestamp \
+         FORMAT TabSeparatedRaw"
+    ))?;
+    assert_eq!(
+        rows,
+        "1970-01-01 00:00:00.000000001\t1\ttrace\tone nanosecond after the epoch\t\t\t1\t['empty']\n\
+         2023-11-14 22:13:20.123456789\t1700000000123456789\twarn\t2023\t503\tзначение\t3\t\
+         ['http.status','ключ 🔑','z']\n\
+         2262-04-11 23:47:16.854775807\t9223372036854775807\tfatal\t2262\t\t\t0\t[]\n"
+    );
+    Ok(())
+}
+
+/// A spool frame delivered twice (replayed after a crash between INSERT and
+/// acknowledgement) carries the same `insert_deduplication_token`: a server that knows
+/// tokens stores its rows once; 18.16 stores them twice (the documented at-least-once
+/// window). The token, not the content, decides: the same rows under another token are
+/// stored again.
+async fn a_replayed_insert_is_stored_once_where_tokens_work(kind: EngineKind) -> Result<()> {
+    let ch = Engine::start(kind)?;
+    let db = ch.fresh_database();
+    let cfg = config(&ch.http_url(), &db);
+    let sink = ClickHouseSink::connect(&cfg).await?;
+    let dedup = sink.sends_dedup_token();
+    assert_eq!(dedup, kind == EngineKind::Chdb, "{}", sink.server_version());
+
+    // Through the batcher, as the spool's feeder submits frames.
+    let p = Pipeline::start(
+        sink,
+        batch_config(10_000, Duration::from_millis(20)),
+        Duration::from_secs(5),
+    );
+    let spool: Arc<str> = "1-00000000000000ab".into();
+    let frame = |seq: u64, rows: usize| {
+        let origin = Origin {
+            spool: Arc::clone(&spool),
+            seq,
+            appended_unix_ms: 1_700_000_000_000 + seq,
+        };
+        (encoded(records(rows, &format!("frame {seq}"))), origin)
+    };
+    for (seq, rows) in [(7, 3), (7, 3), (8, 2)] {
+        let (batch, origin) = frame(seq, rows);
+        p.handle.submit_from(batch, origin).await?.await?;
+    }
+    assert_eq!(p.stats.snapshot().inserts, 3, "one INSERT per submission");
+    p.shut_down().await;
+    assert_eq!(count(&ch, &db), if dedup { 5 } else { 8 });
+
+    // One INSERT sent again with its token, then the same rows under another token.
+    let sink = ClickHouseSink::connect(&cfg).await?;
+    let (batch, origin) = frame(9, 4);
+    for token in [origin.token(), origin.token(), "another-token".to_string()] {
+        sink.insert(std::slice::from_ref(&batch), Some(&token))
+            .await?;
+    }
+    let frame_9 = format!("SELECT count() FROM {db}.logs WHERE message LIKE 'frame 9 %'");
+    let stored = ch.query(&frame_9)?;
+    assert_eq!(stored.trim(), if dedup { "8" } else { "12" });
     Ok(())
 }

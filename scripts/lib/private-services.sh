@@ -48,7 +48,7 @@ cargo_target_dir() {
     printf '%s' "${dir:-${CARGO_TARGET_DIR:-target}}"
 }
 
-# --- the OpenTelemetry SDK's virtualenv (tests/otel) ----------------------------
+# --- the test virtualenvs (tests/otel, tests/chdb) --------------------------------
 
 # The repository this library belongs to.
 _ZL_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -57,6 +57,11 @@ _ZL_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # the OTLP client tests. Under target/ so that a fresh clone (CI) builds it anew and
 # `cargo clean` removes it; ZERO_LOGS_OTEL_VENV puts it elsewhere.
 otel_venv_dir() { printf '%s' "${ZERO_LOGS_OTEL_VENV:-$_ZL_ROOT/target/otel-venv}"; }
+
+# The virtualenv scripts/install-deps builds from tests/chdb/requirements.txt: the
+# current ClickHouse engine (chdb-core) behind tests/chdb/server.py. Same rules;
+# ZERO_LOGS_CHDB_VENV puts it elsewhere.
+chdb_venv_dir() { printf '%s' "${ZERO_LOGS_CHDB_VENV:-$_ZL_ROOT/target/chdb-venv}"; }
 
 # --- ports ----------------------------------------------------------------------
 

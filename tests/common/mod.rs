@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use zero_logs::testing::ClickHouseServer;
+use zero_logs::testing::TestClickHouse;
 
 pub type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
@@ -40,7 +40,7 @@ pub struct Worker {
 impl Worker {
     /// Starts the worker binary against `ch`/`database` and waits for `/health`. Its
     /// spool goes to a fresh temporary directory unless `env` sets `SPOOL_DIR`.
-    pub async fn start(ch: &ClickHouseServer, database: &str, env: &[(&str, &str)]) -> Worker {
+    pub async fn start(ch: &impl TestClickHouse, database: &str, env: &[(&str, &str)]) -> Worker {
         Worker::start_wrapped(ch, database, env, &[]).await
     }
 
@@ -48,7 +48,7 @@ impl Worker {
     /// arguments that end by executing the rest of the command line, e.g. `unshare … sh
     /// -c '…; exec "$@"' sh`), so the PID we hold is the worker's after the `exec`.
     pub async fn start_wrapped(
-        ch: &ClickHouseServer,
+        ch: &impl TestClickHouse,
         database: &str,
         env: &[(&str, &str)],
         wrapper: &[&str],
@@ -191,7 +191,7 @@ async fn send(client: &HttpClient, req: http::Request<Full<Bytes>>) -> Result<Re
 /// ClickHouse shortly after the `202` when spooled) and returns the count then, or
 /// the last count seen after `within`.
 pub async fn wait_rows(
-    ch: &ClickHouseServer,
+    ch: &impl TestClickHouse,
     database: &str,
     expected: u64,
     within: Duration,
@@ -207,7 +207,7 @@ pub async fn wait_rows(
 }
 
 /// Number of rows in `database.logs`.
-pub fn count_rows(ch: &ClickHouseServer, database: &str) -> u64 {
+pub fn count_rows(ch: &impl TestClickHouse, database: &str) -> u64 {
     ch.query(&format!("SELECT count() FROM {database}.logs"))
         .unwrap()
         .trim()
