@@ -337,6 +337,12 @@ impl Draft {
         }
     }
 
+    /// Trace and span ids already in their stored form (OTLP's bytes as hex).
+    pub(super) fn set_ids(&mut self, trace_id: String, span_id: String) {
+        self.trace_id = trace_id;
+        self.span_id = span_id;
+    }
+
     /// A level already decided by the caller (OTLP's severity number).
     pub(super) fn set_level(&mut self, level: Level) {
         self.level = level;

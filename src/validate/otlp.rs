@@ -171,9 +171,9 @@ fn map_record(
         draft.text_message(chk, "body", Cow::Owned(message));
     }
     let trace_id = id_hex(chk, &mut draft, "trace_id", &log.trace_id, 16);
-    draft.text_trace_id(chk, "trace_id", &trace_id);
     let span_id = id_hex(chk, &mut draft, "span_id", &log.span_id, 8);
-    draft.text_span_id(chk, "span_id", &span_id);
+    // Hex of the right length by construction: no second check.
+    draft.set_ids(trace_id, span_id);
     let mut own = Flat::default();
     log.attributes.into_iter().for_each(|kv| own.push_kv(kv));
     for (key, value) in own.0 {
@@ -263,6 +263,8 @@ fn text_of(value: Option<AnyValue>) -> String {
         Some(any_value::Value::BytesValue(b)) => {
             base64::engine::general_purpose::STANDARD.encode(b)
         }
+        Some(any_value::Value::IntValue(i)) => i.to_string(),
+        Some(any_value::Value::BoolValue(b)) => b.to_string(),
         None => String::new(),
         other => json_of(other).to_string(),
     }
