@@ -8,12 +8,15 @@
 //! - [`listen`]: systemd's inherited sockets, or bound addresses.
 //! - [`serve`]: accept loops, HTTP/1.1 + h2c per connection, balancing across
 //!   instances, connection max age, graceful close.
-//! - [`ingest`]: one router for HTTP/1.1, h2c and gRPC; body caps, decompression,
-//!   the wait for the acknowledgement (spool or INSERT), refusals mapped to both wires.
+//! - [`ingest`]: one router for HTTP/1.1, h2c and gRPC (gRPC told apart by content
+//!   type; JSON 404/405 for the rest): the native API and OTLP logs over both wires;
+//!   body caps, decompression, the wait for the acknowledgement (spool or INSERT),
+//!   refusals mapped to both wires.
 //! - [`proto`]: the native gRPC API (`proto/zerologs/v1/logs.proto`), generated.
 //! - [`admission`]: the one place the ingest asks whether a request may enter —
 //!   in-flight bytes, spool cap, queued rows.
-//! - [`validate`]: pure decoding and validation of request bodies.
+//! - [`validate`]: pure decoding and validation of request bodies; OTLP
+//!   `LogRecord`s mapped to rows record by record (`validate::otlp`).
 //! - [`record`]: `Record`, `Level`, `Batch` — the validated row type — and
 //!   `format_rfc3339`, its timestamps as text.
 //! - [`codec`]: `EncodedBatch`, the compact form a batch keeps from validation to the
