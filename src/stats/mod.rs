@@ -81,6 +81,23 @@ macro_rules! worker_stats {
             }
         }
 
+        #[cfg(test)]
+        impl StatsSnapshot {
+            /// A different value in every field (11, 12, … in declaration order), so a
+            /// test reading the wrong field notices; new fields need no test edit.
+            pub fn numbered() -> StatsSnapshot {
+                let mut next = 10;
+                let mut n = move || {
+                    next += 1;
+                    next
+                };
+                StatsSnapshot {
+                    $($field: n() as $int,)+
+                    $($p50: n() as u64, $p99: n() as u64,)+
+                }
+            }
+        }
+
         /// The metrics of [`StatsSnapshot`], in declaration order.
         pub const PIPELINE_METRICS: &[Metric<StatsSnapshot>] = metrics![
             $($field: $kind $(($unit))? $name $help;)+

@@ -100,20 +100,13 @@ impl WorkerStats {
     /// A report with a different value in every numeric field, so a metric reading
     /// the wrong one shows.
     pub fn example() -> WorkerStats {
+        // Counters 11, 12, … in declaration order (rows_inserted is 16).
         let counters = StatsSnapshot {
-            requests: 11,
-            requests_failed: 12,
-            records_accepted: 13,
-            records_rejected: 14,
-            bytes_received: 15,
-            rows_inserted: 16,
-            rows_failed: 17,
-            inserts: 18,
-            insert_failures: 19,
             queue_rows: -20,
             last_flush_unix_ms: 1_700_000_000_123,
             request_p50_us: 1234,
             request_p99_us: 98765,
+            ..StatsSnapshot::numbered()
         };
         let spool = SpoolStats {
             bytes: 101,
