@@ -203,4 +203,10 @@ async fn python_sdk_logs_land_field_by_field_over_grpc_http_protobuf_and_http_js
     let stats = worker.stats().await;
     assert_eq!(stats["records_rejected"], 0, "{stats}");
     assert_eq!(stats["records_accepted"], 750, "{stats}");
+    // 150 records in batches of at most 64: at least 3 export requests per run.
+    let otlp = stats["otlp_requests"].as_u64().unwrap();
+    assert!(
+        otlp >= 15 && otlp == stats["requests"].as_u64().unwrap(),
+        "{stats}"
+    );
 }

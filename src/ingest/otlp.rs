@@ -181,6 +181,7 @@ fn count(
 ) {
     let outcome = result.as_ref().map(|(rows, _)| *rows).map_err(Clone::clone);
     ingest.record_outcome(&outcome, body_bytes, started);
+    Stats::add(&ingest.stats.otlp_requests, 1);
     if let Ok((_, rejected)) = result {
         Stats::add(&ingest.stats.records_rejected, rejected.count as u64);
     }

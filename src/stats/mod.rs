@@ -126,6 +126,8 @@ worker_stats! {
             "INSERT statements committed.";
         insert_failures: AtomicU64 => u64, Counter "zero_logs_insert_failures_total"
             "INSERT attempts that failed.";
+        otlp_requests: AtomicU64 => u64, Counter "zero_logs_otlp_requests_total"
+            "OTLP export requests handled (OTLP/HTTP and OTLP/gRPC; also in requests).";
         /// Rows submitted to the batcher and not yet inserted or failed.
         queue_rows: AtomicI64 => i64, Gauge "zero_logs_queue_rows"
             "Rows waiting for ClickHouse.";
