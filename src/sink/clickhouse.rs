@@ -62,6 +62,13 @@ impl std::fmt::Debug for ClickHouseSink {
     }
 }
 
+/// `system.tables`' view of the table's engine and its settings.
+#[derive(Row, Deserialize)]
+struct EngineRow {
+    engine: String,
+    engine_full: String,
+}
+
 #[derive(Row, Deserialize)]
 struct ColumnRow {
     name: String,
@@ -130,6 +137,9 @@ impl ClickHouseSink {
             ),
         })?;
 
+        if sink.dedup_token {
+            sink.warn_unless_table_deduplicates(cfg).await?;
+        }
         tracing::info!(
             url = %sink.url,
             version = %sink.version,
@@ -239,6 +249,36 @@ impl ClickHouseSink {
     /// The table written to, quoted: `` `db`.`table` ``.
     pub fn table(&self) -> &str {
         &self.table
+    }
+
+    /// A plain MergeTree ignores `insert_deduplication_token` unless the table sets
+    /// `non_replicated_deduplication_window` (default 0): say so at start-up, with the
+    /// fix, for a table created before that setting or by someone else.
+    async fn warn_unless_table_deduplicates(
+        &self,
+        cfg: &ClickHouseConfig,
+    ) -> Result<(), SinkError> {
+        let row: EngineRow = self
+            .control(
+                self.client
+                    .query("SELECT engine, engine_full FROM system.tables WHERE database = ? AND name = ?")
+                    .bind(cfg.database.as_str())
+                    .bind(cfg.table.as_str())
+                    .fetch_one(),
+            )
+            .await
+            .map_err(|e| self.startup_error("reading the table's engine", e))?;
+        if !deduplicates(&row.engine, &row.engine_full) {
+            tracing::warn!(
+                table = %self.table,
+                engine = %row.engine,
+                "the table does not deduplicate INSERTs (non_replicated_deduplication_window \
+                 is 0): a batch replayed after a crash or a retried INSERT may be stored twice; \
+                 fix: ALTER TABLE {} MODIFY SETTING non_replicated_deduplication_window = 1000",
+                self.table
+            );
+        }
+        Ok(())
     }
 
     async fn table_columns(&self, cfg: &ClickHouseConfig) -> Result<Vec<ColumnRow>, SinkError> {
@@ -416,8 +456,46 @@ impl EncodeRow for DateTime64MapRow<'static> {
     }
 }
 
+/// Whether INSERTs with the same token are stored once in a table of this engine: a
+/// replicated engine always keeps a window; a plain MergeTree only with
+/// `non_replicated_deduplication_window` > 0 in its settings.
+fn deduplicates(engine: &str, engine_full: &str) -> bool {
+    if engine.starts_with("Replicated") {
+        return true;
+    }
+    engine_full
+        .split("non_replicated_deduplication_window")
+        .nth(1)
+        .and_then(|rest| rest.trim_start().strip_prefix('='))
+        .map(|rest| {
+            rest.trim_start()
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .unwrap_or("")
+        })
+        .and_then(|digits| digits.parse::<u64>().ok())
+        .is_some_and(|window| window > 0)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_tables_with_a_deduplication_window_deduplicate() {
+        let with = "MergeTree PARTITION BY toDate(timestamp) ORDER BY (service, timestamp) \
+                    SETTINGS non_replicated_deduplication_window = 1000, index_granularity = 8192";
+        assert!(super::deduplicates("MergeTree", with));
+        let zero = "MergeTree ORDER BY x SETTINGS non_replicated_deduplication_window = 0";
+        assert!(!super::deduplicates("MergeTree", zero));
+        assert!(!super::deduplicates(
+            "MergeTree",
+            "MergeTree ORDER BY x SETTINGS index_granularity = 8192"
+        ));
+        assert!(super::deduplicates(
+            "ReplicatedMergeTree",
+            "ReplicatedMergeTree('/t', 'r') ORDER BY x"
+        ));
+    }
+
     use super::*;
     use crate::record::{Batch, Level, Record};
     use crate::sink::ServerVersion;
