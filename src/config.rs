@@ -295,10 +295,7 @@ impl Config {
     /// first, as comments.
     pub fn explain(flags: &ServeFlags, env_dir: &std::path::Path) -> Result<String, ConfigError> {
         let files = env_file::EnvFiles::load(env_dir);
-        let env = env_file::Layered {
-            first: &ProcessEnv,
-            then: &files,
-        };
+        let env = files.behind_process_env();
         let (_, resolved) = Config::load_explained(flags, &env)?;
         let mut out = String::new();
         for warning in &files.warnings {

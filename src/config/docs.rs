@@ -8,7 +8,7 @@
 use std::fmt::Write;
 
 use super::settings::{Meta, Program, Section, ALL};
-use super::{Lookup, Origin, Resolved};
+use super::{Lookup, Reader, Resolved};
 
 const ENV_FILE_HEADER: &str = "\
 # /etc/zero-logs/zero-logs.env: settings of the zero-logs workers (and of
@@ -150,22 +150,7 @@ pub fn explain(program: Program, resolved: &[Resolved], env: &dyn Lookup) -> Str
 }
 
 fn unread(meta: &'static Meta, env: &dyn Lookup) -> Resolved {
-    match env.get(meta.var).filter(|v| !v.trim().is_empty()) {
-        Some(value) => Resolved {
-            var: meta.var,
-            value: if meta.secret {
-                "********".into()
-            } else {
-                value
-            },
-            origin: env.origin(meta.var).map_or(Origin::Env, Origin::EnvFile),
-        },
-        None => Resolved {
-            var: meta.var,
-            value: meta.default_shown().to_string(),
-            origin: Origin::Default,
-        },
-    }
+    Reader::env_only(env).describe(meta)
 }
 
 #[cfg(test)]

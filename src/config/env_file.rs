@@ -131,6 +131,17 @@ pub fn env_file_paths(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+impl EnvFiles {
+    /// These files behind the process environment, as a program started by hand (or
+    /// by systemd with `EnvironmentFile=`) sees them.
+    pub fn behind_process_env(&self) -> Layered<'_> {
+        Layered {
+            first: &super::ProcessEnv,
+            then: self,
+        }
+    }
+}
+
 /// The process environment first, then the env files.
 pub struct Layered<'a> {
     pub first: &'a dyn Lookup,

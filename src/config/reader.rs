@@ -133,13 +133,26 @@ impl<'a> Reader<'a> {
             value: raw.value.clone(),
             reason,
         })?;
-        let shown = if meta.secret {
-            "********".to_string()
-        } else {
-            raw.value
-        };
+        let shown = shown(meta, raw.value);
         self.note(meta, shown, raw.origin);
         Ok(Some(parsed))
+    }
+
+    /// What `meta` would resolve to, without parsing it: for the settings a loader does
+    /// not read (`RUST_LOG`, the generator's), which `config` prints all the same.
+    pub fn describe(&self, meta: &'static Meta) -> Resolved {
+        match self.raw(meta) {
+            Some(raw) => Resolved {
+                var: meta.var,
+                value: shown(meta, raw.value),
+                origin: raw.origin,
+            },
+            None => Resolved {
+                var: meta.var,
+                value: meta.default_shown().to_string(),
+                origin: Origin::Default,
+            },
+        }
     }
 
     fn raw(&self, meta: &Meta) -> Option<Raw> {
@@ -181,6 +194,15 @@ impl<'a> Reader<'a> {
                 origin,
             });
         }
+    }
+}
+
+/// A set value as printed: a secret is masked.
+fn shown(meta: &Meta, value: String) -> String {
+    if meta.secret {
+        "********".to_string()
+    } else {
+        value
     }
 }
 

@@ -220,12 +220,7 @@ fn error_response(wire: Wire, rejection: &Rejection) -> Response {
         bytes,
     )
         .into_response();
-    if let Some(after) = rejection.retry_after {
-        response.headers_mut().insert(
-            header::RETRY_AFTER,
-            HeaderValue::from(after.as_secs().max(1)),
-        );
-    }
+    rejection.add_retry_after(&mut response);
     response
 }
 

@@ -84,6 +84,17 @@ impl Rejection {
         }
     }
 
+    /// Adds `Retry-After` (whole seconds, at least 1) to an HTTP answer when the refusal
+    /// is worth retrying.
+    pub fn add_retry_after(&self, response: &mut Response) {
+        if let Some(after) = self.retry_after {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(after.as_secs().max(1)),
+            );
+        }
+    }
+
     /// Whether the records were rejected for their content (counted as rejected records).
     pub fn is_client_error(&self) -> bool {
         matches!(
@@ -109,12 +120,7 @@ impl IntoResponse for Rejection {
             body,
         )
             .into_response();
-        if let Some(after) = self.retry_after {
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(after.as_secs().max(1)),
-            );
-        }
+        self.add_retry_after(&mut response);
         response
     }
 }

@@ -12,10 +12,9 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::env_file::Layered;
 use crate::config::settings::{self, Program};
 use crate::config::{
-    docs, settings as S, Config, ConfigError, Lookup, ProcessEnv, Reader, Resolved, ServeFlags,
+    docs, settings as S, Config, ConfigError, Lookup, Reader, Resolved, ServeFlags,
 };
 use crate::ctl::env_files::{ClusterSize, EnvFiles};
 
@@ -127,10 +126,7 @@ impl From<ConfigError> for DaemonConfigError {
 /// environment and the env files under `dir` give them, each with where it came from.
 pub fn explain_env(dir: &Path) -> Result<String, DaemonConfigError> {
     let files = EnvFiles::load(dir);
-    let env = Layered {
-        first: &ProcessEnv,
-        then: &files,
-    };
+    let env = files.behind_process_env();
     let (_, resolved) = DaemonConfig::load_explained(&env)?;
     Ok(format!(
         "# zero-logs-ctl daemon\n{}\n# zero-logs-generator (the units)\n{}",

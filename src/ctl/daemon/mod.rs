@@ -45,8 +45,6 @@ use self::ops::Daemon;
 use super::ctx::Ctx;
 use super::env_files::EnvFiles;
 use super::systemd::Systemd;
-use crate::config::env_file::Layered;
-use crate::config::ProcessEnv;
 
 /// How long a stop waits for a running operation (a scale drains workers).
 const STOP_GRACE: Duration = Duration::from_secs(150);
@@ -59,10 +57,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
     for warning in &files.warnings {
         tracing::warn!("{warning}");
     }
-    let cfg = DaemonConfig::load(&Layered {
-        first: &ProcessEnv,
-        then: &files,
-    })?;
+    let cfg = DaemonConfig::load(&files.behind_process_env())?;
     let (token, source) = Token::load_or_create(&cfg.token_file)?;
     if source == TokenSource::Created {
         tracing::info!(
