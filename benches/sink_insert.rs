@@ -38,6 +38,7 @@ fn rows(n: i64) -> Vec<Record> {
                 ("http.status".into(), "200".into()),
                 ("user".into(), format!("u{}", i % 1000)),
             ],
+            otel: None,
         })
         .collect()
 }
@@ -57,6 +58,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         retry_budget: Duration::from_secs(5),
         insert_timeout: Duration::from_secs(30),
         compression: zero_logs::config::Compression::Auto,
+        schema: zero_logs::config::TableSchema::Native,
+        ttl_days: 0,
     };
     let sink = ClickHouseSink::connect(&cfg).await?;
     // 100-record batches, as requests submit them; the batcher sends 500 per INSERT.

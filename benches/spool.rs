@@ -27,6 +27,7 @@ fn record(i: usize) -> Record {
             ("http.status".into(), "200".into()),
             ("region".into(), "eu-west-1".into()),
         ],
+        otel: None,
     }
 }
 

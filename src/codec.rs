@@ -10,14 +10,22 @@
 //! ```text
 //! payload := varint(record_count) record*
 //! record  := i64 timestamp_ns | u8 level | str service | str message
-//!            | str trace_id | str span_id | varint(attr_count) (str key, str value)*
+//!            | str trace_id | str span_id | [otel] | varint(attr_count) (str key, str value)*
+//! otel    := u8 severity_number | u8 trace_flags | varint(own_attrs) | varint(scope_attrs)
+//!            | str severity_text | str event_name | str scope_name | str scope_version
+//!            | str scope_schema_url | str resource_schema_url
 //! str     := varint(byte_len) utf8_bytes
 //! varint  := unsigned LEB128 (1 byte for lengths < 128, which is most of them)
 //! ```
 //!
 //! Fixed-width timestamps (not zig-zag varints) because they are always large; lengths
 //! as varints because they are almost always small. The level is its index in
-//! `LEVELS`. The decoder trusts nothing: every length is checked against the bytes
+//! `LEVELS`; its high bit ([`OTEL_BIT`]) says that the `otel` part follows (OTLP
+//! records, [`OtelFields`]). Records without it are byte for byte what the first
+//! version wrote, so spools written before the OTLP fields existed still read; an older
+//! binary refuses a frame holding OTLP fields ("unknown level byte") rather than
+//! misreading it. The `otel` part sits before the attributes so that the split of the
+//! attributes (own, scope, resource) is known while their lengths are checked. The decoder trusts nothing: every length is checked against the bytes
 //! left, so a frame that passed its CRC but was written by a buggy or newer encoder
 //! fails with a [`CodecError`], never a panic or a huge allocation.
 //!
@@ -34,7 +42,7 @@
 
 use bytes::Bytes;
 
-use crate::record::{Batch, Level, Record};
+use crate::record::{Batch, Level, OtelFields, Record};
 
 /// Level byte ↔ [`Level`]; the byte is the index. Append only: stored on disk.
 const LEVELS: [Level; 6] = [
@@ -45,6 +53,9 @@ const LEVELS: [Level; 6] = [
     Level::Error,
     Level::Fatal,
 ];
+
+/// Set in the level byte of a record that carries [`OtelFields`].
+const OTEL_BIT: u8 = 0x80;
 
 /// Smallest possible encoded record (timestamp, level, four empty strings, no
 /// attributes); bounds the record count a payload can claim.
@@ -72,16 +83,37 @@ pub fn encode_batch(batch: &Batch, out: &mut Vec<u8>) {
     put_varint(out, batch.records.len() as u64);
     for record in &batch.records {
         out.extend_from_slice(&record.timestamp_ns.to_le_bytes());
-        out.push(level_byte(record.level));
+        let otel_bit = if record.otel.is_some() { OTEL_BIT } else { 0 };
+        out.push(level_byte(record.level) | otel_bit);
         put_str(out, &record.service);
         put_str(out, &record.message);
         put_str(out, &record.trace_id);
         put_str(out, &record.span_id);
+        if let Some(otel) = &record.otel {
+            put_otel(out, otel);
+        }
         put_varint(out, record.attributes.len() as u64);
         for (key, value) in &record.attributes {
             put_str(out, key);
             put_str(out, value);
         }
+    }
+}
+
+fn put_otel(out: &mut Vec<u8>, otel: &OtelFields) {
+    out.push(otel.severity_number);
+    out.push(otel.trace_flags);
+    put_varint(out, otel.own_attributes as u64);
+    put_varint(out, otel.scope_attributes as u64);
+    for text in [
+        &otel.severity_text,
+        &otel.event_name,
+        &otel.scope_name,
+        &otel.scope_version,
+        &otel.scope_schema_url,
+        &otel.resource_schema_url,
+    ] {
+        put_str(out, text);
     }
 }
 
@@ -181,10 +213,12 @@ pub struct RecordRef<'a> {
     pub message: &'a str,
     pub trace_id: &'a str,
     pub span_id: &'a str,
+    /// All of them; for an OTLP record split by [`OtelRef`].
     pub attributes: Attributes<'a>,
+    pub otel: Option<OtelRef<'a>>,
 }
 
-impl RecordRef<'_> {
+impl<'a> RecordRef<'a> {
     pub fn to_record(&self) -> Result<Record, CodecError> {
         let mut attributes = Vec::with_capacity(self.attributes.len());
         for pair in self.attributes.iter() {
@@ -199,12 +233,128 @@ impl RecordRef<'_> {
             trace_id: self.trace_id.to_owned(),
             span_id: self.span_id.to_owned(),
             attributes,
+            otel: self.otel.map(|otel| Box::new(otel.to_fields())),
         })
+    }
+
+    /// The attributes as the native table layouts store them: for an OTLP record its
+    /// own, then `otel.scope.name` and `otel.scope.version` (when set), its scope's and
+    /// its resource's, each key kept once (the first value wins); otherwise all of them
+    /// as sent.
+    pub fn flat_attributes(&self) -> FlatAttributes<'a> {
+        FlatAttributes {
+            all: self.attributes,
+            otel: self.otel,
+        }
+    }
+}
+
+/// The OTLP part of a [`RecordRef`] ([`OtelFields`] borrowed), with the record's
+/// attributes split by where they came from.
+#[derive(Debug, Clone, Copy)]
+pub struct OtelRef<'a> {
+    pub severity_number: u8,
+    pub severity_text: &'a str,
+    pub trace_flags: u8,
+    pub event_name: &'a str,
+    pub scope_name: &'a str,
+    pub scope_version: &'a str,
+    pub scope_schema_url: &'a str,
+    pub resource_schema_url: &'a str,
+    /// The log record's own attributes.
+    pub own: Attributes<'a>,
+    /// Its instrumentation scope's.
+    pub scope: Attributes<'a>,
+    /// Its resource's, without `service.name` (that is the record's `service`).
+    pub resource: Attributes<'a>,
+}
+
+impl<'a> OtelRef<'a> {
+    fn to_fields(self) -> OtelFields {
+        OtelFields {
+            severity_number: self.severity_number,
+            severity_text: self.severity_text.to_owned(),
+            trace_flags: self.trace_flags,
+            event_name: self.event_name.to_owned(),
+            scope_name: self.scope_name.to_owned(),
+            scope_version: self.scope_version.to_owned(),
+            scope_schema_url: self.scope_schema_url.to_owned(),
+            resource_schema_url: self.resource_schema_url.to_owned(),
+            own_attributes: self.own.len(),
+            scope_attributes: self.scope.len(),
+        }
+    }
+
+    /// Own, scope name and version, scope, resource: before dropping repeated keys.
+    fn unfiltered(self) -> impl Iterator<Item = Pair<'a>> {
+        let named = [
+            ("otel.scope.name", self.scope_name),
+            ("otel.scope.version", self.scope_version),
+        ];
+        let named = named.into_iter().filter(|(_, v)| !v.is_empty()).map(Ok);
+        self.own
+            .iter()
+            .chain(named)
+            .chain(self.scope.iter())
+            .chain(self.resource.iter())
+    }
+
+    /// [`unfiltered`](Self::unfiltered) without keys seen before. Quadratic, over the
+    /// few attributes a record has; the record's own keys are unique (validation).
+    fn merged(self) -> impl Iterator<Item = Pair<'a>> {
+        let own = self.own.len();
+        self.unfiltered()
+            .enumerate()
+            .filter(move |(at, pair)| match pair {
+                Ok((key, _)) if *at >= own => !self
+                    .unfiltered()
+                    .take(*at)
+                    .any(|earlier| matches!(earlier, Ok((k, _)) if k == *key)),
+                _ => true,
+            })
+            .map(|(_, pair)| pair)
+    }
+}
+
+/// One attribute read from the payload.
+pub type Pair<'a> = Result<(&'a str, &'a str), CodecError>;
+
+/// A record's attributes as the native layouts store them
+/// ([`RecordRef::flat_attributes`]).
+#[derive(Debug, Clone, Copy)]
+pub struct FlatAttributes<'a> {
+    all: Attributes<'a>,
+    otel: Option<OtelRef<'a>>,
+}
+
+impl<'a> FlatAttributes<'a> {
+    /// Counts them (walks an OTLP record's attributes; the others know their count).
+    pub fn len(&self) -> usize {
+        match self.otel {
+            None => self.all.len(),
+            Some(otel) => otel.merged().count(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The pairs in order; exactly [`len`](Self::len) items.
+    pub fn iter(&self) -> impl Iterator<Item = Pair<'a>> {
+        let (plain, otel) = match self.otel {
+            None => (Some(self.all), None),
+            Some(otel) => (None, Some(otel)),
+        };
+        plain
+            .into_iter()
+            .flat_map(|all| all.iter())
+            .chain(otel.into_iter().flat_map(OtelRef::merged))
     }
 }
 
 /// A record's attributes, still encoded: `len` (key, value) pairs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Attributes<'a> {
     bytes: &'a [u8],
     count: usize,
@@ -219,8 +369,31 @@ impl<'a> Attributes<'a> {
         self.count == 0
     }
 
+    /// The first `at` pairs and the rest (`at` must not exceed [`len`](Self::len)).
+    fn split_at(self, at: usize) -> (Attributes<'a>, Attributes<'a>) {
+        let mut input = Input {
+            buf: self.bytes,
+            pos: 0,
+        };
+        // The lengths were checked when these attributes were read.
+        for _ in 0..at.min(self.count) * 2 {
+            let _ = input.skip_str("attribute");
+        }
+        let (head, tail) = self.bytes.split_at(input.pos);
+        (
+            Attributes {
+                bytes: head,
+                count: at,
+            },
+            Attributes {
+                bytes: tail,
+                count: self.count - at,
+            },
+        )
+    }
+
     /// The pairs in the client's order; exactly [`len`](Self::len) items.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = Result<(&'a str, &'a str), CodecError>> {
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = Pair<'a>> {
         let mut input = Input {
             buf: self.bytes,
             pos: 0,
@@ -264,26 +437,30 @@ impl<'a> RecordRefs<'a> {
     fn record(&mut self) -> Result<RecordRef<'a>, CodecError> {
         let input = &mut self.input;
         let timestamp_ns = i64::from_le_bytes(input.array::<8>("timestamp")?);
+        let level_byte = input.byte("level")?;
         let level = *LEVELS
-            .get(usize::from(input.byte("level")?))
+            .get(usize::from(level_byte & !OTEL_BIT))
             .ok_or_else(|| input.error("unknown level byte"))?;
         let service = input.str("service")?;
         let message = input.str("message")?;
         let trace_id = input.str("trace_id")?;
         let span_id = input.str("span_id")?;
+        let otel = if level_byte & OTEL_BIT != 0 {
+            Some(OtelHead::read(input)?)
+        } else {
+            None
+        };
         let count = input.len_prefix("attribute count")?;
         if count > input.remaining() / 2 {
             return Err(input.error("attribute count larger than the payload"));
         }
-        // Only the lengths here; the strings are checked when the pairs are read.
-        let start = input.pos;
-        for _ in 0..count * 2 {
-            input.skip_str("attribute")?;
+        let (own, scope) = otel.as_ref().map_or((count, 0), |o| (o.own, o.scope));
+        if own.checked_add(scope).is_none_or(|split| split > count) {
+            return Err(input.error("attribute split larger than the attribute count"));
         }
-        let attributes = Attributes {
-            bytes: &input.buf[start..input.pos],
-            count,
-        };
+        // Only the lengths here; the strings are checked when the pairs are read.
+        let attributes = input.attributes(count)?;
+        let otel = otel.map(|head| head.split(attributes));
         self.left -= 1;
         if self.left == 0 && input.remaining() != 0 {
             return Err(input.error("trailing bytes after the last record"));
@@ -296,7 +473,58 @@ impl<'a> RecordRefs<'a> {
             trace_id,
             span_id,
             attributes,
+            otel,
         })
+    }
+}
+
+/// The `otel` part of a record as read before its attributes.
+struct OtelHead<'a> {
+    severity_number: u8,
+    trace_flags: u8,
+    own: usize,
+    scope: usize,
+    texts: [&'a str; 6],
+}
+
+impl<'a> OtelHead<'a> {
+    fn read(input: &mut Input<'a>) -> Result<OtelHead<'a>, CodecError> {
+        let severity_number = input.byte("severity_number")?;
+        let trace_flags = input.byte("trace_flags")?;
+        let own = input.len_prefix("own attribute count")?;
+        let scope = input.len_prefix("scope attribute count")?;
+        let mut texts = [""; 6];
+        for text in &mut texts {
+            *text = input.str("OTLP field")?;
+        }
+        Ok(OtelHead {
+            severity_number,
+            trace_flags,
+            own,
+            scope,
+            texts,
+        })
+    }
+
+    /// `all` (checked to hold `own + scope` pairs or more) cut into its three parts.
+    fn split(self, all: Attributes<'a>) -> OtelRef<'a> {
+        let (own, rest) = all.split_at(self.own);
+        let (scope, resource) = rest.split_at(self.scope);
+        let [severity_text, event_name, scope_name, scope_version, scope_schema_url, resource_schema_url] =
+            self.texts;
+        OtelRef {
+            severity_number: self.severity_number,
+            severity_text,
+            trace_flags: self.trace_flags,
+            event_name,
+            scope_name,
+            scope_version,
+            scope_schema_url,
+            resource_schema_url,
+            own,
+            scope,
+            resource,
+        }
     }
 }
 
@@ -424,6 +652,18 @@ impl<'a> Input<'a> {
         })
     }
 
+    /// `count` pairs whose lengths fit the payload (their text is checked when read).
+    fn attributes(&mut self, count: usize) -> Result<Attributes<'a>, CodecError> {
+        let start = self.pos;
+        for _ in 0..count * 2 {
+            self.skip_str("attribute")?;
+        }
+        Ok(Attributes {
+            bytes: &self.buf[start..self.pos],
+            count,
+        })
+    }
+
     fn skip_str(&mut self, what: &'static str) -> Result<(), CodecError> {
         self.str_bytes(what).map(drop)
     }
@@ -464,6 +704,27 @@ mod tests {
                 ("http.route".into(), "/api/v1/cart/{id}".into()),
                 ("héllo".into(), "wörld ✓".into()),
             ],
+            otel: (i % 3 == 1).then(|| Box::new(sample_otel(i))),
+        }
+    }
+
+    /// OTLP fields: of the three attributes one is the record's own, one its scope's.
+    fn sample_otel(i: usize) -> OtelFields {
+        OtelFields {
+            severity_number: (i % 25) as u8,
+            severity_text: if i.is_multiple_of(2) {
+                "WARN".into()
+            } else {
+                String::new()
+            },
+            trace_flags: 1,
+            event_name: "browser.click".into(),
+            scope_name: "io.opentelemetry.app".into(),
+            scope_version: "1.0.0".into(),
+            scope_schema_url: String::new(),
+            resource_schema_url: "https://opentelemetry.io/schemas/1.24.0".into(),
+            own_attributes: 1,
+            scope_attributes: 1,
         }
     }
 
@@ -493,6 +754,7 @@ mod tests {
             trace_id: String::new(),
             span_id: String::new(),
             attributes: vec![(String::new(), String::new())],
+            otel: None,
         };
         let batch = Batch::new(vec![record]);
         buf.clear();
@@ -576,6 +838,57 @@ mod tests {
         let mut trailing = buf;
         trailing.push(0);
         assert!(EncodedBatch::from_payload(Bytes::from(trailing)).is_err());
+    }
+
+    #[test]
+    fn otlp_records_split_their_attributes_and_merge_them_for_native_rows() {
+        let batch = Batch::new((0..3).map(sample_record).collect());
+        let encoded = EncodedBatch::encode(&batch);
+        let views: Vec<RecordRef<'_>> = encoded.records().map(Result::unwrap).collect();
+        assert!(views[0].otel.is_none() && views[2].otel.is_none());
+        let otel = views[1].otel.unwrap();
+        let pairs = |a: Attributes<'_>| -> Vec<(String, String)> {
+            a.iter()
+                .map(|p| p.map(|(k, v)| (k.to_owned(), v.to_owned())).unwrap())
+                .collect()
+        };
+        assert_eq!(pairs(otel.own), [("http.method".into(), "GET".into())]);
+        assert_eq!(
+            pairs(otel.scope),
+            [("http.route".into(), "/api/v1/cart/{id}".into())]
+        );
+        assert_eq!(pairs(otel.resource), [("héllo".into(), "wörld ✓".into())]);
+        assert_eq!(
+            (otel.severity_number, otel.event_name),
+            (1, "browser.click")
+        );
+        let flat = views[1].flat_attributes();
+        let keys: Vec<&str> = flat.iter().map(|p| p.unwrap().0).collect();
+        assert_eq!(
+            keys,
+            [
+                "http.method",
+                "otel.scope.name",
+                "otel.scope.version",
+                "http.route",
+                "héllo"
+            ]
+        );
+        assert_eq!(flat.len(), 5);
+        // A native record's flat attributes are its attributes.
+        assert_eq!(views[0].flat_attributes().len(), 3);
+    }
+
+    #[test]
+    fn a_split_past_the_attributes_is_refused() {
+        let mut record = sample_record(1);
+        record.otel.as_mut().unwrap().scope_attributes = 3;
+        let mut buf = Vec::new();
+        encode_batch(&Batch::new(vec![record]), &mut buf);
+        assert_eq!(
+            decode_batch(&buf).unwrap_err().reason,
+            "attribute split larger than the attribute count"
+        );
     }
 
     #[test]

@@ -125,6 +125,46 @@ pub struct ClickHouseConfig {
     pub insert_timeout: Duration,
     /// LZ4 on INSERT bodies (`CLICKHOUSE_COMPRESSION`).
     pub compression: Compression,
+    /// Which table layout to create and fill (`CLICKHOUSE_SCHEMA`).
+    pub schema: TableSchema,
+    /// Days a table we create keeps rows (`CLICKHOUSE_TTL_DAYS`); 0 keeps them.
+    pub ttl_days: u32,
+}
+
+/// The table layout a worker writes (`CLICKHOUSE_SCHEMA`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TableSchema {
+    /// zero-logs' own columns (`timestamp`, `level`, `service`, …): the default.
+    #[default]
+    Native,
+    /// The OpenTelemetry Collector's `otel_logs` (`Timestamp`, `ServiceName`, `Body`,
+    /// …), read by Grafana's ClickHouse plugin in OTel mode and by HyperDX.
+    Otel,
+}
+
+impl TableSchema {
+    pub(crate) fn parse(text: &str) -> Result<TableSchema, String> {
+        match text.to_ascii_lowercase().as_str() {
+            "native" => Ok(TableSchema::Native),
+            "otel" => Ok(TableSchema::Otel),
+            _ => Err("expected native or otel".into()),
+        }
+    }
+
+    /// The table written when `CLICKHOUSE_TABLE` is not set.
+    pub fn default_table(self) -> &'static str {
+        match self {
+            TableSchema::Native => "logs",
+            TableSchema::Otel => "otel_logs",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TableSchema::Native => "native",
+            TableSchema::Otel => "otel",
+        }
+    }
 }
 
 /// Whether INSERT bodies are LZ4-compressed.
@@ -317,16 +357,19 @@ fn supervision(r: &Reader<'_>, env: &dyn Lookup) -> Result<SupervisionConfig, Co
 }
 
 fn clickhouse(r: &Reader<'_>) -> Result<ClickHouseConfig, ConfigError> {
+    let schema = r.get(&S::CLICKHOUSE_SCHEMA)?;
     Ok(ClickHouseConfig {
         url: r.get(&S::CLICKHOUSE_URL)?,
         database: r.get(&S::CLICKHOUSE_DATABASE)?,
-        table: r.get(&S::CLICKHOUSE_TABLE)?,
+        table: r.get_or(&S::CLICKHOUSE_TABLE, || schema.default_table().to_owned())?,
         user: r.get(&S::CLICKHOUSE_USER)?,
         password: r.get_or(&S::CLICKHOUSE_PASSWORD, String::new)?,
         create_table: r.get(&S::CLICKHOUSE_CREATE_TABLE)?,
         retry_budget: r.get(&S::CLICKHOUSE_RETRY_BUDGET)?,
         insert_timeout: r.get(&S::CLICKHOUSE_INSERT_TIMEOUT)?,
         compression: r.get(&S::CLICKHOUSE_COMPRESSION)?,
+        schema,
+        ttl_days: r.get(&S::CLICKHOUSE_TTL_DAYS)?,
     })
 }
 

@@ -32,6 +32,31 @@ impl Level {
         }
     }
 
+    /// The OpenTelemetry `SeverityNumber` a level stands for: the first of its range
+    /// (TRACE 1, DEBUG 5, INFO 9, WARN 13, ERROR 17, FATAL 21).
+    pub fn severity_number(self) -> u8 {
+        match self {
+            Level::Trace => 1,
+            Level::Debug => 5,
+            Level::Info => 9,
+            Level::Warn => 13,
+            Level::Error => 17,
+            Level::Fatal => 21,
+        }
+    }
+
+    /// The OpenTelemetry short name of [`severity_number`](Self::severity_number).
+    pub fn severity_text(self) -> &'static str {
+        match self {
+            Level::Trace => "TRACE",
+            Level::Debug => "DEBUG",
+            Level::Info => "INFO",
+            Level::Warn => "WARN",
+            Level::Error => "ERROR",
+            Level::Fatal => "FATAL",
+        }
+    }
+
     /// Parses a level case-insensitively, accepting common aliases
     /// (`warning`, `err`, `critical`, `panic`, `verbose`, `notice`, …).
     pub fn parse(text: &str) -> Option<Level> {
@@ -81,8 +106,47 @@ pub struct Record {
     pub trace_id: String,
     /// Lower-case hex (16 digits) or empty when absent.
     pub span_id: String,
-    /// Flat attributes in the order the client sent them; values as text.
+    /// Flat attributes in the order the client sent them; values as text. For an OTLP
+    /// record: its own attributes, then its scope's, then its resource's (without
+    /// `service.name`), split by the counts in [`OtelFields`].
     pub attributes: Vec<(String, String)>,
+    /// What only OTLP carries; `None` for the native APIs.
+    pub otel: Option<Box<OtelFields>>,
+}
+
+/// The OTLP fields the native row has no column for, kept for the OpenTelemetry table
+/// layout (`CLICKHOUSE_SCHEMA=otel`). Boxed: most records have none, and an `Option` of
+/// a box costs them one word.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OtelFields {
+    /// `severity_number` as sent (0 = unspecified).
+    pub severity_number: u8,
+    /// `severity_text` as sent (may be empty).
+    pub severity_text: String,
+    /// The low 8 bits of `flags` (W3C trace flags).
+    pub trace_flags: u8,
+    pub event_name: String,
+    pub scope_name: String,
+    pub scope_version: String,
+    pub scope_schema_url: String,
+    pub resource_schema_url: String,
+    /// How many of [`Record::attributes`] are the record's own; the next
+    /// [`scope_attributes`](Self::scope_attributes) are its scope's, the rest its
+    /// resource's.
+    pub own_attributes: usize,
+    pub scope_attributes: usize,
+}
+
+impl OtelFields {
+    /// Bytes of the strings, for sizing buffers.
+    fn text_bytes(&self) -> usize {
+        self.severity_text.len()
+            + self.event_name.len()
+            + self.scope_name.len()
+            + self.scope_version.len()
+            + self.scope_schema_url.len()
+            + self.resource_schema_url.len()
+    }
 }
 
 impl Record {
@@ -100,6 +164,7 @@ impl Record {
             + self.span_id.len()
             + attrs
             + 16
+            + self.otel.as_ref().map_or(0, |o| o.text_bytes() + 16)
     }
 }
 

@@ -690,6 +690,11 @@ impl ColumnsSql {
                 "mapKeys(attributes)",
                 "mapValues(attributes)",
             ),
+            Layout::Otel => (
+                "toUnixTimestamp64Nano(Timestamp)",
+                "mapKeys(LogAttributes)",
+                "mapValues(LogAttributes)",
+            ),
         };
         ColumnsSql { ns, keys, values }
     }
@@ -710,7 +715,13 @@ impl ColumnsSql {
             .filter_map(|line| line.split_once('\t'))
             .map(|(name, ty)| (name.to_string(), ty.to_string()))
             .collect();
-        let layout = crate::sink::schema::detect_layout(&columns)
+        let qualified = crate::sink::schema::qualified_table(database, table);
+        let schema = if columns.iter().any(|(name, _)| name == "Body") {
+            crate::config::TableSchema::Otel
+        } else {
+            crate::config::TableSchema::Native
+        };
+        let layout = crate::sink::schema::detect_layout(&columns, &qualified, schema)
             .unwrap_or_else(|e| panic!("{database}.{table} has no known layout: {e}"));
         ColumnsSql::of(layout)
     }
@@ -1073,6 +1084,7 @@ mod tests {
             trace_id: String::new(),
             span_id: String::new(),
             attributes: Vec::new(),
+            otel: None,
         };
         let one = || EncodedBatch::encode(&Batch::new(vec![record.clone()]));
         handle.try_submit(one()).unwrap().await.unwrap();

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use zero_logs::codec::EncodedBatch;
-use zero_logs::config::{BatchConfig, ClickHouseConfig, Compression};
+use zero_logs::config::{BatchConfig, ClickHouseConfig, Compression, TableSchema};
 use zero_logs::record::{Batch, Level, Record};
 use zero_logs::sink::{
     Batcher, BatcherHandle, ClickHouseSink, Layout, Origin, ServerVersion, SinkError, SubmitError,
@@ -68,6 +68,8 @@ fn config(ch_url: &str, database: &str) -> ClickHouseConfig {
         insert_timeout: Duration::from_secs(5),
         // LZ4 here (auto would pick none for loopback): the end-to-end tests cover none.
         compression: Compression::Lz4,
+        schema: TableSchema::Native,
+        ttl_days: 0,
     }
 }
 
@@ -80,6 +82,7 @@ fn record(ns: i64, level: Level, service: &str, message: &str) -> Record {
         trace_id: String::new(),
         span_id: String::new(),
         attributes: Vec::new(),
+        otel: None,
     }
 }
 

@@ -19,6 +19,13 @@ pub(crate) fn positive(text: &str) -> Result<usize, String> {
     }
 }
 
+pub(crate) fn days(text: &str) -> Result<u32, String> {
+    text.parse::<u32>()
+        .ok()
+        .filter(|&days| days <= 36_500)
+        .ok_or_else(|| "expected whole days from 0 (keep for ever) to 36500, e.g. 30".to_string())
+}
+
 pub(crate) fn millis(text: &str) -> Result<Duration, String> {
     text.parse::<u64>()
         .map(Duration::from_millis)

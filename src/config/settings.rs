@@ -17,11 +17,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::parse::{
-    absolute_path, bind_addrs, boolean, bytes, count, cpu_slice, identifier, millis,
+    absolute_path, bind_addrs, boolean, bytes, count, cpu_slice, days, identifier, millis,
     millis_at_least, optional_path, port, positive, rate, text, url, worker_id,
 };
 use super::spool::AckMode;
-use super::Compression;
+use super::{Compression, TableSchema};
 
 /// Which program reads a setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -435,9 +435,21 @@ settings! {
     CLICKHOUSE_DATABASE: String = identifier, {
         section: Section::ClickHouse, value_name: "NAME", default: "logs",
     }
-    /// Table (created if absent, see CLICKHOUSE_CREATE_TABLE).
+    /// Table (created if absent, see CLICKHOUSE_CREATE_TABLE); unset: `logs`, or
+    /// `otel_logs` with CLICKHOUSE_SCHEMA=otel.
     CLICKHOUSE_TABLE: String = identifier, {
-        section: Section::ClickHouse, value_name: "NAME", default: "logs",
+        section: Section::ClickHouse, value_name: "NAME",
+        default_text: "`logs`, or `otel_logs` with CLICKHOUSE_SCHEMA=otel",
+    }
+    /// Table layout: `native` (zero-logs' columns) or `otel` (the OpenTelemetry
+    /// Collector's `otel_logs`, for Grafana's OTel mode and HyperDX; ClickHouse ≥ 22.1).
+    CLICKHOUSE_SCHEMA: TableSchema = TableSchema::parse, {
+        section: Section::ClickHouse, value_name: "LAYOUT", default: "native",
+    }
+    /// Days a table zero-logs creates keeps rows (a TTL on the event time; ClickHouse ≥
+    /// 19.6); 0 keeps them for ever. Not applied to a table that exists.
+    CLICKHOUSE_TTL_DAYS: u32 = days, {
+        section: Section::ClickHouse, value_name: "DAYS", default: "0",
     }
     /// Create the database and table when absent.
     CLICKHOUSE_CREATE_TABLE: bool = boolean, {

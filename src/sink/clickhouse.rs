@@ -25,7 +25,9 @@ use serde::Deserialize;
 
 use super::dedup::TOKEN_SETTING;
 use super::retry::{self, Class};
-use super::schema::{self, DateTime64MapRow, DateTime64NestedRow, Features, Layout, LegacyRow};
+use super::schema::{
+    self, DateTime64MapRow, DateTime64NestedRow, Features, Layout, LegacyRow, OtelRow, TableOptions,
+};
 use super::{Sink, SinkError};
 use crate::codec::{EncodedBatch, RecordRef};
 use crate::config::ClickHouseConfig;
@@ -107,7 +109,15 @@ impl ClickHouseSink {
         // when the operator created the table beforehand.
         let mut columns = sink.table_columns(cfg).await?;
         if columns.is_empty() && cfg.create_table {
-            let table_ddl = schema::create_table_sql(&cfg.database, &cfg.table, features);
+            let options = TableOptions {
+                schema: cfg.schema,
+                ttl_days: cfg.ttl_days,
+            };
+            let table_ddl =
+                schema::table_ddl(&cfg.database, &cfg.table, features, options, &sink.version)
+                    .map_err(|reason| SinkError::Rejected {
+                        reason: format!("cannot create table {}: {reason}", sink.table),
+                    })?;
             for ddl in [
                 schema::create_database_sql(&cfg.database),
                 table_ddl.clone(),
@@ -129,13 +139,19 @@ impl ClickHouseSink {
             });
         }
         let columns: Vec<(String, String)> = columns.into_iter().map(|c| (c.name, c.ty)).collect();
-        sink.layout = schema::detect_layout(&columns).map_err(|problems| SinkError::Rejected {
-            reason: format!(
-                "table {} on ClickHouse at {} does not fit any zero-logs schema: {problems}; \
-                 point the sink at a new table to have it created, or fix the columns",
-                sink.table, sink.url
-            ),
-        })?;
+        sink.layout =
+            schema::detect_layout(&columns, &sink.table, cfg.schema).map_err(|problems| {
+                SinkError::Rejected {
+                    reason: format!(
+                        "table {} on ClickHouse at {} does not fit the {} schema \
+                     (CLICKHOUSE_SCHEMA): {problems}; point the sink at a new table to have \
+                     it created, or fix the columns",
+                        sink.table,
+                        sink.url,
+                        cfg.schema.as_str()
+                    ),
+                }
+            })?;
 
         if sink.dedup_token {
             sink.warn_unless_table_deduplicates(cfg).await?;
@@ -220,6 +236,7 @@ impl ClickHouseSink {
                 self.insert_as::<DateTime64MapRow<'static>>(batches, token)
                     .await
             }
+            Layout::Otel => self.insert_as::<OtelRow<'static>>(batches, token).await,
         };
         result.map_err(|e| self.insert_error(e))
     }
@@ -449,6 +466,13 @@ impl EncodeRow for DateTime64NestedRow<'static> {
     }
 }
 
+impl EncodeRow for OtelRow<'static> {
+    #[inline]
+    fn encode(record: RecordRef<'_>) -> OtelRow<'_> {
+        OtelRow::new(record)
+    }
+}
+
 impl EncodeRow for DateTime64MapRow<'static> {
     #[inline]
     fn encode(record: RecordRef<'_>) -> DateTime64MapRow<'_> {
@@ -570,6 +594,8 @@ mod tests {
             retry_budget: Duration::from_secs(1),
             insert_timeout: Duration::from_secs(5),
             compression: crate::config::Compression::Auto,
+            schema: crate::config::TableSchema::Native,
+            ttl_days: 0,
         }
     }
 
@@ -582,6 +608,7 @@ mod tests {
             trace_id: String::new(),
             span_id: String::new(),
             attributes: vec![("k".into(), "v".into())],
+            otel: None,
         }];
         vec![EncodedBatch::encode(&Batch::new(records))]
     }

@@ -54,7 +54,12 @@
 //! where `LowCardinality` is production ready, `level` and `service` are
 //! `LowCardinality(String)`; that changes nothing on the wire.
 //!
-//! # Common to both
+//! # OpenTelemetry layout
+//!
+//! `CLICKHOUSE_SCHEMA=otel` creates and fills the OpenTelemetry Collector's `otel_logs`
+//! instead (ClickHouse ≥ 22.1); see [`otel`].
+//!
+//! # Common to both native layouts
 //!
 //! - `level` is one of `trace`, `debug`, `info`, `warn`, `error`, `fatal`.
 //! - `trace_id` / `span_id` are lower-case hex, or the empty string when absent.
@@ -69,7 +74,11 @@ use std::fmt::{self, Write as _};
 
 use serde::ser::{Error as _, Serialize, SerializeMap, SerializeSeq, Serializer};
 
-use crate::codec::{Attributes, RecordRef};
+use crate::codec::{FlatAttributes, RecordRef};
+use crate::config::TableSchema;
+
+mod otel;
+pub use otel::OtelRow;
 
 // === ServerVersion ===
 
@@ -131,6 +140,8 @@ pub struct Features {
     /// The query setting `insert_deduplication_token`: since 22.2. Older servers fail a
     /// query that names it, so it is only sent from 22.2 on.
     pub dedup_token: bool,
+    /// Table `TTL`: since 19.6.
+    pub ttl: bool,
 }
 
 impl Features {
@@ -138,6 +149,7 @@ impl Features {
     pub const LOW_CARDINALITY_SINCE: ServerVersion = ServerVersion::new(19, 3, 0);
     pub const MAP_SINCE: ServerVersion = ServerVersion::new(22, 1, 0);
     pub const DEDUP_TOKEN_SINCE: ServerVersion = ServerVersion::new(22, 2, 0);
+    pub const TTL_SINCE: ServerVersion = ServerVersion::new(19, 6, 0);
 
     pub fn of(version: ServerVersion) -> Features {
         Features {
@@ -145,6 +157,7 @@ impl Features {
             low_cardinality: version >= Self::LOW_CARDINALITY_SINCE,
             map: version >= Self::MAP_SINCE,
             dedup_token: version >= Self::DEDUP_TOKEN_SINCE,
+            ttl: version >= Self::TTL_SINCE,
         }
     }
 
@@ -156,6 +169,7 @@ impl Features {
             low_cardinality: false,
             map: false,
             dedup_token: false,
+            ttl: false,
         }
     }
 
@@ -180,6 +194,8 @@ pub enum Layout {
     DateTime64Nested,
     /// `timestamp DateTime64(9)`, `attributes Map(String, String)`.
     DateTime64Map,
+    /// The OpenTelemetry Collector's `otel_logs` ([`otel`]).
+    Otel,
 }
 
 impl Layout {
@@ -190,6 +206,15 @@ impl Layout {
             Layout::Legacy => LegacyRow::COLUMN_NAMES,
             Layout::DateTime64Nested => DateTime64NestedRow::COLUMN_NAMES,
             Layout::DateTime64Map => DateTime64MapRow::COLUMN_NAMES,
+            Layout::Otel => otel::column_names(),
+        }
+    }
+
+    /// The `CLICKHOUSE_SCHEMA` this layout belongs to.
+    pub fn schema(self) -> TableSchema {
+        match self {
+            Layout::Otel => TableSchema::Otel,
+            _ => TableSchema::Native,
         }
     }
 }
@@ -200,6 +225,7 @@ impl fmt::Display for Layout {
             Layout::Legacy => "legacy (DateTime + timestamp_ns, Nested attributes)",
             Layout::DateTime64Nested => "DateTime64(9), Nested attributes",
             Layout::DateTime64Map => "DateTime64(9), Map attributes",
+            Layout::Otel => "OpenTelemetry otel_logs",
         })
     }
 }
@@ -241,9 +267,47 @@ pub fn create_database_sql(database: &str) -> String {
     )
 }
 
-/// The `CREATE TABLE IF NOT EXISTS` for a server with `features` (schemas in the
-/// module documentation).
-pub fn create_table_sql(database: &str, table: &str, features: Features) -> String {
+/// What the operator chose for a table zero-logs creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableOptions {
+    pub schema: TableSchema,
+    /// 0: no TTL.
+    pub ttl_days: u32,
+}
+
+/// The `CREATE TABLE IF NOT EXISTS` of `options.schema` for a server with `features`,
+/// or why that server cannot hold it.
+pub fn table_ddl(
+    database: &str,
+    table: &str,
+    features: Features,
+    options: TableOptions,
+    version: &str,
+) -> Result<String, String> {
+    if options.ttl_days > 0 && !features.ttl {
+        return Err(format!(
+            "CLICKHOUSE_TTL_DAYS={} needs ClickHouse {} or newer for table TTLs, and this              server is {version}; set CLICKHOUSE_TTL_DAYS=0 (and drop old partitions              yourself) or upgrade ClickHouse",
+            options.ttl_days,
+            Features::TTL_SINCE
+        ));
+    }
+    match options.schema {
+        TableSchema::Native => Ok(create_table_sql(database, table, features, options.ttl_days)),
+        TableSchema::Otel if features.map && features.datetime64 => Ok(otel::create_table_sql(
+            &qualified_table(database, table),
+            features,
+            options.ttl_days,
+        )),
+        TableSchema::Otel => Err(format!(
+            "CLICKHOUSE_SCHEMA=otel needs ClickHouse {} or newer (DateTime64 and Map              columns), and this server is {version}; use CLICKHOUSE_SCHEMA=native or              upgrade ClickHouse",
+            Features::MAP_SINCE
+        )),
+    }
+}
+
+/// The native `CREATE TABLE IF NOT EXISTS` for a server with `features` (schemas in the
+/// module documentation); a TTL only where `features.ttl`.
+pub fn create_table_sql(database: &str, table: &str, features: Features, ttl_days: u32) -> String {
     let short = if features.low_cardinality {
         "LowCardinality(String)"
     } else {
@@ -278,6 +342,12 @@ pub fn create_table_sql(database: &str, table: &str, features: Features) -> Stri
     sql.push_str(
         "\n) ENGINE = MergeTree\nPARTITION BY toDate(timestamp)\nORDER BY (service, timestamp)",
     );
+    if ttl_days > 0 && features.ttl {
+        let _ = write!(
+            sql,
+            "\nTTL toDateTime(timestamp) + toIntervalDay({ttl_days})"
+        );
+    }
     if features.dedup_token {
         // A plain MergeTree ignores deduplication tokens while this window is 0.
         let _ = write!(
@@ -291,77 +361,140 @@ pub fn create_table_sql(database: &str, table: &str, features: Features) -> Stri
 // === Table check ===
 
 /// Finds the layout of an existing table from its `(name, type)` columns, as listed by
-/// `system.columns`. Extra columns are fine (they get their defaults); ours must have a
-/// type whose RowBinary encoding is the one we send. The error lists every problem.
-pub fn detect_layout(columns: &[(String, String)]) -> Result<Layout, String> {
-    let find = |name: &str| -> Option<String> {
-        columns
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, ty)| wire_type(ty))
+/// `system.columns`, for the configured `schema`. Extra columns are fine (they get
+/// their defaults); ours must have a type whose RowBinary encoding is the one we send.
+/// The error lists every problem, each with the `ALTER TABLE` (on `table`, quoted) that
+/// fixes it.
+pub fn detect_layout(
+    columns: &[(String, String)],
+    table: &str,
+    schema: TableSchema,
+) -> Result<Layout, String> {
+    let mut check = ColumnCheck {
+        columns,
+        table,
+        problems: Vec::new(),
     };
-    let mut problems: Vec<String> = Vec::new();
-    let mut expect = |name: &str, wanted: &str, hint: &str| match find(name) {
-        Some(ty) if ty == wanted => {}
-        Some(_) => {
-            let found = columns
-                .iter()
-                .find(|(n, _)| n == name)
-                .map_or("", |(_, ty)| ty.as_str());
-            problems.push(format!("column `{name}` is {found}, expected {hint}"));
+    let layout = match schema {
+        TableSchema::Native => {
+            if check.has("Body") && check.has("Timestamp") && !check.has("message") {
+                return Err("the table has the OpenTelemetry layout; set \
+                            CLICKHOUSE_SCHEMA=otel to write it"
+                    .into());
+            }
+            native_layout(&mut check)
         }
-        None => problems.push(format!("column `{name}` is missing ({hint})")),
+        TableSchema::Otel => {
+            if check.has("message") && check.has("timestamp") && !check.has("Body") {
+                return Err("the table has the native zero-logs layout; set \
+                            CLICKHOUSE_SCHEMA=native to write it, or point \
+                            CLICKHOUSE_TABLE at a new table"
+                    .into());
+            }
+            for (name, ddl, wire) in otel::COLUMNS {
+                let ty = ddl.split(" CODEC").next().unwrap_or(ddl);
+                check.expect(name, wire, ty, ty);
+            }
+            Layout::Otel
+        }
     };
+    if check.problems.is_empty() {
+        Ok(layout)
+    } else {
+        Err(check.problems.join("; "))
+    }
+}
 
-    let datetime64 = match find("timestamp").as_deref() {
+fn native_layout(check: &mut ColumnCheck<'_>) -> Layout {
+    let datetime64 = match check.find("timestamp").as_deref() {
         Some("DateTime64(9)") => true,
         Some("DateTime") => {
-            expect("timestamp_ns", "UInt64", "UInt64");
+            check.expect("timestamp_ns", "UInt64", "UInt64", "UInt64");
             false
         }
-        Some(_) => {
-            expect(
-                "timestamp",
-                "DateTime64(9)",
-                "DateTime64(9) or DateTime with a timestamp_ns UInt64 column",
-            );
-            false
-        }
-        None => {
-            expect("timestamp", "DateTime64(9)", "DateTime64(9) or DateTime");
+        _ => {
+            let hint = "DateTime64(9) or DateTime with a timestamp_ns UInt64 column";
+            check.expect("timestamp", "DateTime64(9)", hint, "DateTime64(9, 'UTC')");
             false
         }
     };
     for name in ["level", "service", "message", "trace_id", "span_id"] {
-        expect(name, "String", "String or LowCardinality(String)");
+        let ty = if matches!(name, "level" | "service") {
+            "LowCardinality(String)"
+        } else {
+            "String"
+        };
+        check.expect(name, "String", "String or LowCardinality(String)", ty);
     }
-    let map = match find("attributes").as_deref() {
-        Some("Map(String,String)") => true,
-        Some(_) => {
-            expect("attributes", "Map(String,String)", "Map(String, String)");
-            true
-        }
-        None => {
-            let hint = "Array(String), from attributes Nested(key String, value String)";
-            expect("attributes.key", "Array(String)", hint);
-            expect("attributes.value", "Array(String)", hint);
-            false
-        }
-    };
-    if !datetime64 && map && problems.is_empty() {
-        problems
-            .push("a DateTime timestamp with Map attributes is not a supported combination".into());
-    }
-    if !problems.is_empty() {
-        return Err(problems.join("; "));
-    }
-    Ok(if !datetime64 {
-        Layout::Legacy
-    } else if map {
-        Layout::DateTime64Map
+    let map = if check.has("attributes") {
+        let map = "Map(String, String)";
+        check.expect("attributes", "Map(String,String)", map, map);
+        true
     } else {
-        Layout::DateTime64Nested
-    })
+        let hint = "Array(String), from attributes Nested(key String, value String)";
+        for name in ["attributes.key", "attributes.value"] {
+            check.expect(name, "Array(String)", hint, "Array(String)");
+        }
+        false
+    };
+    if !datetime64 && map && check.problems.is_empty() {
+        check.problems.push(
+            "a DateTime timestamp with Map attributes is not a supported combination; \
+             make `timestamp` DateTime64(9, 'UTC')"
+                .into(),
+        );
+    }
+    match (datetime64, map) {
+        (false, _) => Layout::Legacy,
+        (true, false) => Layout::DateTime64Nested,
+        (true, true) => Layout::DateTime64Map,
+    }
+}
+
+/// A table's columns against what a layout needs; collects the problems.
+struct ColumnCheck<'a> {
+    columns: &'a [(String, String)],
+    /// Quoted `database.table`, for the ALTERs.
+    table: &'a str,
+    problems: Vec<String>,
+}
+
+impl ColumnCheck<'_> {
+    fn declared(&self, name: &str) -> Option<&str> {
+        self.columns
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, ty)| ty.as_str())
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.declared(name).is_some()
+    }
+
+    /// The column's type as RowBinary sees it.
+    fn find(&self, name: &str) -> Option<String> {
+        self.declared(name).map(wire_type)
+    }
+
+    /// Column `name` must be `wanted` on the wire; else a problem saying `hint` and the
+    /// ALTER to type `ddl`.
+    fn expect(&mut self, name: &str, wanted: &str, hint: &str, ddl: &str) {
+        let column = quote_identifier(name);
+        let problem = match self.declared(name) {
+            Some(found) if wire_type(found) == wanted => return,
+            Some(found) => format!(
+                "column `{name}` is {found}, expected {hint} (fix: ALTER TABLE {} MODIFY \
+                 COLUMN {column} {ddl})",
+                self.table
+            ),
+            None => format!(
+                "column `{name}` is missing ({hint}; fix: ALTER TABLE {} ADD COLUMN {column} \
+                 {ddl})",
+                self.table
+            ),
+        };
+        self.problems.push(problem);
+    }
 }
 
 /// Reduces a ClickHouse type to what matters for RowBinary: no spaces, no
@@ -464,8 +597,8 @@ impl<'a> LegacyRow<'a> {
             message: record.message,
             trace_id: record.trace_id,
             span_id: record.span_id,
-            attribute_keys: AttributeKeys(record.attributes),
-            attribute_values: AttributeValues(record.attributes),
+            attribute_keys: AttributeKeys(record.flat_attributes()),
+            attribute_values: AttributeValues(record.flat_attributes()),
         }
     }
 }
@@ -480,8 +613,8 @@ impl<'a> DateTime64NestedRow<'a> {
             message: record.message,
             trace_id: record.trace_id,
             span_id: record.span_id,
-            attribute_keys: AttributeKeys(record.attributes),
-            attribute_values: AttributeValues(record.attributes),
+            attribute_keys: AttributeKeys(record.flat_attributes()),
+            attribute_values: AttributeValues(record.flat_attributes()),
         }
     }
 }
@@ -496,22 +629,22 @@ impl<'a> DateTime64MapRow<'a> {
             message: record.message,
             trace_id: record.trace_id,
             span_id: record.span_id,
-            attributes: AttributeMap(record.attributes),
+            attributes: AttributeMap(record.flat_attributes()),
         }
     }
 }
 
 /// The keys of a record's attributes as an `Array(String)`, without collecting them.
 #[derive(Debug, Clone, Copy)]
-pub struct AttributeKeys<'a>(pub Attributes<'a>);
+pub struct AttributeKeys<'a>(pub FlatAttributes<'a>);
 
 /// The values of a record's attributes as an `Array(String)`, without collecting them.
 #[derive(Debug, Clone, Copy)]
-pub struct AttributeValues<'a>(pub Attributes<'a>);
+pub struct AttributeValues<'a>(pub FlatAttributes<'a>);
 
 /// A record's attributes as a `Map(String, String)`, in the client's order.
 #[derive(Debug, Clone, Copy)]
-pub struct AttributeMap<'a>(pub Attributes<'a>);
+pub struct AttributeMap<'a>(pub FlatAttributes<'a>);
 
 // RowBinary needs each array's length up front: `Attributes` knows it, and its pairs
 // are read from the encoded batch as they are written. A pair that does not decode
@@ -531,7 +664,7 @@ impl Serialize for AttributeValues<'_> {
 
 /// One side of the pairs as an `Array(String)`.
 fn serialize_column<'a, S: Serializer>(
-    attributes: Attributes<'a>,
+    attributes: FlatAttributes<'a>,
     serializer: S,
     side: fn((&'a str, &'a str)) -> &'a str,
 ) -> Result<S::Ok, S::Error> {

@@ -30,6 +30,7 @@ pub(super) fn record(i: usize) -> Record {
             ("http.method".into(), "GET".into()),
             ("host".into(), "web-7".into()),
         ],
+        otel: None,
     }
 }
 

@@ -359,11 +359,6 @@ impl Draft {
         );
     }
 
-    /// Whether an attribute `key` is already kept.
-    pub(super) fn has_attribute(&self, key: &str) -> bool {
-        self.attributes.iter().any(|(k, _)| k == key)
-    }
-
     /// An attribute from a source whose values are already text (gRPC).
     pub(super) fn text_attribute(&mut self, chk: &mut Checker<'_>, key: &str, value: &str) {
         self.attribute(
@@ -459,6 +454,7 @@ impl Draft {
             trace_id: self.trace_id,
             span_id: self.span_id,
             attributes: self.attributes,
+            otel: None,
         })
     }
 

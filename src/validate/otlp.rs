@@ -16,22 +16,31 @@
 //! - trace/span ids: 16/8 bytes as lower-case hex; empty or all zero = absent;
 //! - attributes: the record's, then the scope's (`otel.scope.name`,
 //!   `otel.scope.version` and its attributes), then the resource's (except
-//!   `service.name`); a key already taken keeps the earlier value. Values are text:
-//!   strings as is, numbers and booleans as JSON writes them, bytes as base64, arrays
-//!   as compact JSON; a map value is flattened into `key.subkey` entries. The
-//!   native limits apply (count, key and value sizes).
+//!   `service.name`); in the native layouts a key already taken keeps the earlier
+//!   value, the OpenTelemetry layout keeps the three apart. Values are text: strings
+//!   as is, numbers and booleans as JSON writes them, bytes as base64, arrays as
+//!   compact JSON; a map value is flattened into `key.subkey` entries. The native
+//!   limits apply: key and value sizes to each attribute (a resource's or scope's
+//!   attribute over a limit refuses all its records), the count to the three lists
+//!   together; severity text, event name, scope name and version and schema URLs are
+//!   held to the value size.
+//!
+//! The OTLP fields the native row has no column for (severity number and text, trace
+//! flags, event name, scope, schema URLs) travel with the record in
+//! [`OtelFields`] for the OpenTelemetry table layout.
 
 use std::borrow::Cow;
 
 use base64::Engine;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::fields::{Checker, Draft};
 use super::{timestamp, RecordError};
 use crate::config::RecordLimits;
-use crate::record::{Batch, Level};
+use crate::record::{Batch, Level, OtelFields};
 
 /// Record errors listed per request (the count of rejected records is exact).
 const LISTED: usize = 100;
@@ -95,27 +104,13 @@ pub fn otlp_batch(
     let mut rejected = 0;
     let mut index = 0;
     for resource_logs in request.resource_logs {
-        let mut resource = Flat::default();
-        let mut service = None;
-        for kv in resource_logs
-            .resource
-            .map(|r| r.attributes)
-            .unwrap_or_default()
-        {
-            if kv.key == "service.name" {
-                service = Some(text_of(kv.value));
-            } else {
-                resource.push_kv(kv);
-            }
-        }
-        let service = service.unwrap_or_else(|| options.default_service.clone());
+        let resource = Part::resource(resource_logs.resource, resource_logs.schema_url, limits);
+        let service = resource
+            .service
+            .clone()
+            .unwrap_or_else(|| options.default_service.clone());
         for scope_logs in resource_logs.scope_logs {
-            let mut scope = Flat::default();
-            if let Some(s) = scope_logs.scope {
-                scope.push_text("otel.scope.name", s.name);
-                scope.push_text("otel.scope.version", s.version);
-                s.attributes.into_iter().for_each(|kv| scope.push_kv(kv));
-            }
+            let scope = Part::scope(scope_logs.scope, scope_logs.schema_url, limits);
             for log in scope_logs.log_records {
                 let context = Context {
                     service: &service,
@@ -140,8 +135,100 @@ pub fn otlp_batch(
 /// What a record inherits from its resource and scope.
 struct Context<'a> {
     service: &'a str,
-    scope: &'a Flat,
-    resource: &'a Flat,
+    scope: &'a Part,
+    resource: &'a Part,
+}
+
+/// A resource or a scope: its attributes flattened and checked once for all its
+/// records, and its text fields.
+#[derive(Debug, Default)]
+struct Part {
+    attributes: Vec<(String, String)>,
+    /// The resource's `service.name`.
+    service: Option<String>,
+    /// The scope's name and version.
+    name: String,
+    version: String,
+    schema_url: String,
+    /// The first field over a limit, with the reason: refuses every record of the part.
+    problem: Option<(String, String)>,
+}
+
+impl Part {
+    fn resource(resource: Option<Resource>, schema_url: String, limits: &RecordLimits) -> Part {
+        let mut part = Part {
+            schema_url,
+            ..Part::default()
+        };
+        let mut flat = Flat::default();
+        for kv in resource.map(|r| r.attributes).unwrap_or_default() {
+            if kv.key == "service.name" {
+                part.service = Some(text_of(kv.value));
+            } else {
+                flat.push_kv(kv);
+            }
+        }
+        part.attributes = flat.0;
+        part.check("resource", limits);
+        part
+    }
+
+    fn scope(
+        scope: Option<InstrumentationScope>,
+        schema_url: String,
+        limits: &RecordLimits,
+    ) -> Part {
+        let mut part = Part {
+            schema_url,
+            ..Part::default()
+        };
+        if let Some(scope) = scope {
+            let mut flat = Flat::default();
+            scope.attributes.into_iter().for_each(|kv| flat.push_kv(kv));
+            part.attributes = flat.0;
+            part.name = scope.name;
+            part.version = scope.version;
+        }
+        part.check("scope", limits);
+        part
+    }
+
+    /// The native key and value limits, and the value limit for the text fields.
+    fn check(&mut self, what: &str, limits: &RecordLimits) {
+        let (max_key, max_value) = (
+            limits.max_attribute_key_bytes,
+            limits.max_attribute_value_bytes,
+        );
+        let texts = [
+            ("schema_url", &self.schema_url),
+            ("name", &self.name),
+            ("version", &self.version),
+        ];
+        for (name, text) in texts {
+            if text.len() > max_value {
+                let reason = format!("is {} bytes; at most {max_value} are accepted", text.len());
+                self.problem = Some((format!("{what}.{name}"), reason));
+                return;
+            }
+        }
+        for (key, value) in &self.attributes {
+            let reason = if key.is_empty() || key.len() > max_key {
+                format!(
+                    "key is {} bytes; keys must be 1 to {max_key} bytes",
+                    key.len()
+                )
+            } else if value.len() > max_value {
+                format!(
+                    "value is {} bytes; at most {max_value} are accepted",
+                    value.len()
+                )
+            } else {
+                continue;
+            };
+            self.problem = Some((format!("{what}.attributes.{key}"), reason));
+            return;
+        }
+    }
 }
 
 fn map_record(
@@ -162,7 +249,7 @@ fn map_record(
     draft.text_service(chk, "resource.service.name", Cow::Borrowed(context.service));
     let message = match log.body {
         Some(body) => text_of(Some(body)),
-        None => log.event_name,
+        None => log.event_name.clone(),
     };
     if message.is_empty() {
         let reason = "body is empty and the record has no event_name; send a body".to_owned();
@@ -179,12 +266,56 @@ fn map_record(
     for (key, value) in own.0 {
         draft.owned_attribute(chk, key, value);
     }
-    for (key, value) in context.scope.0.iter().chain(&context.resource.0) {
-        if !draft.has_attribute(key) {
-            draft.owned_attribute(chk, key.clone(), value.clone());
+    let max_value = chk.limits.max_attribute_value_bytes;
+    for (name, text) in [
+        ("severity_text", &log.severity_text),
+        ("event_name", &log.event_name),
+    ] {
+        if text.len() > max_value {
+            let reason = format!("is {} bytes; at most {max_value} are accepted", text.len());
+            draft.fail(chk, name, reason);
         }
     }
-    draft.finish(chk)
+    let mut record = draft.finish(chk)?;
+    if let Some((field, reason)) = context
+        .resource
+        .problem
+        .iter()
+        .chain(&context.scope.problem)
+        .next()
+    {
+        chk.report(index, field.clone(), reason.clone());
+        return None;
+    }
+    let own = record.attributes.len();
+    let (scope, resource) = (&context.scope.attributes, &context.resource.attributes);
+    let total = own + scope.len() + resource.len();
+    if total > chk.limits.max_attributes {
+        let reason = format!(
+            "{total} attributes with the scope's and the resource's; at most {} are accepted",
+            chk.limits.max_attributes
+        );
+        chk.report(index, "attributes", reason);
+        return None;
+    }
+    record.attributes.reserve(scope.len() + resource.len());
+    record
+        .attributes
+        .extend(scope.iter().chain(resource).cloned());
+    record.otel = Some(Box::new(OtelFields {
+        // A valid number is 0..=24 (checked by `level`).
+        severity_number: u8::try_from(log.severity_number).unwrap_or(0),
+        severity_text: log.severity_text,
+        trace_flags: (log.flags & 0xff) as u8,
+        event_name: log.event_name,
+        scope_name: context.scope.name.clone(),
+        scope_version: context.scope.version.clone(),
+        scope_schema_url: context.scope.schema_url.clone(),
+        resource_schema_url: context.resource.schema_url.clone(),
+        own_attributes: own,
+        scope_attributes: scope.len(),
+    }));
+    Some(record)
 }
 
 fn level(chk: &mut Checker<'_>, draft: &mut Draft, number: i32, text: &str) {
@@ -231,12 +362,6 @@ fn id_hex(chk: &mut Checker<'_>, draft: &mut Draft, name: &str, id: &[u8], len: 
 struct Flat(Vec<(String, String)>);
 
 impl Flat {
-    fn push_text(&mut self, key: &str, value: String) {
-        if !value.is_empty() {
-            self.0.push((key.to_owned(), value));
-        }
-    }
-
     fn push_kv(&mut self, kv: KeyValue) {
         self.push(kv.key, kv.value);
     }

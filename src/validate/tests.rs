@@ -35,6 +35,7 @@ fn expected(timestamp_ns: i64, level: Level, attributes: &[(&str, &str)]) -> Rec
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect(),
+        otel: None,
     }
 }
 
@@ -77,6 +78,7 @@ fn sample_record_decodes_fully() {
             ("http.status".into(), "200".into()),
             ("region".into(), "eu-west-1".into()),
         ],
+        otel: None,
     };
     assert_eq!(batch.records, vec![want.clone()]);
     assert_eq!(batch.approx_bytes(), want.approx_bytes());

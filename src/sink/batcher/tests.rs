@@ -94,6 +94,7 @@ fn batch(rows: usize) -> EncodedBatch {
         trace_id: String::new(),
         span_id: String::new(),
         attributes: Vec::new(),
+        otel: None,
     };
     EncodedBatch::encode(&Batch::new(vec![record; rows]))
 }
