@@ -189,7 +189,9 @@ mod tests {
 
     #[test]
     fn bad_data_and_schema_errors_are_permanent() {
-        for code in [6, 16, 26, 27, 33, 41, 53, 60, 70, 72, 81, 117, 164, 395, 469, 516] {
+        for code in [
+            6, 16, 26, 27, 33, 41, 53, 60, 70, 72, 81, 117, 164, 395, 469, 516,
+        ] {
             assert_eq!(classify_code(code), Class::Permanent, "code {code}");
         }
     }
