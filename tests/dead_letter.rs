@@ -239,10 +239,10 @@ async fn poison_rows_are_dead_lettered_and_good_rows_land_once(kind: EngineKind)
         .unwrap();
     assert_eq!(status, 200);
     let metrics = String::from_utf8_lossy(&metrics);
-    let sample = format!("zero_logs_rows_dead_lettered_total{{worker_id=");
+    let family = "zero_logs_rows_dead_lettered_total{worker_id=";
     let line = metrics
         .lines()
-        .find(|l| l.starts_with(&sample) && l.contains("reason=\"constraint\""))
+        .find(|l| l.starts_with(family) && l.contains("reason=\"constraint\""))
         .unwrap_or_else(|| panic!("no constraint sample in {metrics}"));
     assert!(line.ends_with(&format!(" {n}")), "{line}");
     eprintln!(
