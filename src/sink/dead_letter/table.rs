@@ -49,7 +49,8 @@ pub fn create_table_sql(database: &str, table: &str, dedup_window: bool) -> Stri
     sql
 }
 
-/// The query that shows the newest dead letters (README, docs/SPOOL.md).
+/// The query that shows the newest dead letters (logged at start-up; README,
+/// docs/SPOOL.md).
 pub fn recent_query(database: &str, table: &str) -> String {
     format!(
         "SELECT time, reason, code, error, record FROM {} ORDER BY time DESC LIMIT 100",
@@ -99,7 +100,11 @@ impl ClickHouseDeadLetters {
         }
         let ddl = create_table_sql(&cfg.database, &cfg.table, self.sink.sends_dedup_token());
         match self.sink.execute(&ddl).await {
-            Ok(()) => tracing::debug!(table = %self.table, "dead-letter table ready"),
+            Ok(()) => tracing::info!(
+                table = %self.table,
+                query = %recent_query(&cfg.database, &cfg.table),
+                "dead-letter table ready: rows ClickHouse refuses for good are kept there"
+            ),
             Err(error) => tracing::warn!(
                 table = %self.table,
                 error = %error,
