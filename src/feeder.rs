@@ -10,7 +10,10 @@
 //! ```
 //!
 //! - **Nothing is dropped.** A frame leaves the spool only through `ack` (committed) or
-//!   `reject` (ClickHouse refused it for good: kept under `quarantine/`, counted). The
+//!   `reject` (ClickHouse refused it for good: kept under `quarantine/`, counted). A
+//!   frame refused for good goes to the [`Salvage`] first (when given): its good rows
+//!   are inserted, the bad ones dead-lettered ([`crate::sink::dead_letter`]), and only
+//!   rows that found no place are quarantined. The
 //!   batcher of this mode retries transient failures without a budget, so a long outage
 //!   only makes the spool grow until admission answers 429.
 //! - **Bounded memory.** `submit` waits while the batcher's queue is full
@@ -35,6 +38,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::EncodedBatch;
+use crate::sink::dead_letter::{Refused, Salvage, Salvaged};
 use crate::sink::{BatcherHandle, Origin, SinkError};
 use crate::spool::{Spool, SpoolFrame, SpoolReader};
 
@@ -46,11 +50,13 @@ type Delivery = Pin<
 
 /// Runs until the reader is exhausted (appends closed and every frame handed out) or
 /// `stop_pulling` is cancelled, then waits for the INSERTs in flight. `stop_pulling` is
-/// the drain deadline: cancel it to leave the rest of the spool on disk.
+/// the drain deadline: cancel it to leave the rest of the spool on disk. `salvage`
+/// places the rows of frames refused for good (`None`: such frames are quarantined whole).
 pub async fn feed(
     spool: Spool,
     mut reader: SpoolReader,
     batcher: BatcherHandle,
+    salvage: Option<Arc<dyn Salvage>>,
     stop_pulling: CancellationToken,
 ) {
     let mut inflight: FuturesUnordered<Delivery> = FuturesUnordered::new();
@@ -69,7 +75,8 @@ pub async fn feed(
                 None => pulling = false,
             },
             Some((frame, outcome)) = inflight.next(), if !inflight.is_empty() => {
-                settle(&spool, frame, outcome).await;
+                let salvage = salvage.as_deref().map(|s| (s, origins.of(&frame), &stop_pulling));
+                settle(&spool, frame, outcome, salvage).await;
             }
             () = stop_pulling.cancelled(), if pulling => {
                 tracing::info!(
@@ -131,15 +138,35 @@ impl Origins {
     }
 }
 
-/// Acknowledges a committed frame, quarantines a refused one, leaves the rest.
+/// Acknowledges a committed frame, salvages (then quarantines what is left of) a
+/// refused one, leaves the rest.
 async fn settle(
     spool: &Spool,
     mut frame: SpoolFrame,
     outcome: Result<(), (SinkError, Option<EncodedBatch>)>,
+    salvage: Option<(&dyn Salvage, Origin, &CancellationToken)>,
 ) {
     match outcome {
         Ok(()) => spool.ack(frame.seq),
-        Err((SinkError::Rejected { reason }, Some(batch))) => {
+        Err((SinkError::Rejected { mut reason }, Some(mut batch))) => {
+            if let Some((salvage, origin, stop)) = salvage {
+                let id = frame.id.to_string();
+                let refused = Refused {
+                    batch: &batch,
+                    origin: &origin,
+                    frame: &id,
+                    reason: &reason,
+                };
+                match salvage.salvage(refused, stop).await {
+                    Salvaged::Placed => return spool.ack(frame.seq),
+                    // Unacknowledged: replays at the next start.
+                    Salvaged::Stopped => return,
+                    Salvaged::Unplaced {
+                        batch: rest,
+                        reason: why,
+                    } => (batch, reason) = (rest, why),
+                }
+            }
             frame.batch = batch;
             if let Err(err) = spool.reject(&frame, &reason).await {
                 // Not acknowledged: it replays at the next start and is tried again.

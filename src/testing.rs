@@ -980,6 +980,11 @@ pub struct MemorySink {
     script: Mutex<VecDeque<SinkError>>,
     /// While set, every insert and ping fails with `Unavailable` and this reason.
     down: Mutex<Option<String>>,
+    /// An insert holding a row whose message contains the text fails with the error
+    /// (a row-level refusal, as a table constraint gives).
+    poison: Mutex<Option<(String, SinkError)>>,
+    /// The token of every successful insert, in order.
+    tokens: Mutex<Vec<Option<String>>>,
 }
 
 impl MemorySink {
@@ -1000,6 +1005,17 @@ impl MemorySink {
     /// The next insert fails with `error` (queued after earlier scripted failures).
     pub fn fail_next(&self, error: SinkError) {
         lock(&self.script).push_back(error);
+    }
+
+    /// Every insert holding a row whose message contains `needle` fails with `error`,
+    /// nothing of it stored (until called again with another needle).
+    pub fn refuse_messages_containing(&self, needle: &str, error: SinkError) {
+        *lock(&self.poison) = Some((needle.to_string(), error));
+    }
+
+    /// The deduplication token of every successful insert so far, in order.
+    pub fn tokens(&self) -> Vec<Option<String>> {
+        lock(&self.tokens).clone()
     }
 
     /// Simulates an outage (`Some(reason)`) or its end (`None`).
@@ -1026,18 +1042,26 @@ impl Sink for MemorySink {
     fn insert(
         &self,
         batches: &[EncodedBatch],
-        _token: Option<&str>,
+        token: Option<&str>,
     ) -> impl std::future::Future<Output = Result<(), SinkError>> + Send {
-        let result = match self.outage().or_else(|| lock(&self.script).pop_front()) {
+        // Built by `EncodedBatch::encode` or checked by `from_payload`.
+        let decoded: Vec<Record> = batches
+            .iter()
+            .flat_map(|batch| batch.decode().expect("queued batches decode").records)
+            .collect();
+        let poisoned = lock(&self.poison).as_ref().and_then(|(needle, error)| {
+            let hit = decoded.iter().any(|r| r.message.contains(needle.as_str()));
+            hit.then(|| error.clone())
+        });
+        let failure = self
+            .outage()
+            .or_else(|| lock(&self.script).pop_front())
+            .or(poisoned);
+        let result = match failure {
             Some(error) => Err(error),
             None => {
-                let mut rows = lock(&self.rows);
-                for batch in batches {
-                    // Built by `EncodedBatch::encode` or checked by `from_payload`.
-                    let decoded = batch.decode().expect("queued batches decode");
-                    rows.extend(decoded.records);
-                }
-                drop(rows);
+                lock(&self.rows).extend(decoded);
+                lock(&self.tokens).push(token.map(str::to_string));
                 self.inserts.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }

@@ -241,6 +241,53 @@ impl ClickHouseSink {
         result.map_err(|e| self.insert_error(e))
     }
 
+    /// Writes `rows` into another `table` (quoted) of the same server in one INSERT,
+    /// with the insert timeout and, where the server knows it, `token`: the dead-letter
+    /// table (see [`dead_letter`](super::dead_letter)). One attempt.
+    pub(super) async fn insert_rows<R>(
+        &self,
+        table: &str,
+        rows: &[R::Value<'_>],
+        token: Option<&str>,
+    ) -> Result<(), SinkError>
+    where
+        R: Row + RowWrite,
+    {
+        let token = token.filter(|_| self.dedup_token);
+        let attempt = async {
+            let mut insert = self
+                .client
+                .insert_unescaped::<R>(table)
+                .await?
+                .with_timeouts(Some(self.insert_timeout), Some(self.insert_timeout));
+            if let Some(token) = token {
+                insert = insert.with_setting(TOKEN_SETTING, token);
+            }
+            for row in rows {
+                insert.write(row).await?;
+            }
+            insert.end().await
+        };
+        let result =
+            match tokio::time::timeout(self.insert_timeout + self.control_timeout, attempt).await {
+                Ok(result) => result,
+                Err(_) => Err(clickhouse::error::Error::TimedOut),
+            };
+        result.map_err(|error| match retry::classify(&error) {
+            Class::Transient => self.unavailable_or_rejected("INSERT", error),
+            Class::Permanent => SinkError::Rejected {
+                reason: format!("INSERT into {table}: {}", describe(&error)),
+            },
+        })
+    }
+
+    /// Runs one statement without result (DDL), bounded by the control timeout.
+    pub(super) async fn execute(&self, sql: &str) -> Result<(), SinkError> {
+        self.control(self.client.query(sql).execute())
+            .await
+            .map_err(|e| self.unavailable_or_rejected("a statement", e))
+    }
+
     /// `SELECT 1`, bounded by the control timeout.
     pub async fn ping(&self) -> Result<(), SinkError> {
         self.control(self.client.query("SELECT 1").execute())

@@ -13,6 +13,8 @@
 //! - [`retry`]: transient vs permanent classification of ClickHouse errors, and the
 //!   capped exponential backoff with jitter.
 //! - [`dedup`]: the `insert_deduplication_token` of an INSERT made of spool frames.
+//! - [`dead_letter`]: what becomes of the rows of a spool frame ClickHouse refused for
+//!   good (bisection, `<table>_rejected`, the fallback file).
 //!
 //! The [`Sink`] trait is the one seam between the batcher and the database, so the
 //! batcher's timing rules can be tested with a fake sink and paused time; production
@@ -30,6 +32,7 @@ use tokio::time::Instant;
 
 pub mod batcher;
 pub mod clickhouse;
+pub mod dead_letter;
 pub mod dedup;
 pub mod retry;
 pub mod schema;

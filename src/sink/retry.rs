@@ -15,7 +15,10 @@
 //!   `CANNOT_CONVERT_TYPE`, 72 `CANNOT_PARSE_NUMBER`, 117 `INCORRECT_DATA`, 128/131
 //!   `TOO_LARGE_ARRAY/STRING_SIZE`, 190 `SIZES_OF_ARRAYS_DOESNT_MATCH`, 321
 //!   `VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE`, 349 `CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN`,
-//!   407 `DECIMAL_OVERFLOW`, 469 `VIOLATED_CONSTRAINT`;
+//!   407 `DECIMAL_OVERFLOW`, 469 `VIOLATED_CONSTRAINT`, 395
+//!   `FUNCTION_THROW_IF_VALUE_IS_NON_ZERO` (a `throwIf` in a column's default
+//!   expression: the check a table can make before `CHECK` constraints, e.g. on 18.16;
+//!   the same rows fail it again);
 //! - the RowBinary stream does not match the table (schema drift since start-up):
 //!   32 `ATTEMPT_TO_READ_AFTER_EOF`, 33 `CANNOT_READ_ALL_DATA`;
 //! - the statement does not fit the table: 8 `THERE_IS_NO_COLUMN`, 10
@@ -58,7 +61,7 @@ pub enum Class {
 /// accepted as they are" (see the module documentation for the names).
 const PERMANENT_CODES: &[u32] = &[
     6, 8, 10, 16, 20, 26, 27, 32, 33, 38, 41, 44, 47, 50, 53, 60, 62, 69, 70, 72, 73, 81, 115, 117,
-    128, 131, 164, 190, 192, 193, 194, 195, 291, 321, 349, 407, 469, 497, 516,
+    128, 131, 164, 190, 192, 193, 194, 195, 291, 321, 349, 395, 407, 469, 497, 516,
 ];
 
 /// Classifies a ClickHouse exception code.
@@ -186,7 +189,9 @@ mod tests {
 
     #[test]
     fn bad_data_and_schema_errors_are_permanent() {
-        for code in [6, 16, 26, 27, 33, 41, 53, 60, 70, 72, 81, 117, 164, 516] {
+        for code in [
+            6, 16, 26, 27, 33, 41, 53, 60, 70, 72, 81, 117, 164, 395, 469, 516,
+        ] {
             assert_eq!(classify_code(code), Class::Permanent, "code {code}");
         }
     }

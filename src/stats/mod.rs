@@ -36,26 +36,28 @@ pub use report::{prometheus_text, WorkerStats};
 
 /// Declares [`Stats`], [`StatsSnapshot`], [`Stats::snapshot`] and
 /// [`PIPELINE_METRICS`] from one list, so a counter cannot be missing from one of
-/// them. `counters`: `field: Atomic => snapshot type, Kind[(Unit)] "name" "help";`
-/// (the part after the comma as in [`registry::metrics!`]); `latencies`:
+/// them. `counters`: `field: Atomic => snapshot type, Kind[(Unit)] ["label" = "value"]
+/// "name" "help";` (the part after the comma as in [`registry::metrics!`]: counters
+/// sharing a name with one label value each are one labelled family); `latencies`:
 /// `histogram => [p50 key, p99 key], "name" "help";` (a summary).
 macro_rules! worker_stats {
     (
         counters {$(
             $(#[$doc:meta])*
             $field:ident: $atomic:ident => $int:ty,
-                $kind:ident $(($unit:ident))? $name:literal $help:literal;
+                $kind:ident $(($unit:ident))? $([$lname:literal = $lvalue:literal])?
+                $name:literal $help:literal;
         )+}
         latencies {$(
             $(#[$ldoc:meta])*
-            $histogram:ident => [$p50:ident, $p99:ident], $lname:literal $lhelp:literal;
+            $histogram:ident => [$p50:ident, $p99:ident], $sname:literal $shelp:literal;
         )+}
     ) => {
         /// Counters updated by the pipeline. Cheap to clone behind an `Arc`.
         #[derive(Debug, Default)]
         pub struct Stats {
             $(#[doc = $help] $(#[$doc])* pub $field: $atomic,)+
-            $(#[doc = $lhelp] $(#[$ldoc])* pub $histogram: LatencyHistogram,)+
+            $(#[doc = $shelp] $(#[$ldoc])* pub $histogram: LatencyHistogram,)+
         }
 
         /// A consistent-enough copy for reporting, flattened into `/stats`.
@@ -100,8 +102,8 @@ macro_rules! worker_stats {
 
         /// The metrics of [`StatsSnapshot`], in declaration order.
         pub const PIPELINE_METRICS: &[Metric<StatsSnapshot>] = metrics![
-            $($field: $kind $(($unit))? $name $help;)+
-            $([$p50, $p99]: Summary $lname $lhelp;)+
+            $($field: $kind $(($unit))? $([$lname = $lvalue])? $name $help;)+
+            $([$p50, $p99]: Summary $sname $shelp;)+
         ];
     };
 }
@@ -128,6 +130,25 @@ worker_stats! {
             "INSERT attempts that failed.";
         otlp_requests: AtomicU64 => u64, Counter "zero_logs_otlp_requests_total"
             "OTLP export requests handled (OTLP/HTTP and OTLP/gRPC; also in requests).";
+        /// Dead letters (`ACK_MODE=spool`): rows ClickHouse refused for good, isolated
+        /// from their frame and kept in `<table>_rejected` (or the fallback file), by
+        /// reason (see `sink::dead_letter::Reason`).
+        rows_dead_lettered_type_mismatch: AtomicU64 => u64,
+            Counter ["reason" = "type_mismatch"] "zero_logs_rows_dead_lettered_total"
+            "Rows ClickHouse refused for good, kept as dead letters, by reason.";
+        rows_dead_lettered_constraint: AtomicU64 => u64,
+            Counter ["reason" = "constraint"] "zero_logs_rows_dead_lettered_total"
+            "Rows ClickHouse refused for good, kept as dead letters, by reason.";
+        rows_dead_lettered_too_large: AtomicU64 => u64,
+            Counter ["reason" = "too_large"] "zero_logs_rows_dead_lettered_total"
+            "Rows ClickHouse refused for good, kept as dead letters, by reason.";
+        rows_dead_lettered_other: AtomicU64 => u64,
+            Counter ["reason" = "other"] "zero_logs_rows_dead_lettered_total"
+            "Rows ClickHouse refused for good, kept as dead letters, by reason.";
+        /// Of those, the rows the dead-letter table refused, appended to
+        /// `quarantine/dead-letter.jsonl` in the spool directory instead.
+        rows_dead_letter_file: AtomicU64 => u64, Counter "zero_logs_rows_dead_letter_file_total"
+            "Dead-lettered rows written to the spool's dead-letter file (table unwritable).";
         /// Rows submitted to the batcher and not yet inserted or failed.
         queue_rows: AtomicI64 => i64, Gauge "zero_logs_queue_rows"
             "Rows waiting for ClickHouse.";

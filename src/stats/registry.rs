@@ -24,6 +24,10 @@ pub struct Metric<S> {
     pub name: &'static str,
     pub help: &'static str,
     pub kind: Kind<S>,
+    /// One more label of this metric's sample (`("reason", "constraint")`). Metrics
+    /// sharing a name are one family, declared next to each other with one label
+    /// value each: the family's `# HELP`/`# TYPE` are written once, from the first.
+    pub label: Option<(&'static str, &'static str)>,
 }
 
 /// Prometheus type, with where its value(s) come from.
@@ -148,16 +152,21 @@ macro_rules! field {
 pub(crate) use field;
 
 /// A table of [`Metric`]s, one entry a declaration:
-/// `field: Counter|Gauge[(Millis|Micros)] "name" "help";` or, for a latency summary
-/// read in µs, `[p50_field, p99_field]: Summary "name" "help";`.
+/// `field: Counter|Gauge[(Millis|Micros)] ["name" = "value"] "name" "help";` (the
+/// bracketed extra label is optional, see [`Metric::label`]) or, for a latency
+/// summary read in µs, `[p50_field, p99_field]: Summary "name" "help";`.
 macro_rules! metrics {
-    ($($fields:tt: $kind:ident $(($unit:ident))? $name:literal $help:literal;)+) => {
+    ($($fields:tt: $kind:ident $(($unit:ident))? $([$lname:literal = $lvalue:literal])?
+        $name:literal $help:literal;)+) => {
         &[$($crate::stats::registry::Metric {
             name: $name,
             help: $help,
             kind: $crate::stats::registry::metrics!(@kind $fields $kind $($unit)?),
+            label: $crate::stats::registry::metrics!(@label $($lname $lvalue)?),
         },)+]
     };
+    (@label) => { None };
+    (@label $lname:literal $lvalue:literal) => { Some(($lname, $lvalue)) };
     (@kind [$p50:ident, $p99:ident] Summary) => {
         $crate::stats::registry::Kind::Summary([
             $crate::stats::registry::field!($p50, Micros),
@@ -187,13 +196,23 @@ pub fn labels(pairs: &[(&str, &str)]) -> String {
 /// Appends `metrics`, read from `source`, in the Prometheus text format; `labels`
 /// (from [`labels`]) go on every sample. (Writing to a `String` cannot fail.)
 pub fn render<S>(out: &mut String, labels: &str, metrics: &[Metric<S>], source: &S) {
+    let mut family = "";
     for m in metrics {
         let name = m.name;
-        let _ = writeln!(out, "# HELP {name} {}", m.help);
-        let _ = writeln!(out, "# TYPE {name} {}", m.kind.type_name());
+        if name != family {
+            let _ = writeln!(out, "# HELP {name} {}", m.help);
+            let _ = writeln!(out, "# TYPE {name} {}", m.kind.type_name());
+            family = name;
+        }
         match &m.kind {
             Kind::Counter(f) | Kind::Gauge(f) => {
-                let _ = writeln!(out, "{name}{{{labels}}} {}", f.read(source));
+                let _ = match m.label {
+                    Some((label, value)) => {
+                        let extra = self::labels(&[(label, value)]);
+                        writeln!(out, "{name}{{{labels},{extra}}} {}", f.read(source))
+                    }
+                    None => writeln!(out, "{name}{{{labels}}} {}", f.read(source)),
+                };
             }
             Kind::Summary(fields) => {
                 for (q, f) in QUANTILES.iter().zip(fields) {
@@ -211,6 +230,8 @@ mod tests {
 
     struct Report {
         rows: u64,
+        bad_a: u64,
+        bad_b: u64,
         queue: i64,
         age_ms: u64,
         p50_us: u64,
@@ -219,6 +240,8 @@ mod tests {
 
     const METRICS: &[Metric<Report>] = metrics![
         rows: Counter "t_rows_total" "Rows.";
+        bad_a: Counter ["why" = "a"] "t_bad_total" "Bad rows.";
+        bad_b: Counter ["why" = "b"] "t_bad_total" "Bad rows.";
         queue: Gauge "t_queue_rows" "Queue.";
         age_ms: Gauge(Millis) "t_age_seconds" "Age.";
         [p50_us, p99_us]: Summary "t_seconds" "Time.";
@@ -228,6 +251,8 @@ mod tests {
     fn renders_the_prometheus_text_shapes() {
         let report = Report {
             rows: 17,
+            bad_a: 3,
+            bad_b: 4,
             queue: -2,
             age_ms: 1500,
             p50_us: 1234,
@@ -239,6 +264,9 @@ mod tests {
             out,
             "# HELP t_rows_total Rows.\n# TYPE t_rows_total counter\n\
              t_rows_total{worker_id=\"1\"} 17\n\
+             # HELP t_bad_total Bad rows.\n# TYPE t_bad_total counter\n\
+             t_bad_total{worker_id=\"1\",why=\"a\"} 3\n\
+             t_bad_total{worker_id=\"1\",why=\"b\"} 4\n\
              # HELP t_queue_rows Queue.\n# TYPE t_queue_rows gauge\n\
              t_queue_rows{worker_id=\"1\"} -2\n\
              # HELP t_age_seconds Age.\n# TYPE t_age_seconds gauge\n\

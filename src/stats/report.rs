@@ -190,13 +190,38 @@ mod tests {
         );
     }
 
-    /// Name and `# TYPE` of every metric of the page.
+    /// Name and `# TYPE` of every metric family of the page (labelled metrics sharing
+    /// a name, declared next to each other, are one family).
     fn families() -> Vec<(&'static str, &'static str)> {
         fn of<S>(metrics: &[Metric<S>]) -> impl Iterator<Item = (&'static str, &'static str)> + '_ {
             metrics.iter().map(|m| (m.name, m.kind.type_name()))
         }
-        let all = of(PIPELINE_METRICS).chain(of(WORKER_METRICS));
-        all.chain(of(SPOOL_METRICS)).collect()
+        let mut all: Vec<_> = of(PIPELINE_METRICS)
+            .chain(of(WORKER_METRICS))
+            .chain(of(SPOOL_METRICS))
+            .collect();
+        all.dedup();
+        all
+    }
+
+    #[test]
+    fn a_shared_name_is_one_labelled_family() {
+        for metrics in [PIPELINE_METRICS] {
+            for pair in metrics.windows(2) {
+                if pair[0].name == pair[1].name {
+                    let (a, b) = (pair[0].label, pair[1].label);
+                    assert!(a.is_some() && b.is_some() && a != b, "{}", pair[0].name);
+                    assert_eq!(pair[0].help, pair[1].help, "{}", pair[0].name);
+                }
+            }
+        }
+        let page = prometheus_text(&WorkerStats::example());
+        let family = "zero_logs_rows_dead_lettered_total";
+        assert_eq!(page.matches(&format!("# TYPE {family} counter")).count(), 1);
+        for reason in ["type_mismatch", "constraint", "too_large", "other"] {
+            let sample = format!("{family}{{worker_id=\"7\",reason=\"{reason}\"}} ");
+            assert!(page.contains(&sample), "{sample} in {page}");
+        }
     }
 
     fn names() -> Vec<&'static str> {
@@ -231,6 +256,8 @@ mod tests {
             "zero_logs_rows_failed_total",
             "zero_logs_inserts_total",
             "zero_logs_insert_failures_total",
+            "zero_logs_rows_dead_lettered_total",
+            "zero_logs_rows_dead_letter_file_total",
             "zero_logs_queue_rows",
             "zero_logs_last_flush_timestamp_seconds",
             "zero_logs_resident_memory_bytes",

@@ -21,6 +21,7 @@ use crate::ingest::{self, AckPoint, Ingest};
 use crate::listen;
 use crate::notify;
 use crate::serve::{ServeOptions, Server};
+use crate::sink::dead_letter::{ClickHouseDeadLetters, DeadLetterFile, Salvage, Salvager};
 use crate::sink::{Batcher, BatcherHandle, ClickHouseSink};
 use crate::spool::{Spool, SpoolReader};
 use crate::stats::Stats;
@@ -137,6 +138,10 @@ impl Storage {
         };
         let sink = Arc::new(ClickHouseSink::connect(&cfg.clickhouse).await?);
         let clickhouse_version = sink.server_version().to_string();
+        let salvage = match &spool {
+            Some((spool, _)) => Some(salvager(&sink, cfg, spool, stats).await),
+            None => None,
+        };
         // Config has applied ACK_MODE to both (queue clamp, endless retries of spooled rows).
         let batcher = Batcher::spawn(
             cfg.batch.clone(),
@@ -147,7 +152,7 @@ impl Storage {
             hard_stop.clone(),
         );
         let delivery = spool.map(|(spool, reader)| {
-            SpoolDelivery::start(spool, reader, &batcher, cfg, tracker, hard_stop)
+            SpoolDelivery::start(spool, reader, &batcher, salvage, cfg, tracker, hard_stop)
         });
         Ok(Storage {
             batcher,
@@ -157,12 +162,34 @@ impl Storage {
     }
 }
 
+/// The dead letters of `ACK_MODE=spool` (`sink::dead_letter`): `<table>_rejected`
+/// (created now when tables are), else `quarantine/dead-letter.jsonl` in the spool.
+async fn salvager(
+    sink: &Arc<ClickHouseSink>,
+    cfg: &Config,
+    spool: &Spool,
+    stats: &Arc<Stats>,
+) -> Arc<dyn Salvage> {
+    let table = ClickHouseDeadLetters::new(Arc::clone(sink), &cfg.clickhouse);
+    table.ensure_table(&cfg.clickhouse).await;
+    let file = DeadLetterFile::in_dir(&spool.dir().join(crate::spool::segment::QUARANTINE_DIR));
+    let source = format!("{}.{}", cfg.clickhouse.database, cfg.clickhouse.table);
+    Arc::new(Salvager::new(
+        Arc::clone(sink),
+        Arc::new(table),
+        file,
+        Arc::clone(stats),
+        source,
+    ))
+}
+
 impl SpoolDelivery {
     /// Spawns the feeder (spool → batcher) and the adoption of orphaned spools.
     fn start(
         spool: Spool,
         reader: SpoolReader,
         batcher: &BatcherHandle,
+        salvage: Option<Arc<dyn Salvage>>,
         cfg: &Config,
         tracker: &TaskTracker,
         hard_stop: &CancellationToken,
@@ -173,6 +200,7 @@ impl SpoolDelivery {
             spool.clone(),
             reader,
             batcher.clone(),
+            salvage,
             stop_pulling.clone(),
         ));
         tracker.spawn(feeder::adopt_orphans(
