@@ -13,7 +13,8 @@ use crate::record::format_rfc3339;
 /// `{"timestamp":"2024-05-01T12:00:00.123456789Z","level":"info","service":…,
 /// "message":…,"trace_id":…,"span_id":…,"attributes":{…}}`: RFC 3339 with all nine
 /// fractional digits (the exact nanosecond), empty ids and attributes left out,
-/// attributes in the client's order (a repeated key is written again, as received).
+/// attributes as the native layouts store them (an OTLP record's own, scope and
+/// resource attributes merged, each key once: the JSON path refuses repeated keys).
 pub fn record_json(record: &RecordRef<'_>) -> Result<String, CodecError> {
     let mut out = String::with_capacity(160 + record.message.len());
     out.push_str("{\"timestamp\":");
@@ -33,9 +34,10 @@ pub fn record_json(record: &RecordRef<'_>) -> Result<String, CodecError> {
             push_str(&mut out, value);
         }
     }
-    if !record.attributes.is_empty() {
+    let attributes = record.flat_attributes();
+    if !attributes.is_empty() {
         out.push_str(",\"attributes\":{");
-        for (i, pair) in record.attributes.iter().enumerate() {
+        for (i, pair) in attributes.iter().enumerate() {
             let (key, value) = pair?;
             if i > 0 {
                 out.push(',');
@@ -81,6 +83,7 @@ mod tests {
                 ("http.status".into(), "503".into()),
                 ("k".into(), "".into()),
             ],
+            otel: None,
         };
         assert_eq!(
             json_of(record),
@@ -106,6 +109,7 @@ mod tests {
             trace_id: String::new(),
             span_id: String::new(),
             attributes: Vec::new(),
+            otel: None,
         };
         assert_eq!(
             json_of(record),

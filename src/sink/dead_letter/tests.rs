@@ -103,6 +103,7 @@ fn frame(n: usize, poison: &[usize]) -> EncodedBatch {
             trace_id: String::new(),
             span_id: String::new(),
             attributes: vec![("i".into(), i.to_string())],
+            otel: None,
         })
         .collect();
     EncodedBatch::encode(&Batch::new(records))
