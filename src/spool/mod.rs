@@ -113,6 +113,7 @@ use tokio::time::Instant;
 
 mod acks;
 mod adopt;
+mod inflight;
 mod ledger;
 mod lock;
 mod prealloc;
@@ -129,10 +130,12 @@ mod recovery_tests;
 mod tests;
 
 pub use self::adopt::{AdoptReport, Orphan};
+pub use self::inflight::InflightRange;
 pub use self::ledger::SpoolStats;
 pub use self::reader::{SpoolFrame, SpoolReader};
 
 use self::acks::AckTracker;
+use self::inflight::InflightLog;
 use self::ledger::{Counters, Ledger, Shared};
 use self::lock::DirLock;
 use self::segment::{SegmentFs, HEADER_LEN, MAX_PAYLOAD_BYTES};
@@ -329,6 +332,8 @@ impl Spool {
             );
         }
         let persisted = state.get();
+        let (inflight, replay_ranges) =
+            InflightLog::open(&dir, persisted.acked_through, reset).map_err(|e| io_err(&dir, e))?;
         let counters = Counters::default();
         let recovered = replay::recover(&dir, persisted.acked_through, &counters)?;
         let next_seq = persisted
@@ -370,6 +375,7 @@ impl Spool {
             used_bytes: AtomicU64::new(used),
             appends_open: AtomicBool::new(true),
             maintain_pending: AtomicBool::new(false),
+            inflight,
             _lock: lock,
         });
         let (tx, rx) = mpsc::channel();
@@ -378,7 +384,7 @@ impl Spool {
             .name(format!("spool-{}", shared.instance))
             .spawn(move || writer.run())
             .map_err(|e| io_err(&shared.dir, e))?;
-        let reader = SpoolReader::new(Arc::clone(&shared));
+        let reader = SpoolReader::new(Arc::clone(&shared), replay_ranges);
         let writer = Arc::new(Mutex::new(Some(thread)));
         Ok((Spool { shared, tx, writer }, reader))
     }
@@ -471,6 +477,21 @@ impl Spool {
         if !self.shared.maintain_pending.swap(true, Relaxed) {
             let _ = self.tx.send(WriterMsg::Maintain);
         }
+    }
+
+    /// The consumer is about to deliver frames `range.first..=range.last` as one unit
+    /// whose outcome it cannot split (an INSERT with a deduplication token): recorded
+    /// so that, after a crash before they are acknowledged, the reader hands them out
+    /// with this range again ([`SpoolFrame::replay_range`]). One small `write(2)`, no
+    /// `fsync` (see `inflight.rs`).
+    pub fn note_in_flight(&self, range: InflightRange) {
+        self.shared.inflight.sent(range);
+    }
+
+    /// The unit `range` (noted with [`note_in_flight`](Self::note_in_flight)) is being
+    /// delivered frame by frame instead; after a crash its frames replay one by one.
+    pub fn note_split(&self, range: InflightRange) {
+        self.shared.inflight.split(range);
     }
 
     /// ClickHouse refused the frame for good (`SinkError::Rejected`): keep it as

@@ -137,6 +137,7 @@ impl Storage {
         };
         let sink = Arc::new(ClickHouseSink::connect(&cfg.clickhouse).await?);
         let clickhouse_version = sink.server_version().to_string();
+        let sends_tokens = sink.sends_dedup_token();
         // Config has applied ACK_MODE to both (queue clamp, endless retries of spooled rows).
         let batcher = Batcher::spawn(
             cfg.batch.clone(),
@@ -147,6 +148,11 @@ impl Storage {
             hard_stop.clone(),
         );
         let delivery = spool.map(|(spool, reader)| {
+            if sends_tokens {
+                // Replays then repeat the INSERTs that may have committed (no need where
+                // tokens are not sent: nothing would be deduplicated anyway).
+                feeder::record_ranges(&spool, &batcher);
+            }
             SpoolDelivery::start(spool, reader, &batcher, cfg, tracker, hard_stop)
         });
         Ok(Storage {
