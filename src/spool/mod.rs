@@ -38,6 +38,8 @@
 //! - [`segment`]: the segment format (frame header, file names), the synchronous
 //!   scanner, quarantine copies and the write seam.
 //! - `state_file.rs`: `spool.state` (watermark, next sequence number, epoch).
+//! - `inflight.rs`: `inflight.log`, the frame ranges delivered as one unit (an INSERT
+//!   with a deduplication token) and not yet acknowledged, handed to the replay.
 //! - `writer.rs`: the writer thread (group commit, rotation, `ENOSPC`, ack persistence).
 //! - `reaper.rs`: the thread that deletes acknowledged segments (an `unlink` of a full
 //!   segment takes milliseconds; appends must not wait for it).
@@ -53,6 +55,7 @@
 //! ```text
 //! <root>/<instance>/LOCK                      flock(2) while open; holds the owner's pid
 //! <root>/<instance>/spool.state               acked_through, next_seq, epoch (2 slots)
+//! <root>/<instance>/inflight.log              ranges delivered as one unit, not yet acked
 //! <root>/<instance>/seg-<first seq:020>.zls   frames, append-only, rotated at segment_bytes
 //! <root>/<instance>/quarantine/*.bad          corrupt segment tails, kept for inspection
 //! <root>/.adopted-<instance>-<ms>/            an orphan being drained by another instance
@@ -82,9 +85,12 @@
 //!   watermark, from INSERTs that finished out of order, are not persisted and replay
 //!   too). Every frame has a stable [`FrameId`] (`<instance>-<epoch>-<seq>`): on
 //!   ClickHouse ≥ 22.2 an INSERT of a contiguous frame range carries a deduplication
-//!   token built from it (`sink::dedup`), which drops retried INSERTs and replays that
-//!   re-form the same range (docs/SPOOL.md says when that happens). Frames re-appended
-//!   by adoption get new ids in the adopting spool.
+//!   token built from it (`sink::dedup`), which drops retried INSERTs; and the range is
+//!   noted in `inflight.log` first ([`Spool::note_in_flight`]), so that after a crash
+//!   of the process the replay hands those frames out with their range
+//!   ([`SpoolFrame::replay_range`]) and the INSERT repeats with its token. A power
+//!   loss can lose the newest notes (not `fsync`ed): at-least-once again for those.
+//!   Frames re-appended by adoption get new ids in the adopting spool.
 //! - **Corruption is contained.** A bad frame never crashes the worker or blocks the
 //!   spool: the valid prefix is delivered and the rest of that segment is moved to
 //!   `quarantine/`, logged at error level and counted (`quarantined_frames`/`_bytes`).
