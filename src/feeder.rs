@@ -21,7 +21,10 @@
 //!   backlog stays on disk.
 //! - **Deduplication.** Each frame is submitted with its [`Origin`] (spool incarnation,
 //!   sequence number, append time), from which the batcher builds the INSERT's
-//!   `insert_deduplication_token` (see [`crate::sink::dedup`]).
+//!   `insert_deduplication_token` (see [`crate::sink::dedup`]). Where the server
+//!   honours tokens, the batcher records each INSERT's frame range in the spool
+//!   ([`record_ranges`]) and a replayed frame comes back with its range, so that the
+//!   replay repeats the INSERT and its token.
 //! - **Stop.** After appends are closed the feeder keeps delivering until the spool is
 //!   empty or the drain budget is spent, then stops pulling frames and waits for the
 //!   INSERTs it started. Frames not acknowledged by then replay at the next start (or
@@ -39,8 +42,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::codec::EncodedBatch;
 use crate::sink::dead_letter::{Refused, Salvage, Salvaged};
+use crate::sink::dedup::{FrameRange, RangeLog};
 use crate::sink::{BatcherHandle, Origin, SinkError};
-use crate::spool::{Spool, SpoolFrame, SpoolReader};
+use crate::spool::{InflightRange, Spool, SpoolFrame, SpoolReader};
 
 /// A frame handed to the batcher (its batch taken out; handed back if refused for
 /// good) and how its INSERT ended.
@@ -99,7 +103,12 @@ async fn send(
 ) -> Option<Delivery> {
     let batch = std::mem::take(&mut frame.batch);
     let origin = origins.of(&frame);
-    match batcher.submit_from(batch, origin).await {
+    let range = frame.replay_range.map(|r| FrameRange {
+        first: r.first,
+        last: r.last,
+        last_appended_unix_ms: r.last_appended_unix_ms,
+    });
+    match batcher.submit_replayed(batch, origin, range).await {
         Ok(receipt) => Some(Box::pin(async move { (frame, receipt.returning().await) })),
         Err(err) => {
             tracing::info!(frame = %frame.id, error = %err, "batcher closed; frame left in the spool");
@@ -135,6 +144,33 @@ impl Origins {
             seq: id.seq,
             appended_unix_ms: frame.appended_unix_ms,
         }
+    }
+}
+
+/// Makes `batcher` record the frame range of every INSERT it sends with a token in
+/// `spool`'s in-flight log (only worth it where the server honours tokens).
+pub fn record_ranges(spool: &Spool, batcher: &BatcherHandle) {
+    batcher.record_ranges_in(Arc::new(SpoolRanges(spool.clone())));
+}
+
+/// The batcher's [`RangeLog`] over a spool's in-flight log.
+struct SpoolRanges(Spool);
+
+impl RangeLog for SpoolRanges {
+    fn sending(&self, range: FrameRange) {
+        self.0.note_in_flight(in_spool(range));
+    }
+
+    fn splitting(&self, range: FrameRange) {
+        self.0.note_split(in_spool(range));
+    }
+}
+
+fn in_spool(range: FrameRange) -> InflightRange {
+    InflightRange {
+        first: range.first,
+        last: range.last,
+        last_appended_unix_ms: range.last_appended_unix_ms,
     }
 }
 
@@ -231,6 +267,7 @@ mod tests {
             batch: EncodedBatch::default(),
             appended_unix_ms: 1_700_000_000_000,
             replayed: false,
+            replay_range: None,
         }
     }
 

@@ -38,7 +38,11 @@
 //!   gets a token only when all its batches were submitted with
 //!   [`submit_from`](BatcherHandle::submit_from) as one contiguous run of one spool's
 //!   frames; every retry of that INSERT sends the same token, and the per-batch retries
-//!   after a permanent failure send each frame's own token.
+//!   after a permanent failure send each frame's own token. Before a token is sent the
+//!   first time, its frame range goes to the [`RangeLog`] given to
+//!   [`record_ranges_in`](BatcherHandle::record_ranges_in); frames submitted again
+//!   with such a range after a crash ([`submit_replayed`](BatcherHandle::submit_replayed))
+//!   are cut as that range again (`cut.rs`).
 //! - **Health**: a transient failure marks the sink down (reason, since when). A
 //!   background task pings ClickHouse every second until it answers, then marks it
 //!   healthy and wakes sleeping retries; a successful INSERT also marks it healthy.
@@ -61,7 +65,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -72,7 +76,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::dedup::Origin;
+use super::dedup::{FrameRange, Origin, RangeLog};
 use super::{Sink, SinkDown, SinkError, SinkHealth};
 use crate::codec::EncodedBatch;
 use crate::config::BatchConfig;
@@ -131,6 +135,8 @@ impl Batcher {
             room: Notify::new(),
             heartbeat_base: Instant::now(),
             heartbeat_ns: AtomicU64::new(0),
+            room_waiters: AtomicUsize::new(0),
+            range_log: OnceLock::new(),
             #[cfg(feature = "test-hooks")]
             stall_ms: AtomicU64::new(0),
         });
@@ -152,6 +158,8 @@ impl Batcher {
             pending_rows: 0,
             pending_bytes: 0,
             inflight: FuturesUnordered::new(),
+            spent: None,
+            last_received: Instant::now(),
         };
         tracker.spawn(async move {
             flusher.run().await;
@@ -193,7 +201,7 @@ impl BatcherHandle {
         if let Err(queued_rows) = self.shared.reserve_rows(batch.len()) {
             return Err(SubmitError::Full { queued_rows });
         }
-        self.enqueue(batch, None)
+        self.enqueue(batch, None, None)
     }
 
     /// Whether [`try_submit`](Self::try_submit) would take `rows` rows now, answered as
@@ -213,7 +221,7 @@ impl BatcherHandle {
     /// down (its INSERT then retries). Only `Err(Closed)` after close or shutdown. For
     /// durable batches that must not be refused.
     pub async fn submit(&self, batch: EncodedBatch) -> Result<Receipt, SubmitError> {
-        self.submit_with(batch, None).await
+        self.submit_with(batch, None, None).await
     }
 
     /// [`submit`](Self::submit) for the spool's feeder: the batch is the frame `origin`,
@@ -223,13 +231,32 @@ impl BatcherHandle {
         batch: EncodedBatch,
         origin: Origin,
     ) -> Result<Receipt, SubmitError> {
-        self.submit_with(batch, Some(origin)).await
+        self.submit_with(batch, Some(origin), None).await
+    }
+
+    /// [`submit_from`](Self::submit_from) for a replayed frame that an earlier run sent
+    /// as part of the INSERT of `range` (the spool's in-flight log says so): it is sent
+    /// in one INSERT with the other frames of that range again, under the same token.
+    pub async fn submit_replayed(
+        &self,
+        batch: EncodedBatch,
+        origin: Origin,
+        range: Option<FrameRange>,
+    ) -> Result<Receipt, SubmitError> {
+        self.submit_with(batch, Some(origin), range).await
+    }
+
+    /// Records the range of every INSERT sent with a token in `log` before sending it.
+    /// Set once, by the worker, when the server honours tokens; later calls are ignored.
+    pub fn record_ranges_in(&self, log: Arc<dyn RangeLog>) {
+        let _ = self.shared.range_log.set(log);
     }
 
     async fn submit_with(
         &self,
         batch: EncodedBatch,
         origin: Option<Origin>,
+        range: Option<FrameRange>,
     ) -> Result<Receipt, SubmitError> {
         let shared = &*self.shared;
         if batch.is_empty() {
@@ -245,20 +272,31 @@ impl BatcherHandle {
             if shared.reserve_rows(rows).is_ok() {
                 break;
             }
-            tokio::select! {
-                () = room => {}
-                () = shared.closing.cancelled() => return Err(SubmitError::Closed),
+            // Seen by the flush loop: a replayed range it holds back cannot grow now.
+            shared.room_waiters.fetch_add(1, Ordering::AcqRel);
+            let closed = tokio::select! {
+                () = room => false,
+                () = shared.closing.cancelled() => true,
+            };
+            shared.room_waiters.fetch_sub(1, Ordering::AcqRel);
+            if closed {
+                return Err(SubmitError::Closed);
             }
         }
         let extra = batch.len() - rows;
         if extra > 0 {
             shared.queued_rows.fetch_add(extra, Ordering::AcqRel);
         }
-        self.enqueue(batch, origin)
+        self.enqueue(batch, origin, range)
     }
 
     /// Sends a batch whose rows are reserved to the flush loop.
-    fn enqueue(&self, batch: EncodedBatch, origin: Option<Origin>) -> Result<Receipt, SubmitError> {
+    fn enqueue(
+        &self,
+        batch: EncodedBatch,
+        origin: Option<Origin>,
+        range: Option<FrameRange>,
+    ) -> Result<Receipt, SubmitError> {
         let rows = batch.len();
         self.shared
             .stats
@@ -268,6 +306,7 @@ impl BatcherHandle {
         let submission = Submission {
             batch,
             origin,
+            range,
             submitted: Instant::now(),
             done,
         };
@@ -391,6 +430,8 @@ struct Submission {
     batch: EncodedBatch,
     /// The spool frame it is, for the INSERT's deduplication token.
     origin: Option<Origin>,
+    /// The INSERT an earlier run sent this (replayed) frame in.
+    range: Option<FrameRange>,
     submitted: Instant,
     done: oneshot::Sender<Outcome>,
 }
@@ -428,6 +469,10 @@ struct Shared {
     room: Notify,
     heartbeat_base: Instant,
     heartbeat_ns: AtomicU64,
+    /// Submitters waiting for queue room now.
+    room_waiters: AtomicUsize,
+    /// Where ranges sent under a token are recorded (servers that honour tokens).
+    range_log: OnceLock<Arc<dyn RangeLog>>,
     /// Test hook: milliseconds the loop must hang at its next iteration.
     #[cfg(feature = "test-hooks")]
     stall_ms: AtomicU64,
@@ -551,6 +596,10 @@ struct Flusher<S> {
     pending_rows: usize,
     pending_bytes: usize,
     inflight: FuturesUnordered<JoinHandle<()>>,
+    /// A replayed range cut before it was gathered: its later frames go without token.
+    spent: Option<FrameRange>,
+    /// When the last submission arrived (a replayed range waits for the rest).
+    last_received: Instant,
 }
 
 impl<S: Sink> Flusher<S> {
@@ -614,6 +663,7 @@ impl<S: Sink> Flusher<S> {
     }
 
     fn push(&mut self, submission: Submission) {
+        self.last_received = Instant::now();
         self.pending_rows += submission.batch.len();
         self.pending_bytes += submission.batch.byte_len();
         self.pending.push_back(submission);
@@ -623,6 +673,9 @@ impl<S: Sink> Flusher<S> {
         let Some(oldest) = self.pending.front() else {
             return false;
         };
+        if let Some(due) = self.replay_cut_due(now, closing) {
+            return due;
+        }
         closing
             || self.pending_rows >= self.cfg.max_rows
             || self.pending_bytes >= self.cfg.max_bytes
@@ -632,7 +685,13 @@ impl<S: Sink> Flusher<S> {
     /// When the loop must wake for a time-based rule (besides the heartbeat tick).
     fn next_deadline(&self) -> Option<Instant> {
         let oldest = self.pending.front()?.submitted;
-        let age_cut = (self.inflight.len() < self.max_inflight).then(|| oldest + self.cfg.max_age);
+        let age_cut = if self.inflight.len() >= self.max_inflight {
+            None
+        } else if self.front_range().is_some() {
+            self.replay_wake()
+        } else {
+            Some(oldest + self.cfg.max_age)
+        };
         let expiry = self
             .shared
             .is_down()
@@ -696,14 +755,12 @@ impl<S: Sink> Flusher<S> {
 
     /// Cuts one INSERT from the front of the queue and starts it on its own task.
     fn start_insert(&mut self) {
+        let group = self.front_group();
         let mut taken = Vec::new();
         let mut rows = 0usize;
         let mut bytes = 0usize;
         while let Some(front) = self.pending.front() {
-            if !taken.is_empty()
-                && (rows + front.batch.len() > self.cfg.max_rows
-                    || bytes + front.batch.byte_len() > self.cfg.max_bytes)
-            {
+            if !taken.is_empty() && !self.joins(group, front, rows, bytes) {
                 break;
             }
             let Some(submission) = self.pending.pop_front() else {
@@ -715,10 +772,12 @@ impl<S: Sink> Flusher<S> {
         }
         self.pending_rows -= rows;
         self.pending_bytes -= bytes;
+        let plan = cut::plan(group, &taken);
         let job = insert::insert_with_retries(
             Arc::clone(&self.sink),
             Arc::clone(&self.shared),
             taken,
+            plan,
             rows,
             self.retry_budget,
         );
@@ -726,6 +785,7 @@ impl<S: Sink> Flusher<S> {
     }
 }
 
+mod cut;
 mod insert;
 
 #[cfg(test)]

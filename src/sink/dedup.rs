@@ -25,6 +25,20 @@
 //! A retry of the same INSERT keeps its token (that is what lets a timed-out INSERT
 //! that did commit be dropped by the server); a merged INSERT refused for good is
 //! retried per submission, each with the token of its own frame.
+//!
+//! # Replays
+//!
+//! A replay after a crash must repeat the tokens of the INSERTs that may have committed
+//! just before it, or their rows are stored twice. So before an INSERT with a token is
+//! sent, its [`FrameRange`] goes to the [`RangeLog`] (the spool's `inflight.log`), and
+//! the frames of a range come back at replay marked with it. The batcher sends such
+//! frames as one INSERT again under the range's token, [`FrameRange::token`], even when
+//! some of them are gone (acknowledged, or lost to quarantine): a token then names a
+//! subset of its first rows, and every later use of it names a subset of that (frames
+//! only ever leave a range), so a server that drops it holds those rows already. If
+//! the replay cannot gather every frame of a range into one INSERT, the frames go
+//! without a token (at-least-once); sending them in two INSERTs under one token could
+//! lose the second.
 
 use std::sync::Arc;
 
@@ -53,6 +67,14 @@ impl Origin {
 /// The token of an INSERT made of submissions with these origins, in INSERT order, or
 /// `None` when they are not one contiguous ascending run of one spool's frames.
 pub fn token<'a>(origins: impl IntoIterator<Item = Option<&'a Origin>>) -> Option<String> {
+    let mut origins = origins.into_iter().peekable();
+    let spool = Arc::clone(&(*origins.peek()?)?.spool);
+    range(origins).map(|r| r.token(&spool))
+}
+
+/// The token of an INSERT made of these origins, as a range to record; `None` as for
+/// [`token`].
+pub fn range<'a>(origins: impl IntoIterator<Item = Option<&'a Origin>>) -> Option<FrameRange> {
     let mut origins = origins.into_iter();
     let first = origins.next()??;
     let mut last = first;
@@ -64,16 +86,50 @@ pub fn token<'a>(origins: impl IntoIterator<Item = Option<&'a Origin>>) -> Optio
         }
         last = origin;
     }
-    Some(range_token(first, last))
+    Some(FrameRange {
+        first: first.seq,
+        last: last.seq,
+        last_appended_unix_ms: last.appended_unix_ms,
+    })
+}
+
+/// Frames `first..=last` of one spool sent as one INSERT: what the token names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FrameRange {
+    pub first: u64,
+    pub last: u64,
+    /// Append time of frame `last` (Unix ms).
+    pub last_appended_unix_ms: u64,
+}
+
+impl FrameRange {
+    /// The token of an INSERT of this range of `spool`.
+    pub fn token(&self, spool: &str) -> String {
+        format!(
+            "{spool}-{}-{}-{}",
+            self.first, self.last, self.last_appended_unix_ms
+        )
+    }
+}
+
+/// Where the batcher records the ranges it sends under a token, before sending them
+/// (see "Replays" above). Implemented over the spool by the feeder.
+pub trait RangeLog: Send + Sync + 'static {
+    /// The INSERT of `range` is about to be sent (first attempt).
+    fn sending(&self, range: FrameRange);
+    /// The INSERT of `range` was refused for good; its frames go one by one.
+    fn splitting(&self, range: FrameRange);
 }
 
 /// The one place the token's text is formed, so that a single frame gets the same
 /// token whichever way it is computed.
 fn range_token(first: &Origin, last: &Origin) -> String {
-    format!(
-        "{}-{}-{}-{}",
-        first.spool, first.seq, last.seq, last.appended_unix_ms
-    )
+    FrameRange {
+        first: first.seq,
+        last: last.seq,
+        last_appended_unix_ms: last.appended_unix_ms,
+    }
+    .token(&first.spool)
 }
 
 #[cfg(test)]

@@ -37,6 +37,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
+use super::inflight::{INFLIGHT_FILE, INFLIGHT_TMP_FILE};
 use super::ledger::{unix_ms, Counters};
 use super::lock::{try_lock_dir, DirLock, LOCK_FILE};
 use super::prealloc::{RECYCLE_FILE, SPARE_FILE, SPARE_TMP_FILE};
@@ -299,6 +300,8 @@ fn remove_drained(dir: &Path, own_quarantine: &Path) -> Result<(), SpoolError> {
     }
     for name in [
         STATE_FILE,
+        INFLIGHT_FILE,
+        INFLIGHT_TMP_FILE,
         SPARE_FILE,
         SPARE_TMP_FILE,
         RECYCLE_FILE,

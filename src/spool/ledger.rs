@@ -19,6 +19,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use super::acks::AckTracker;
+use super::inflight::InflightLog;
 use super::lock::DirLock;
 use super::SpoolConfig;
 use crate::codec::EncodedBatch;
@@ -172,6 +173,9 @@ pub struct Shared {
     pub appends_open: AtomicBool,
     /// Acks changed since the writer last persisted them.
     pub maintain_pending: AtomicBool,
+    /// Units delivered and not yet acknowledged through (`inflight.rs`); pruned with
+    /// every state write.
+    pub inflight: InflightLog,
     /// Held for as long as anything can touch the directory.
     pub _lock: DirLock,
 }

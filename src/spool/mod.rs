@@ -38,6 +38,8 @@
 //! - [`segment`]: the segment format (frame header, file names), the synchronous
 //!   scanner, quarantine copies and the write seam.
 //! - `state_file.rs`: `spool.state` (watermark, next sequence number, epoch).
+//! - `inflight.rs`: `inflight.log`, the frame ranges delivered as one unit (an INSERT
+//!   with a deduplication token) and not yet acknowledged, handed to the replay.
 //! - `writer.rs`: the writer thread (group commit, rotation, `ENOSPC`, ack persistence).
 //! - `reaper.rs`: the thread that deletes acknowledged segments (an `unlink` of a full
 //!   segment takes milliseconds; appends must not wait for it).
@@ -53,6 +55,7 @@
 //! ```text
 //! <root>/<instance>/LOCK                      flock(2) while open; holds the owner's pid
 //! <root>/<instance>/spool.state               acked_through, next_seq, epoch (2 slots)
+//! <root>/<instance>/inflight.log              ranges delivered as one unit, not yet acked
 //! <root>/<instance>/seg-<first seq:020>.zls   frames, append-only, rotated at segment_bytes
 //! <root>/<instance>/quarantine/*.bad          corrupt segment tails, kept for inspection
 //! <root>/.adopted-<instance>-<ms>/            an orphan being drained by another instance
@@ -82,9 +85,12 @@
 //!   watermark, from INSERTs that finished out of order, are not persisted and replay
 //!   too). Every frame has a stable [`FrameId`] (`<instance>-<epoch>-<seq>`): on
 //!   ClickHouse ≥ 22.2 an INSERT of a contiguous frame range carries a deduplication
-//!   token built from it (`sink::dedup`), which drops retried INSERTs and replays that
-//!   re-form the same range (docs/SPOOL.md says when that happens). Frames re-appended
-//!   by adoption get new ids in the adopting spool.
+//!   token built from it (`sink::dedup`), which drops retried INSERTs; and the range is
+//!   noted in `inflight.log` first ([`Spool::note_in_flight`]), so that after a crash
+//!   of the process the replay hands those frames out with their range
+//!   ([`SpoolFrame::replay_range`]) and the INSERT repeats with its token. A power
+//!   loss can lose the newest notes (not `fsync`ed): at-least-once again for those.
+//!   Frames re-appended by adoption get new ids in the adopting spool.
 //! - **Corruption is contained.** A bad frame never crashes the worker or blocks the
 //!   spool: the valid prefix is delivered and the rest of that segment is moved to
 //!   `quarantine/`, logged at error level and counted (`quarantined_frames`/`_bytes`).
@@ -113,6 +119,7 @@ use tokio::time::Instant;
 
 mod acks;
 mod adopt;
+mod inflight;
 mod ledger;
 mod lock;
 mod prealloc;
@@ -129,10 +136,12 @@ mod recovery_tests;
 mod tests;
 
 pub use self::adopt::{AdoptReport, Orphan};
+pub use self::inflight::InflightRange;
 pub use self::ledger::SpoolStats;
 pub use self::reader::{SpoolFrame, SpoolReader};
 
 use self::acks::AckTracker;
+use self::inflight::InflightLog;
 use self::ledger::{Counters, Ledger, Shared};
 use self::lock::DirLock;
 use self::segment::{SegmentFs, HEADER_LEN, MAX_PAYLOAD_BYTES};
@@ -329,6 +338,8 @@ impl Spool {
             );
         }
         let persisted = state.get();
+        let (inflight, replay_ranges) =
+            InflightLog::open(&dir, persisted.acked_through, reset).map_err(|e| io_err(&dir, e))?;
         let counters = Counters::default();
         let recovered = replay::recover(&dir, persisted.acked_through, &counters)?;
         let next_seq = persisted
@@ -370,6 +381,7 @@ impl Spool {
             used_bytes: AtomicU64::new(used),
             appends_open: AtomicBool::new(true),
             maintain_pending: AtomicBool::new(false),
+            inflight,
             _lock: lock,
         });
         let (tx, rx) = mpsc::channel();
@@ -378,7 +390,7 @@ impl Spool {
             .name(format!("spool-{}", shared.instance))
             .spawn(move || writer.run())
             .map_err(|e| io_err(&shared.dir, e))?;
-        let reader = SpoolReader::new(Arc::clone(&shared));
+        let reader = SpoolReader::new(Arc::clone(&shared), replay_ranges);
         let writer = Arc::new(Mutex::new(Some(thread)));
         Ok((Spool { shared, tx, writer }, reader))
     }
@@ -471,6 +483,21 @@ impl Spool {
         if !self.shared.maintain_pending.swap(true, Relaxed) {
             let _ = self.tx.send(WriterMsg::Maintain);
         }
+    }
+
+    /// The consumer is about to deliver frames `range.first..=range.last` as one unit
+    /// whose outcome it cannot split (an INSERT with a deduplication token): recorded
+    /// so that, after a crash before they are acknowledged, the reader hands them out
+    /// with this range again ([`SpoolFrame::replay_range`]). One small `write(2)`, no
+    /// `fsync` (see `inflight.rs`).
+    pub fn note_in_flight(&self, range: InflightRange) {
+        self.shared.inflight.sent(range);
+    }
+
+    /// The unit `range` (noted with [`note_in_flight`](Self::note_in_flight)) is being
+    /// delivered frame by frame instead; after a crash its frames replay one by one.
+    pub fn note_split(&self, range: InflightRange) {
+        self.shared.inflight.split(range);
     }
 
     /// ClickHouse refused the frame for good (`SinkError::Rejected`): keep it as

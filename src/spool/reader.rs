@@ -18,6 +18,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::inflight::{InflightRange, ReplayRanges};
 use super::ledger::{Counters, Shared};
 use super::replay::{self, ChunkOutcome, ChunkRequest, Cursor};
 use super::{FrameId, SeqNo};
@@ -40,6 +41,10 @@ pub struct SpoolFrame {
     pub appended_unix_ms: u64,
     /// Written by an earlier run (or another instance) and replayed now.
     pub replayed: bool,
+    /// A replayed frame that an earlier run delivered as part of this unit (see
+    /// `inflight.rs`): deliver it in the same unit again, so that the unit's
+    /// deduplication token repeats. `None` for frames never sent as a unit.
+    pub replay_range: Option<InflightRange>,
 }
 
 /// Reads frames in sequence order; one per spool. See the module docs.
@@ -51,6 +56,8 @@ pub struct SpoolReader {
     /// `select!`) loses nothing: the next call picks the result up.
     pending: Option<JoinHandle<ChunkOutcome>>,
     retry_at: Option<Instant>,
+    /// The units of the previous run's in-flight ranges, for replayed frames.
+    replay_ranges: ReplayRanges,
 }
 
 enum Step {
@@ -72,13 +79,14 @@ impl std::fmt::Debug for SpoolReader {
 }
 
 impl SpoolReader {
-    pub(crate) fn new(shared: Arc<Shared>) -> SpoolReader {
+    pub(crate) fn new(shared: Arc<Shared>, replay_ranges: ReplayRanges) -> SpoolReader {
         SpoolReader {
             shared,
             local: VecDeque::new(),
             cursor: None,
             pending: None,
             retry_at: None,
+            replay_ranges,
         }
     }
 
@@ -182,6 +190,8 @@ impl SpoolReader {
                 batch: hot.batch,
                 appended_unix_ms: hot.appended_unix_ms,
                 replayed: hot.seq < run_first,
+                // Hot frames were appended by this run: never sent before.
+                replay_range: None,
             });
         }
     }
@@ -214,12 +224,17 @@ impl SpoolReader {
                 .delivered
                 .push_back((seq, frame.header.appended_unix_ms));
             replayed += u64::from(seq < run_first);
+            let appended_unix_ms = frame.header.appended_unix_ms;
+            let replay_range = (seq < run_first)
+                .then(|| self.replay_ranges.unit_of(seq, appended_unix_ms))
+                .flatten();
             self.local.push_back(SpoolFrame {
                 seq: SeqNo(seq),
                 id: frame_id(&shared, seq),
                 batch: frame.batch,
-                appended_unix_ms: frame.header.appended_unix_ms,
+                appended_unix_ms,
                 replayed: seq < run_first,
+                replay_range,
             });
         }
         ledger.reader_next = ledger.reader_next.max(outcome.reader_next);

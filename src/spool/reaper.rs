@@ -140,7 +140,12 @@ pub(crate) fn persist_state(shared: &Shared, file: &Mutex<StateFile>, wanted: Sp
         return true;
     }
     match file.write(merged) {
-        Ok(()) => true,
+        Ok(()) => {
+            // Only now: an entry dropped before its watermark is on disk could be
+            // needed by the replay after a crash.
+            shared.inflight.prune(merged.acked_through);
+            true
+        }
         Err(err) => {
             Counters::add(&shared.counters.io_errors, 1);
             tracing::error!(

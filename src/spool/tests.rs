@@ -429,3 +429,46 @@ async fn closing_appends_ends_the_reader_after_the_last_frame() {
     spool.checkpoint().await;
     assert_eq!(spool.stats().acked_through, 1);
 }
+
+#[tokio::test]
+async fn ranges_noted_in_flight_come_back_with_the_replayed_frames() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path(), "1");
+    let (spool, mut reader) = Spool::open(cfg.clone()).await.unwrap();
+    append_all(&spool, (0..6).map(|i| batch(i, 1))).await;
+    let mut read = Vec::new();
+    for _ in 0..6 {
+        read.push(next(&mut reader).await.unwrap());
+    }
+    assert!(read.iter().all(|f| f.replay_range.is_none()), "new frames");
+    let noted = |first: u64, last: u64| InflightRange {
+        first,
+        last,
+        last_appended_unix_ms: read[last as usize - 1].appended_unix_ms,
+    };
+    spool.note_in_flight(noted(1, 2));
+    spool.note_in_flight(noted(3, 5));
+    // 1..=2 committed and acknowledged (persisted: pruned); 3..=5 and 6 not: a crash.
+    spool.ack_range(SeqNo(1), SeqNo(2));
+    spool.checkpoint().await;
+    spool.shutdown().await;
+    drop((spool, reader));
+
+    let (spool, mut reader) = Spool::open(cfg).await.unwrap();
+    let mut ranges = Vec::new();
+    for _ in 0..4 {
+        let frame = next(&mut reader).await.unwrap();
+        assert!(frame.replayed);
+        ranges.push((frame.seq.0, frame.replay_range.map(|r| (r.first, r.last))));
+    }
+    assert_eq!(
+        ranges,
+        vec![
+            (3, Some((3, 5))),
+            (4, Some((3, 5))),
+            (5, Some((3, 5))),
+            (6, None)
+        ]
+    );
+    spool.shutdown().await;
+}

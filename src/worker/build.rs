@@ -142,6 +142,7 @@ impl Storage {
             Some((spool, _)) => Some(salvager(&sink, cfg, spool, stats).await),
             None => None,
         };
+        let sends_tokens = sink.sends_dedup_token();
         // Config has applied ACK_MODE to both (queue clamp, endless retries of spooled rows).
         let batcher = Batcher::spawn(
             cfg.batch.clone(),
@@ -152,6 +153,11 @@ impl Storage {
             hard_stop.clone(),
         );
         let delivery = spool.map(|(spool, reader)| {
+            if sends_tokens {
+                // Replays then repeat the INSERTs that may have committed (no need where
+                // tokens are not sent: nothing would be deduplicated anyway).
+                feeder::record_ranges(&spool, &batcher);
+            }
             SpoolDelivery::start(spool, reader, &batcher, salvage, cfg, tracker, hard_stop)
         });
         Ok(Storage {

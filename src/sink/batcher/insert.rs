@@ -9,9 +9,10 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::cut::Plan;
 use super::{unix_ms, Outcome, Shared, Submission, PING_INTERVAL};
 use crate::codec::EncodedBatch;
-use crate::sink::dedup::{self, Origin};
+use crate::sink::dedup::Origin;
 use crate::sink::retry::Backoff;
 use crate::sink::{Sink, SinkError};
 use crate::stats::Stats;
@@ -33,6 +34,7 @@ pub(super) async fn insert_with_retries<S: Sink>(
     sink: Arc<S>,
     shared: Arc<Shared>,
     submissions: Vec<Submission>,
+    plan: Plan,
     row_count: usize,
     retry_budget: Duration,
 ) {
@@ -40,7 +42,16 @@ pub(super) async fn insert_with_retries<S: Sink>(
         shared: Arc::clone(&shared),
         rows: row_count,
     };
-    let token = dedup::token(submissions.iter().map(|s| s.origin.as_ref()));
+    let Plan {
+        token,
+        range,
+        record,
+    } = plan;
+    let range_log = range.and(shared.range_log.get());
+    if let (Some(log), Some(range), true) = (range_log, range, record) {
+        // Before the first attempt: a crash after it must find the range (dedup).
+        log.sending(range);
+    }
     let mut receipts = Vec::with_capacity(submissions.len());
     let mut batches = Vec::with_capacity(submissions.len());
     let mut origins = Vec::with_capacity(submissions.len());
@@ -57,6 +68,9 @@ pub(super) async fn insert_with_retries<S: Sink>(
                 error = %reason,
                 "ClickHouse rejected an insert; retrying its requests one by one"
             );
+            if let (Some(log), Some(range)) = (range_log, range) {
+                log.splitting(range);
+            }
             for ((receipt, batch), origin) in receipts.into_iter().zip(batches).zip(origins) {
                 // The merged token named all the frames; each retry names its own.
                 let token = origin.as_ref().map(Origin::token);

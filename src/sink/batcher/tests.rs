@@ -547,3 +547,4 @@ async fn close_ends_unlimited_retries_with_closed_so_a_stop_does_not_wait() {
 }
 
 mod dedup;
+mod replay;
