@@ -8,55 +8,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
+use common::otel_sdk::{as_text, send};
 use common::*;
 use serde_json::Value;
 use zero_logs::testing::ClickHouseServer;
-
-/// The venv's Python; the run fails loudly when the setup was not run.
-fn python() -> PathBuf {
-    let venv = std::env::var_os("ZERO_LOGS_OTEL_VENV").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/otel-venv"),
-        PathBuf::from,
-    );
-    let python = venv.join("bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/install-deps (it builds the OpenTelemetry SDK venv)",
-        python.display()
-    );
-    python
-}
-
-/// Runs the SDK sender and returns what it reports delivered.
-fn send(base: &str, protocol: &str, run_id: &str, count: usize, extra: &[&str]) -> Value {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/otel/send_logs.py");
-    let out = Command::new(python())
-        .arg(script)
-        .args([
-            "--endpoint",
-            base,
-            "--protocol",
-            protocol,
-            "--run-id",
-            run_id,
-        ])
-        .args(["--count", &count.to_string(), "--service", "checkout"])
-        .args(["--timeout", "20", "--batch-size", "64"])
-        .args(extra)
-        .output()
-        .expect("run the OTel sender");
-    assert!(
-        out.status.success(),
-        "sender ({protocol}) failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("the sender prints JSON")
-}
 
 /// One stored row, as compared.
 #[derive(Debug, PartialEq)]
@@ -104,15 +61,6 @@ fn stored(ch: &ClickHouseServer, db: &str, run_id: &str) -> BTreeMap<String, Row
         );
     }
     rows
-}
-
-/// A typed attribute from the sender as zero-logs stores it: strings as they are,
-/// numbers and booleans as JSON writes them.
-fn as_text(typed: &Value) -> String {
-    match &typed["value"] {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
 }
 
 /// The row the README's mapping makes of one delivered record.
