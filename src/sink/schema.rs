@@ -286,20 +286,29 @@ pub fn table_ddl(
 ) -> Result<String, String> {
     if options.ttl_days > 0 && !features.ttl {
         return Err(format!(
-            "CLICKHOUSE_TTL_DAYS={} needs ClickHouse {} or newer for table TTLs, and this              server is {version}; set CLICKHOUSE_TTL_DAYS=0 (and drop old partitions              yourself) or upgrade ClickHouse",
+            "CLICKHOUSE_TTL_DAYS={} needs ClickHouse {} or newer for table TTLs, and this \
+             server is {version}; set CLICKHOUSE_TTL_DAYS=0 (and drop old partitions \
+             yourself) or upgrade ClickHouse",
             options.ttl_days,
             Features::TTL_SINCE
         ));
     }
     match options.schema {
-        TableSchema::Native => Ok(create_table_sql(database, table, features, options.ttl_days)),
+        TableSchema::Native => Ok(create_table_sql(
+            database,
+            table,
+            features,
+            options.ttl_days,
+        )),
         TableSchema::Otel if features.map && features.datetime64 => Ok(otel::create_table_sql(
             &qualified_table(database, table),
             features,
             options.ttl_days,
         )),
         TableSchema::Otel => Err(format!(
-            "CLICKHOUSE_SCHEMA=otel needs ClickHouse {} or newer (DateTime64 and Map              columns), and this server is {version}; use CLICKHOUSE_SCHEMA=native or              upgrade ClickHouse",
+            "CLICKHOUSE_SCHEMA=otel needs ClickHouse {} or newer (DateTime64 and Map \
+             columns), and this server is {version}; use CLICKHOUSE_SCHEMA=native or \
+             upgrade ClickHouse",
             Features::MAP_SINCE
         )),
     }
@@ -451,6 +460,9 @@ fn native_layout(check: &mut ColumnCheck<'_>) -> Layout {
     }
 }
 
+/// The columns of the ORDER BY and PARTITION BY of the tables we create.
+const KEY_COLUMNS: [&str; 4] = ["timestamp", "service", "Timestamp", "ServiceName"];
+
 /// A table's columns against what a layout needs; collects the problems.
 struct ColumnCheck<'a> {
     columns: &'a [(String, String)],
@@ -482,6 +494,15 @@ impl ColumnCheck<'_> {
         let column = quote_identifier(name);
         let problem = match self.declared(name) {
             Some(found) if wire_type(found) == wanted => return,
+            // Both 18.16 and 26.9 refuse that ALTER for a column of the sorting or
+            // partition key ("ALTER of key column … is forbidden").
+            Some(found) if KEY_COLUMNS.contains(&name) => format!(
+                "column `{name}` is {found}, expected {hint} (fix: when `{name}` is in the \
+                 table's ORDER BY or PARTITION BY, as in the tables zero-logs creates, \
+                 ClickHouse cannot change its type: point CLICKHOUSE_TABLE at a new table; \
+                 otherwise ALTER TABLE {} MODIFY COLUMN {column} {ddl})",
+                self.table
+            ),
             Some(found) => format!(
                 "column `{name}` is {found}, expected {hint} (fix: ALTER TABLE {} MODIFY \
                  COLUMN {column} {ddl})",
