@@ -14,6 +14,7 @@
 //! otel    := u8 severity_number | u8 trace_flags | varint(own_attrs) | varint(scope_attrs)
 //!            | str severity_text | str event_name | str scope_name | str scope_version
 //!            | str scope_schema_url | str resource_schema_url
+//!            | varint(shadowed_count) varint(shadowed_index)*
 //! str     := varint(byte_len) utf8_bytes
 //! varint  := unsigned LEB128 (1 byte for lengths < 128, which is most of them)
 //! ```
@@ -25,7 +26,11 @@
 //! version wrote, so spools written before the OTLP fields existed still read; an older
 //! binary refuses a frame holding OTLP fields ("unknown level byte") rather than
 //! misreading it. The `otel` part sits before the attributes so that the split of the
-//! attributes (own, scope, resource) is known while their lengths are checked. The decoder trusts nothing: every length is checked against the bytes
+//! attributes (own, scope, resource) is known while their lengths are checked. The
+//! shadowed indexes (ascending) name the entries of the native layouts' merged view
+//! (own, `otel.scope.name`, `otel.scope.version`, scope, resource) whose key an
+//! earlier entry has: computed once when encoding, where the keys are at hand, so
+//! the sink writes that view in one pass (almost always the count alone, 0). The decoder trusts nothing: every length is checked against the bytes
 //! left, so a frame that passed its CRC but was written by a buggy or newer encoder
 //! fails with a [`CodecError`], never a panic or a huge allocation.
 //!
@@ -90,7 +95,7 @@ pub fn encode_batch(batch: &Batch, out: &mut Vec<u8>) {
         put_str(out, &record.trace_id);
         put_str(out, &record.span_id);
         if let Some(otel) = &record.otel {
-            put_otel(out, otel);
+            put_otel(out, otel, &record.attributes);
         }
         put_varint(out, record.attributes.len() as u64);
         for (key, value) in &record.attributes {
@@ -100,7 +105,7 @@ pub fn encode_batch(batch: &Batch, out: &mut Vec<u8>) {
     }
 }
 
-fn put_otel(out: &mut Vec<u8>, otel: &OtelFields) {
+fn put_otel(out: &mut Vec<u8>, otel: &OtelFields, attributes: &[(String, String)]) {
     out.push(otel.severity_number);
     out.push(otel.trace_flags);
     put_varint(out, otel.own_attributes as u64);
@@ -115,6 +120,39 @@ fn put_otel(out: &mut Vec<u8>, otel: &OtelFields) {
     ] {
         put_str(out, text);
     }
+    let keys = native_keys(otel, attributes);
+    let own = otel.own_attributes;
+    let shadowed =
+        |(at, key): &(usize, &str)| *at >= own && keys.clone().take(*at).any(|k| k == *key);
+    let count = keys.clone().enumerate().filter(shadowed).count();
+    put_varint(out, count as u64);
+    if count > 0 {
+        for (at, _) in keys.clone().enumerate().filter(shadowed) {
+            put_varint(out, at as u64);
+        }
+    }
+}
+
+/// The keys of the native layouts' merged view of an OTLP record, in order, before
+/// dropping repeated ones (see [`OtelRef::merged`]).
+fn native_keys<'r>(
+    otel: &'r OtelFields,
+    attributes: &'r [(String, String)],
+) -> impl Iterator<Item = &'r str> + Clone {
+    let own_end = otel.own_attributes.min(attributes.len());
+    let (own, rest) = attributes.split_at(own_end);
+    let named = [
+        ("otel.scope.name", &otel.scope_name),
+        ("otel.scope.version", &otel.scope_version),
+    ];
+    let named = named
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, _)| k);
+    own.iter()
+        .map(|(k, _)| k.as_str())
+        .chain(named)
+        .chain(rest.iter().map(|(k, _)| k.as_str()))
 }
 
 /// Decodes a payload written by [`encode_batch`] into owned records. Trailing bytes
@@ -267,6 +305,8 @@ pub struct OtelRef<'a> {
     pub scope: Attributes<'a>,
     /// Its resource's, without `service.name` (that is the record's `service`).
     pub resource: Attributes<'a>,
+    /// The entries of the native view that repeat an earlier key.
+    shadowed: Shadowed<'a>,
 }
 
 impl<'a> OtelRef<'a> {
@@ -299,20 +339,39 @@ impl<'a> OtelRef<'a> {
             .chain(self.resource.iter())
     }
 
-    /// [`unfiltered`](Self::unfiltered) without keys seen before. Quadratic, over the
-    /// few attributes a record has; the record's own keys are unique (validation).
+    /// [`unfiltered`](Self::unfiltered) without the shadowed entries (keys seen
+    /// before, listed when the record was encoded).
     fn merged(self) -> impl Iterator<Item = Pair<'a>> {
-        let own = self.own.len();
+        let mut shadowed = self.shadowed.iter().peekable();
         self.unfiltered()
             .enumerate()
-            .filter(move |(at, pair)| match pair {
-                Ok((key, _)) if *at >= own => !self
-                    .unfiltered()
-                    .take(*at)
-                    .any(|earlier| matches!(earlier, Ok((k, _)) if k == *key)),
-                _ => true,
-            })
+            .filter(move |(at, _)| shadowed.next_if_eq(at).is_none())
             .map(|(_, pair)| pair)
+    }
+
+    /// The length of [`merged`](Self::merged).
+    fn merged_len(self) -> usize {
+        let named =
+            usize::from(!self.scope_name.is_empty()) + usize::from(!self.scope_version.is_empty());
+        self.own.len() + named + self.scope.len() + self.resource.len() - self.shadowed.count
+    }
+}
+
+/// Ascending indexes into an OTLP record's unfiltered native view (checked when read).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Shadowed<'a> {
+    bytes: &'a [u8],
+    count: usize,
+}
+
+impl<'a> Shadowed<'a> {
+    fn iter(self) -> impl Iterator<Item = usize> + 'a {
+        let mut input = Input {
+            buf: self.bytes,
+            pos: 0,
+        };
+        // Checked varints below `usize::MAX` (see `OtelHead::split`).
+        (0..self.count).map(move |_| input.len_prefix("shadowed index").unwrap_or(usize::MAX))
     }
 }
 
@@ -328,11 +387,11 @@ pub struct FlatAttributes<'a> {
 }
 
 impl<'a> FlatAttributes<'a> {
-    /// Counts them (walks an OTLP record's attributes; the others know their count).
+    /// How many there are.
     pub fn len(&self) -> usize {
         match self.otel {
             None => self.all.len(),
-            Some(otel) => otel.merged().count(),
+            Some(otel) => otel.merged_len(),
         }
     }
 
@@ -460,7 +519,10 @@ impl<'a> RecordRefs<'a> {
         }
         // Only the lengths here; the strings are checked when the pairs are read.
         let attributes = input.attributes(count)?;
-        let otel = otel.map(|head| head.split(attributes));
+        let otel = match otel {
+            Some(head) => Some(head.split(attributes, input)?),
+            None => None,
+        };
         self.left -= 1;
         if self.left == 0 && input.remaining() != 0 {
             return Err(input.error("trailing bytes after the last record"));
@@ -485,6 +547,7 @@ struct OtelHead<'a> {
     own: usize,
     scope: usize,
     texts: [&'a str; 6],
+    shadowed: Shadowed<'a>,
 }
 
 impl<'a> OtelHead<'a> {
@@ -497,22 +560,45 @@ impl<'a> OtelHead<'a> {
         for text in &mut texts {
             *text = input.str("OTLP field")?;
         }
+        let count = input.len_prefix("shadowed count")?;
+        if count > input.remaining() {
+            return Err(input.error("shadowed count larger than the payload"));
+        }
+        let start = input.pos;
+        for _ in 0..count {
+            input.len_prefix("shadowed index")?;
+        }
+        let shadowed = Shadowed {
+            bytes: &input.buf[start..input.pos],
+            count,
+        };
         Ok(OtelHead {
             severity_number,
             trace_flags,
             own,
             scope,
             texts,
+            shadowed,
         })
     }
 
-    /// `all` (checked to hold `own + scope` pairs or more) cut into its three parts.
-    fn split(self, all: Attributes<'a>) -> OtelRef<'a> {
+    /// `all` (checked to hold `own + scope` pairs or more) cut into its three parts;
+    /// fails when the shadowed indexes are not ascending within the native view.
+    fn split(self, all: Attributes<'a>, input: &Input<'a>) -> Result<OtelRef<'a>, CodecError> {
         let (own, rest) = all.split_at(self.own);
         let (scope, resource) = rest.split_at(self.scope);
         let [severity_text, event_name, scope_name, scope_version, scope_schema_url, resource_schema_url] =
             self.texts;
-        OtelRef {
+        let named = usize::from(!scope_name.is_empty()) + usize::from(!scope_version.is_empty());
+        let view = all.len() + named;
+        let mut floor = self.own;
+        for at in self.shadowed.iter() {
+            if at < floor || at >= view {
+                return Err(input.error("shadowed index out of order or past the attributes"));
+            }
+            floor = at + 1;
+        }
+        Ok(OtelRef {
             severity_number: self.severity_number,
             severity_text,
             trace_flags: self.trace_flags,
@@ -524,7 +610,8 @@ impl<'a> OtelHead<'a> {
             own,
             scope,
             resource,
-        }
+            shadowed: self.shadowed,
+        })
     }
 }
 

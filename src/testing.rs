@@ -638,6 +638,28 @@ impl Engine {
     }
 }
 
+/// Runs each `async fn NAME(kind: EngineKind) -> anyhow::Result<()>` listed as two
+/// tests, `NAME::server` (Debian's clickhouse-server 18.16) and `NAME::chdb` (the 26.x
+/// engine); the caller's module must have `EngineKind` and `Result` in scope.
+#[macro_export]
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+
+            #[tokio::test]
+            async fn server() -> Result<()> {
+                super::$name(EngineKind::Server).await
+            }
+
+            #[tokio::test]
+            async fn chdb() -> Result<()> {
+                super::$name(EngineKind::Chdb).await
+            }
+        }
+    )*};
+}
+
 /// What test helpers need of a ClickHouse, whichever fixture runs it.
 pub trait TestClickHouse {
     /// `http://127.0.0.1:PORT`, for `CLICKHOUSE_URL`.

@@ -235,26 +235,7 @@ fn assert_common(got: &Value, want: &Record, time_digits: u32) {
     assert_eq!(got["span"], want.span_id.as_str(), "{case}");
 }
 
-/// Runs each `async fn NAME(kind: EngineKind) -> Result<()>` listed as two tests.
-macro_rules! on_both_engines {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use super::*;
-
-            #[tokio::test]
-            async fn server() -> Result<()> {
-                super::$name(EngineKind::Server).await
-            }
-
-            #[tokio::test]
-            async fn chdb() -> Result<()> {
-                super::$name(EngineKind::Chdb).await
-            }
-        }
-    )*};
-}
-
-on_both_engines!(native_edges_read_back_exactly);
+zero_logs::on_both_engines!(native_edges_read_back_exactly);
 
 async fn native_edges_read_back_exactly(kind: EngineKind) -> Result<()> {
     let ch = Engine::start(kind)?;

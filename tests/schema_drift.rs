@@ -20,27 +20,7 @@ use zero_logs::sink::schema::{self, Features, TableOptions};
 use zero_logs::sink::{ClickHouseSink, Layout, ServerVersion, SinkError};
 use zero_logs::testing::{ColumnsSql, Engine, EngineKind};
 
-/// Runs each `async fn NAME(kind: EngineKind) -> Result<()>` listed as two tests,
-/// `NAME::server` and `NAME::chdb`.
-macro_rules! on_both_engines {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use super::*;
-
-            #[tokio::test]
-            async fn server() -> Result<()> {
-                super::$name(EngineKind::Server).await
-            }
-
-            #[tokio::test]
-            async fn chdb() -> Result<()> {
-                super::$name(EngineKind::Chdb).await
-            }
-        }
-    )*};
-}
-
-on_both_engines!(
+zero_logs::on_both_engines!(
     native_drift_is_refused_then_fixed_by_the_named_alters,
     a_key_column_of_the_wrong_type_asks_for_a_new_table,
     a_native_table_is_refused_under_the_otel_schema,

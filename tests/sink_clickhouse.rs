@@ -24,27 +24,7 @@ use zero_logs::sink::{
 use zero_logs::stats::Stats;
 use zero_logs::testing::{ColumnsSql, Engine, EngineKind};
 
-/// Runs each `async fn NAME(kind: EngineKind) -> Result<()>` listed as two tests,
-/// `NAME::server` and `NAME::chdb`.
-macro_rules! on_both_engines {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use super::*;
-
-            #[tokio::test]
-            async fn server() -> Result<()> {
-                super::$name(EngineKind::Server).await
-            }
-
-            #[tokio::test]
-            async fn chdb() -> Result<()> {
-                super::$name(EngineKind::Chdb).await
-            }
-        }
-    )*};
-}
-
-on_both_engines!(
+zero_logs::on_both_engines!(
     round_trip_keeps_every_field,
     bulk_insert_spans_many_chunks,
     connect_is_repeatable_and_checks_the_table,
