@@ -967,6 +967,42 @@ mod tests {
     }
 
     #[test]
+    fn repeated_keys_are_dropped_from_the_native_view_once_listed() {
+        let mut record = sample_record(1);
+        let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        record.attributes = vec![
+            pair("a", "own"),
+            pair("a", "scope"),
+            pair("otel.scope.name", "scope attribute"),
+            pair("x", "resource"),
+            pair("a", "resource"),
+        ];
+        let otel = record.otel.as_mut().unwrap();
+        (otel.own_attributes, otel.scope_attributes) = (1, 2);
+        otel.scope_version.clear();
+        let encoded = EncodedBatch::encode(&Batch::new(vec![record.clone()]));
+        let view = encoded.records().next().unwrap().unwrap();
+        let flat = view.flat_attributes();
+        let pairs: Vec<(&str, &str)> = flat.iter().map(Result::unwrap).collect();
+        assert_eq!(
+            pairs,
+            [
+                ("a", "own"),
+                ("otel.scope.name", "io.opentelemetry.app"),
+                ("x", "resource")
+            ]
+        );
+        assert_eq!(flat.len(), 3);
+        // The OpenTelemetry view keeps every part whole.
+        let otel = view.otel.unwrap();
+        assert_eq!(
+            (otel.own.len(), otel.scope.len(), otel.resource.len()),
+            (1, 2, 2)
+        );
+        assert_eq!(encoded.decode().unwrap().records, [record]);
+    }
+
+    #[test]
     fn a_split_past_the_attributes_is_refused() {
         let mut record = sample_record(1);
         record.otel.as_mut().unwrap().scope_attributes = 3;
