@@ -338,8 +338,9 @@ impl ClickHouseSink {
                 engine = %row.engine,
                 "the table does not deduplicate INSERTs (non_replicated_deduplication_window \
                  is 0): a batch replayed after a crash or a retried INSERT may be stored twice; \
-                 fix: ALTER TABLE {} MODIFY SETTING non_replicated_deduplication_window = 1000",
-                self.table
+                 fix: ALTER TABLE {} MODIFY SETTING non_replicated_deduplication_window = {}",
+                self.table,
+                schema::DEDUP_WINDOW
             );
         }
         Ok(())

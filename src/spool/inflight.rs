@@ -48,6 +48,8 @@ use std::io::{self, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use super::segment::u64_at;
+
 /// Name of the log inside a spool directory.
 pub const INFLIGHT_FILE: &str = "inflight.log";
 /// The rewrite's temporary name.
@@ -313,12 +315,6 @@ fn decode(bytes: &[u8]) -> Vec<Entry> {
         });
     }
     entries
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use super::segment::sync_dir;
+use super::segment::{sync_dir, u64_at};
 
 const STATE_MAGIC: [u8; 4] = *b"ZLss";
 const STATE_VERSION: u8 = 1;
@@ -140,12 +140,6 @@ fn decode_state(b: &[u8; STATE_SLOT_LEN]) -> Option<(u64, SpoolState)> {
             epoch: u64_at(b, 32),
         },
     ))
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
 }
 
 #[cfg(test)]

@@ -44,7 +44,7 @@ use std::fmt::Write as _;
 use serde::ser::{Error as _, Serialize, SerializeMap, Serializer};
 
 use super::{Features, DEDUP_WINDOW};
-use crate::codec::{Attributes, RecordRef};
+use crate::codec::{Attributes, OtelRef, RecordRef};
 
 /// The exporter's columns that zero-logs writes, in INSERT order: name, type as the
 /// DDL writes it, type as RowBinary sees it (see `wire_type`).
@@ -197,48 +197,44 @@ pub struct OtelRow<'a> {
 impl<'a> OtelRow<'a> {
     #[inline]
     pub fn new(record: RecordRef<'a>) -> OtelRow<'a> {
-        let service = PairMap {
-            first: Some(("service.name", record.service)),
-            pairs: Attributes::default(),
+        let otel = record.otel;
+        // A native record has none of these: empty text, flags 0, no scope.
+        let text = |field: fn(OtelRef<'a>) -> &'a str| otel.map_or("", field);
+        let (own, scope, resource) = match otel {
+            Some(o) => (o.own, o.scope, o.resource),
+            None => (
+                record.attributes,
+                Attributes::default(),
+                Attributes::default(),
+            ),
         };
         let plain = |pairs| PairMap { first: None, pairs };
-        let mut row = OtelRow {
+        OtelRow {
             timestamp: record.timestamp_ns,
             trace_id: record.trace_id,
             span_id: record.span_id,
-            trace_flags: 0,
-            severity_text: record.level.severity_text(),
-            severity_number: record.level.severity_number(),
+            trace_flags: otel.map_or(0, |o| o.trace_flags),
+            severity_text: Some(text(|o| o.severity_text))
+                .filter(|t| !t.is_empty())
+                .unwrap_or(record.level.severity_text()),
+            severity_number: otel
+                .map(|o| o.severity_number)
+                .filter(|&n| n != 0)
+                .unwrap_or(record.level.severity_number()),
             service_name: record.service,
             body: record.message,
-            resource_schema_url: "",
-            resource_attributes: service,
-            scope_schema_url: "",
-            scope_name: "",
-            scope_version: "",
-            scope_attributes: plain(Attributes::default()),
-            log_attributes: plain(record.attributes),
-            event_name: "",
-        };
-        let Some(otel) = record.otel else {
-            return row;
-        };
-        if !otel.severity_text.is_empty() {
-            row.severity_text = otel.severity_text;
+            resource_schema_url: text(|o| o.resource_schema_url),
+            resource_attributes: PairMap {
+                first: Some(("service.name", record.service)),
+                pairs: resource,
+            },
+            scope_schema_url: text(|o| o.scope_schema_url),
+            scope_name: text(|o| o.scope_name),
+            scope_version: text(|o| o.scope_version),
+            scope_attributes: plain(scope),
+            log_attributes: plain(own),
+            event_name: text(|o| o.event_name),
         }
-        if otel.severity_number != 0 {
-            row.severity_number = otel.severity_number;
-        }
-        row.trace_flags = otel.trace_flags;
-        row.resource_schema_url = otel.resource_schema_url;
-        row.resource_attributes.pairs = otel.resource;
-        row.scope_schema_url = otel.scope_schema_url;
-        row.scope_name = otel.scope_name;
-        row.scope_version = otel.scope_version;
-        row.scope_attributes = plain(otel.scope);
-        row.log_attributes = plain(otel.own);
-        row.event_name = otel.event_name;
-        row
     }
 }
 
