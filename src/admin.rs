@@ -33,6 +33,8 @@ pub struct AdminState {
     pub accepting: CancellationToken,
     /// The acknowledgement point's spool (`ACK_MODE=spool`).
     pub spool: Option<Spool>,
+    /// API keys: their counters go into `/stats` (`auth`) and `/metrics`.
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 /// `GET /health` body.
@@ -130,6 +132,7 @@ impl AdminState {
             degraded_reason: degraded,
             counters: self.stats.snapshot(),
             spool,
+            auth: self.auth.enabled().then(|| self.auth.report()),
         }
     }
 }

@@ -26,6 +26,7 @@ pub use parse::bytes;
 pub use reader::{Origin, Reader, Resolved};
 pub use spool::{AckMode, SpoolConfig};
 
+use crate::auth::AuthConfig;
 use crate::validate::otlp::OtlpOptions;
 use settings as S;
 
@@ -44,6 +45,8 @@ pub struct Config {
     pub ack_mode: AckMode,
     /// Used when `ack_mode` is [`AckMode::Spool`].
     pub spool: SpoolConfig,
+    /// `INGEST_AUTH`, the key file and the per-key defaults.
+    pub auth: AuthConfig,
 }
 
 /// How the worker cooperates with its supervisor (systemd).
@@ -303,6 +306,7 @@ impl Config {
         };
         let clickhouse = clickhouse(&r)?;
         let ingest = ingest(&r)?;
+        let auth = auth(&r)?;
         let shutdown_timeout = r.get(&S::GRACEFUL_SHUTDOWN_TIMEOUT)?;
         let mut batch = batch(&r)?;
         let (ack_mode, spool) = spool::load(&r, &admin.worker_id)?;
@@ -325,6 +329,7 @@ impl Config {
             admin,
             supervision,
             shutdown_timeout,
+            auth,
         };
         Ok((cfg, r.into_resolved()))
     }
@@ -353,6 +358,18 @@ fn supervision(r: &Reader<'_>, env: &dyn Lookup) -> Result<SupervisionConfig, Co
         watchdog: watchdog(env),
         check_interval: Duration::from_secs(1),
         cpu_slice: r.get(&S::WORKER_CPU_SLICE_US)?,
+    })
+}
+
+fn auth(r: &Reader<'_>) -> Result<AuthConfig, ConfigError> {
+    Ok(AuthConfig {
+        mode: r.get(&S::INGEST_AUTH)?,
+        keys_file: r.get(&S::INGEST_KEYS_FILE)?,
+        defaults: crate::auth::limits::KeyLimits {
+            records_per_sec: r.get(&S::INGEST_KEY_RECORDS_PER_SEC)? as u64,
+            bytes_per_sec: r.get(&S::INGEST_KEY_BYTES_PER_SEC)? as u64,
+            spool_share_percent: r.get(&S::INGEST_KEY_SPOOL_SHARE)?,
+        },
     })
 }
 

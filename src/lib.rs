@@ -49,6 +49,7 @@
 
 pub mod admin;
 pub mod admission;
+pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod ctl;

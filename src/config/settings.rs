@@ -22,6 +22,7 @@ use super::parse::{
 };
 use super::spool::AckMode;
 use super::{Compression, TableSchema};
+use crate::auth::{limits::percent, AuthMode};
 
 /// Which program reads a setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,12 +56,13 @@ pub enum Section {
     Batching,
     Spool,
     Requests,
+    Auth,
     Pool,
     Logging,
 }
 
 impl Section {
-    pub const ALL: [Section; 9] = [
+    pub const ALL: [Section; 10] = [
         Section::Cluster,
         Section::Daemon,
         Section::Listening,
@@ -68,6 +70,7 @@ impl Section {
         Section::Batching,
         Section::Spool,
         Section::Requests,
+        Section::Auth,
         Section::Pool,
         Section::Logging,
     ];
@@ -84,6 +87,7 @@ impl Section {
             Section::Batching => "batching",
             Section::Spool => "acknowledgement and spool",
             Section::Requests => "requests",
+            Section::Auth => "authentication and per-key limits (docs/SECURITY.md)",
             Section::Pool => "validation pool",
             Section::Logging => "logging",
         }
@@ -593,6 +597,38 @@ settings! {
     /// OpenTelemetry SDKs set it from `OTEL_SERVICE_NAME`, else `unknown_service:<process>`).
     OTLP_DEFAULT_SERVICE: String = text, {
         section: Section::Requests, value_name: "NAME", default: "unknown_service",
+    }
+
+    // --- authentication and per-key limits ---
+
+    /// Who may send: `auto` (API keys when INGEST_KEYS_FILE exists; without it the worker
+    /// starts only if every listener is loopback), `keys` (the key file must load) or
+    /// `none` (anyone who reaches the port; logged as a warning on a non-loopback
+    /// address). With keys, every request but `GET /health` needs `Authorization: Bearer`.
+    INGEST_AUTH: AuthMode = AuthMode::parse, {
+        section: Section::Auth, value_name: "MODE", default: "auto",
+    }
+    /// The API keys, one per line: `<name> <secret> [services=a,b] [records_per_sec=N]
+    /// [bytes_per_sec=N] [spool_share=P]`. Owned by root with group zero-logs and mode 640
+    /// (or by the worker's user, 600); reloaded when it changes and on SIGHUP.
+    INGEST_KEYS_FILE: PathBuf = absolute_path, {
+        section: Section::Auth, value_name: "PATH", default: "/etc/zero-logs/keys",
+    }
+    /// Records per second one key may send to one worker (429 beyond), unless its line
+    /// sets `records_per_sec`; 0 = unlimited.
+    INGEST_KEY_RECORDS_PER_SEC: usize = count, {
+        section: Section::Auth, value_name: "N", default: "0",
+    }
+    /// Request bytes per second (as sent, before decompression) one key may send to one
+    /// worker (429 beyond), unless its line sets `bytes_per_sec`; 0 = unlimited.
+    INGEST_KEY_BYTES_PER_SEC: usize = bytes, {
+        section: Section::Auth, value_name: "BYTES", default: "0",
+    }
+    /// Percent of SPOOL_MAX_BYTES that one key's spooled rows not yet in ClickHouse may
+    /// take; beyond, that key gets 429 while the others still get in. A line's
+    /// `spool_share` overrides it.
+    INGEST_KEY_SPOOL_SHARE: u8 = percent, {
+        section: Section::Auth, value_name: "PERCENT", default: "50",
     }
 
     // --- validation pool ---

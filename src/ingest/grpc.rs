@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status};
 
 use super::reject::{RejectKind, Rejection};
 use super::{now_ns, Ingest, Work};
+use crate::auth::{services, Caller};
 use crate::proto::log_service_server::{LogService, LogServiceServer};
 use crate::proto::{IngestRequest, IngestResponse, LogRecord, RecordErrors};
 use crate::record::Batch;
@@ -40,11 +41,13 @@ impl LogService for LogServiceImpl {
     ) -> Result<Response<IngestResponse>, Status> {
         // tonic has read and decoded the message by now: the clock starts here.
         let started = Instant::now();
+        let caller = request.extensions().get::<Caller>().cloned();
         let logs = request.into_inner().logs;
         let cost = logs.iter().map(LogRecord::encoded_len).sum::<usize>();
+        let key = caller.clone();
         let result = self
             .ingest
-            .accept(cost, Work::of(cost, false), move |limits| {
+            .accept(caller.as_ref(), cost, Work::of(cost, false), move |limits| {
                 if logs.is_empty() {
                     return Err(Rejection::new(
                         RejectKind::Invalid,
@@ -61,10 +64,17 @@ impl LogService for LogServiceImpl {
                         ),
                     ));
                 }
-                validate_all(&logs, limits)
+                let batch = validate_all(&logs, limits)?;
+                if let Some(key) = &key {
+                    services::check_batch(key, &batch)?;
+                }
+                Ok(batch)
             })
             .await;
         self.ingest.record_outcome(&result, cost, started);
+        if let Some(caller) = &caller {
+            caller.finish_batch(&result, cost);
+        }
         match result {
             Ok(accepted) => Ok(Response::new(IngestResponse {
                 accepted: accepted as u64,

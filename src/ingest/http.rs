@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 
 use super::{body, now_ns, Ingest, Work};
+use crate::auth::{services, Caller};
 use crate::validate;
 
 pub const LOGS_PATH: &str = "/api/v1/logs";
@@ -25,11 +26,20 @@ pub fn routes(ingest: Arc<Ingest>) -> Router {
         .with_state(ingest)
 }
 
-async fn post_logs(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
+async fn post_logs(
+    State(ingest): State<Arc<Ingest>>,
+    caller: Option<Extension<Caller>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let started = Instant::now();
+    let caller = caller.map(|Extension(c)| c);
     let mut body_bytes = 0;
-    let result = handle(&ingest, &headers, body, &mut body_bytes).await;
+    let result = handle(&ingest, caller.as_ref(), &headers, body, &mut body_bytes).await;
     ingest.record_outcome(&result, body_bytes, started);
+    if let Some(caller) = &caller {
+        caller.finish_batch(&result, body_bytes);
+    }
     match result {
         Ok(accepted) => (
             StatusCode::ACCEPTED,
@@ -37,7 +47,12 @@ async fn post_logs(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: 
         )
             .into_response(),
         Err(rejection) => {
-            tracing::debug!(status = %rejection.http_status(), error = %rejection.message, "request refused");
+            tracing::debug!(
+                key = caller.as_ref().map(Caller::name),
+                status = %rejection.http_status(),
+                error = %rejection.message,
+                "request refused"
+            );
             rejection.into_response()
         }
     }
@@ -45,6 +60,7 @@ async fn post_logs(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: 
 
 async fn handle(
     ingest: &Ingest,
+    caller: Option<&Caller>,
     headers: &HeaderMap,
     body: Body,
     body_bytes: &mut usize,
@@ -57,10 +73,15 @@ async fn handle(
     let cost = body::admission_cost(raw.len(), encoding, max);
     // Decompression is CPU work too: it runs with validation, on the pool.
     let work = Work::of(raw.len(), encoding != body::Encoding::Identity);
+    let key = caller.cloned();
     ingest
-        .accept(cost, work, move |limits| {
+        .accept(caller, cost, work, move |limits| {
             let plain = body::decompress(raw, encoding, max)?;
-            Ok(validate::decode(&plain, format, limits, now_ns())?)
+            let batch = validate::decode(&plain, format, limits, now_ns())?;
+            if let Some(key) = &key {
+                services::check_batch(key, &batch)?;
+            }
+            Ok(batch)
         })
         .await
 }

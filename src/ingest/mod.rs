@@ -23,6 +23,7 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 use crate::admission::{Admission, Backlog};
+use crate::auth::{Auth, Caller};
 use crate::codec::EncodedBatch;
 use crate::config::{IngestConfig, RecordLimits};
 use crate::record::Batch;
@@ -124,13 +125,19 @@ impl Ingest {
 
     /// Admits `cost` bytes, validates with `decode` (where `work` says), admits the
     /// batch, submits it and waits for the acknowledgement. Returns the number of
-    /// records accepted.
-    pub async fn accept<F>(&self, cost: usize, work: Work, decode: F) -> Result<usize, Rejection>
+    /// records accepted. `caller` (the request's API key) learns what it spooled.
+    pub async fn accept<F>(
+        &self,
+        caller: Option<&Caller>,
+        cost: usize,
+        work: Work,
+        decode: F,
+    ) -> Result<usize, Rejection>
     where
         F: FnOnce(&RecordLimits) -> Result<Batch, Rejection> + Send + 'static,
     {
         let decode = move |limits: &RecordLimits| decode(limits).map(|batch| (batch, ()));
-        self.accept_with(cost, work, decode)
+        self.accept_with(caller, cost, work, decode)
             .await
             .map(|(rows, ())| rows)
     }
@@ -139,6 +146,7 @@ impl Ingest {
     /// records refused one by one), returned beside the number of records accepted.
     pub async fn accept_with<F, T>(
         &self,
+        caller: Option<&Caller>,
         cost: usize,
         work: Work,
         decode: F,
@@ -156,7 +164,11 @@ impl Ingest {
         admitted.admit_batch(&batch)?;
         match &self.ack {
             AckPoint::Spool(spool) => {
-                spool.append(batch).await?;
+                let bytes = batch.byte_len() as u64;
+                let seq = spool.append(batch).await?;
+                if let Some(caller) = caller {
+                    caller.spooled(seq.0, bytes);
+                }
             }
             AckPoint::ClickHouse(batcher) => batcher.try_submit(batch)?.await?,
         }
@@ -223,7 +235,8 @@ pub fn now_ns() -> i64 {
 
 /// The one router every listener serves: the native HTTP and gRPC APIs, OTLP over
 /// both, and the admin endpoints; gRPC is told apart by content type ([`dialects`]).
-pub fn router(ingest: Arc<Ingest>, admin: axum::Router) -> axum::Router {
+/// `auth`'s guard is in front of all of it ([`crate::auth::guard`]).
+pub fn router(ingest: Arc<Ingest>, admin: axum::Router, auth: Arc<Auth>) -> axum::Router {
     let grpc = tonic::service::Routes::new(grpc::service(ingest.clone()))
         .add_service(otlp::grpc_service(ingest.clone()))
         .prepare()
@@ -231,7 +244,12 @@ pub fn router(ingest: Arc<Ingest>, admin: axum::Router) -> axum::Router {
     let http = http::routes(ingest.clone())
         .merge(otlp::http_routes(ingest))
         .merge(admin);
-    dialects::Dialects::new(grpc, http).into_router()
+    dialects::Dialects::new(grpc, http)
+        .into_router()
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            crate::auth::guard::guard,
+        ))
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -31,6 +31,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use super::reject::{RejectKind, Rejection};
 use super::{body, now_ns, Ingest, Work};
+use crate::auth::{services, Caller};
 use crate::config::RecordLimits;
 use crate::record::Batch;
 use crate::stats::Stats;
@@ -98,15 +99,31 @@ pub fn http_routes(ingest: Arc<Ingest>) -> Router {
         .with_state(ingest)
 }
 
-async fn post_logs(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
+async fn post_logs(
+    State(ingest): State<Arc<Ingest>>,
+    caller: Option<Extension<Caller>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let started = Instant::now();
+    let caller = caller.map(|Extension(c)| c);
     let mut body_bytes = 0;
     let wire = Wire::of(&headers);
     let result = match wire {
-        Ok(wire) => handle(&ingest, &headers, wire, body, &mut body_bytes).await,
+        Ok(wire) => {
+            handle(
+                &ingest,
+                caller.as_ref(),
+                &headers,
+                wire,
+                body,
+                &mut body_bytes,
+            )
+            .await
+        }
         Err(ref rejection) => Err(rejection.clone()),
     };
-    count(&ingest, &result, body_bytes, started);
+    count(&ingest, caller.as_ref(), &result, body_bytes, started);
     let wire = wire.unwrap_or(Wire::Json);
     match result {
         Ok((_, rejected)) => {
@@ -131,6 +148,7 @@ async fn post_logs(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: 
 
 async fn handle(
     ingest: &Ingest,
+    caller: Option<&Caller>,
     headers: &HeaderMap,
     wire: Wire,
     body: Body,
@@ -143,20 +161,23 @@ async fn handle(
     let cost = body::admission_cost(raw.len(), encoding, max);
     let work = Work::of(raw.len(), encoding != body::Encoding::Identity);
     let options = ingest.otlp.clone();
+    let key = caller.cloned();
     ingest
-        .accept_with(cost, work, move |limits| {
+        .accept_with(caller, cost, work, move |limits| {
             let plain = body::decompress(raw, encoding, max)?;
             let request = wire.decode(&plain)?;
-            map(request, limits, &options)
+            map(request, limits, &options, key.as_ref())
         })
         .await
 }
 
-/// Refuses a request over `MAX_BATCH_RECORDS` whole (like the native API), else maps it.
+/// Refuses a request over `MAX_BATCH_RECORDS` whole (like the native API), else maps
+/// it; the records of services `key` may not write are refused one by one.
 fn map(
-    request: ExportLogsServiceRequest,
+    mut request: ExportLogsServiceRequest,
     limits: &RecordLimits,
     options: &OtlpOptions,
+    key: Option<&Caller>,
 ) -> Result<(Batch, Rejected), Rejection> {
     let records = record_count(&request);
     if records > limits.max_records {
@@ -169,18 +190,29 @@ fn map(
             ),
         ));
     }
-    Ok(otlp_batch(request, limits, options, now_ns()))
+    let forbidden = key.map(|key| services::restrict(key, &mut request, &options.default_service));
+    let (batch, mut rejected) = otlp_batch(request, limits, options, now_ns());
+    if let Some(forbidden) = forbidden {
+        forbidden.merge_into(&mut rejected);
+    }
+    Ok((batch, rejected))
 }
 
 /// Counts the request; records refused one by one count as rejected records.
 fn count(
     ingest: &Ingest,
+    caller: Option<&Caller>,
     result: &Result<(usize, Rejected), Rejection>,
     body_bytes: usize,
     started: Instant,
 ) {
     let outcome = result.as_ref().map(|(rows, _)| *rows).map_err(Clone::clone);
     ingest.record_outcome(&outcome, body_bytes, started);
+    match (caller, result) {
+        (Some(c), Ok((rows, rejected))) => c.finish(*rows, rejected.count, 0, body_bytes),
+        (Some(c), Err(_)) => c.finish_batch(&outcome, body_bytes),
+        (None, _) => {}
+    }
     Stats::add(&ingest.stats.otlp_requests, 1);
     if let Ok((_, rejected)) = result {
         Stats::add(&ingest.stats.records_rejected, rejected.count as u64);
@@ -224,6 +256,11 @@ fn error_response(wire: Wire, rejection: &Rejection) -> Response {
     response
 }
 
+/// [`error_response`] for a request refused before its handler (`crate::auth`).
+pub fn http_refusal(headers: &HeaderMap, rejection: &Rejection) -> Response {
+    error_response(Wire::of(headers).unwrap_or(Wire::Json), rejection)
+}
+
 /// OTLP/gRPC `LogsService`.
 pub struct OtlpLogs {
     ingest: Arc<Ingest>,
@@ -245,16 +282,21 @@ impl LogsService for OtlpLogs {
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
         // tonic has read and decoded the message by now: the clock starts here.
         let started = Instant::now();
+        let caller = request.extensions().get::<Caller>().cloned();
         let request = request.into_inner();
         let cost = request.encoded_len();
         let options = self.ingest.otlp.clone();
+        let key = caller.clone();
         let result = self
             .ingest
-            .accept_with(cost, Work::of(cost, false), move |limits| {
-                map(request, limits, &options)
-            })
+            .accept_with(
+                caller.as_ref(),
+                cost,
+                Work::of(cost, false),
+                move |limits| map(request, limits, &options, key.as_ref()),
+            )
             .await;
-        count(&self.ingest, &result, cost, started);
+        count(&self.ingest, caller.as_ref(), &result, cost, started);
         match result {
             Ok((_, rejected)) => Ok(tonic::Response::new(response(&rejected))),
             Err(rejection) => Err(grpc_status(&rejection)),
@@ -263,7 +305,7 @@ impl LogsService for OtlpLogs {
 }
 
 /// A retryable refusal is `UNAVAILABLE` with `RetryInfo`; the rest as the native API.
-fn grpc_status(rejection: &Rejection) -> tonic::Status {
+pub fn grpc_status(rejection: &Rejection) -> tonic::Status {
     match rejection.kind {
         RejectKind::Busy | RejectKind::Unavailable => tonic::Status::with_error_details(
             tonic::Code::Unavailable,

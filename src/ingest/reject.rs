@@ -30,6 +30,10 @@ pub enum RejectKind {
     Unavailable,
     /// ClickHouse refused the rows permanently (500 / INTERNAL); logged and counted.
     Failed,
+    /// No valid API key (401 / UNAUTHENTICATED; see `crate::auth`).
+    Unauthenticated,
+    /// Records of a service the API key may not write (403 / PERMISSION_DENIED).
+    Forbidden,
 }
 
 /// A refused request: what to tell the client.
@@ -72,6 +76,8 @@ impl Rejection {
             RejectKind::Busy => StatusCode::TOO_MANY_REQUESTS,
             RejectKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             RejectKind::Failed => StatusCode::INTERNAL_SERVER_ERROR,
+            RejectKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+            RejectKind::Forbidden => StatusCode::FORBIDDEN,
         }
     }
 
@@ -81,6 +87,8 @@ impl Rejection {
             RejectKind::TooLarge | RejectKind::Busy => tonic::Code::ResourceExhausted,
             RejectKind::Unavailable => tonic::Code::Unavailable,
             RejectKind::Failed => tonic::Code::Internal,
+            RejectKind::Unauthenticated => tonic::Code::Unauthenticated,
+            RejectKind::Forbidden => tonic::Code::PermissionDenied,
         }
     }
 
@@ -99,7 +107,10 @@ impl Rejection {
     pub fn is_client_error(&self) -> bool {
         matches!(
             self.kind,
-            RejectKind::Invalid | RejectKind::TooLarge | RejectKind::UnsupportedMedia
+            RejectKind::Invalid
+                | RejectKind::TooLarge
+                | RejectKind::UnsupportedMedia
+                | RejectKind::Forbidden
         )
     }
 }

@@ -31,6 +31,9 @@ pub struct WorkerStats {
     /// Present with `ACK_MODE=spool`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spool: Option<SpoolStats>,
+    /// Present when API keys are on: failures, reloads and per-key counters by name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<crate::auth::AuthStats>,
 }
 
 /// Metrics of the process and its health, read from [`WorkerStats`].
@@ -92,6 +95,9 @@ pub fn prometheus_text(s: &WorkerStats) -> String {
     if let Some(spool) = &s.spool {
         registry::render(&mut out, &labels, SPOOL_METRICS, spool);
     }
+    if let Some(auth) = &s.auth {
+        crate::auth::prometheus(&mut out, &s.worker_id, auth);
+    }
     out
 }
 
@@ -151,6 +157,7 @@ impl WorkerStats {
             degraded_reason: None,
             counters,
             spool: Some(spool),
+            auth: None,
         }
     }
 }

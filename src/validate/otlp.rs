@@ -132,6 +132,20 @@ pub fn otlp_batch(
     (Batch::new(records), rejected)
 }
 
+/// The `service` [`otlp_batch`] gives the records of `resource` (the last
+/// `service.name` attribute, else `default`): what an API key's services are checked
+/// against before mapping.
+pub fn resource_service(resource: Option<&Resource>, default: &str) -> String {
+    resource
+        .and_then(|r| {
+            r.attributes
+                .iter()
+                .rev()
+                .find(|kv| kv.key == "service.name")
+        })
+        .map_or_else(|| default.to_owned(), |kv| text_of(kv.value.clone()))
+}
+
 /// What a record inherits from its resource and scope.
 struct Context<'a> {
     service: &'a str,

@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use super::WorkerError;
 use crate::admin::{self, AdminState};
+use crate::auth::{self, Auth};
 use crate::config::{AckMode, Config, SupervisionConfig};
 use crate::feeder;
 use crate::ingest::{self, AckPoint, Ingest};
@@ -63,6 +64,12 @@ impl Worker {
         shutdown: &CancellationToken,
     ) -> Result<Worker, WorkerError> {
         let started = Instant::now();
+        // First: a worker exposed without keys must not open its spool or ClickHouse.
+        let addrs: Vec<_> = listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
+        let keys = auth::decide(&cfg.auth, &addrs)?;
         let stats = Arc::new(Stats::default());
         let tracker = TaskTracker::new();
         let hard_stop = CancellationToken::new();
@@ -77,6 +84,9 @@ impl Worker {
             None => AckPoint::ClickHouse(batcher.clone()),
         };
         let ingest = Arc::new(Ingest::new(&cfg.ingest, ack, stats.clone())?);
+        let spool = delivery.as_ref().map(|d| d.spool.clone());
+        let auth = Arc::new(Auth::new(cfg.auth.clone(), keys, spool));
+        tracker.spawn(auth::reload::watch(auth.clone(), hard_stop.clone()));
         let admin_state = Arc::new(AdminState {
             stats: stats.clone(),
             batcher: batcher.clone(),
@@ -85,8 +95,9 @@ impl Worker {
             clickhouse_version,
             accepting: shutdown.clone(),
             spool: delivery.as_ref().map(|d| d.spool.clone()),
+            auth: auth.clone(),
         });
-        let router = ingest::router(ingest, admin_routes(&admin_state));
+        let router = ingest::router(ingest, admin_routes(&admin_state), auth);
         let server = start_server(cfg, listeners, origin, router, shutdown)?;
         // The admin socket stays up through the drain so the control tool sees it.
         if let Some(path) = &cfg.admin.socket {

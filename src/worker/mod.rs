@@ -104,6 +104,9 @@ pub enum WorkerError {
     Supervisor(#[source] std::io::Error),
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    /// The listeners and the key file do not fit the authentication rule (exit 2).
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
 }
 
 /// Entry point of the `zero-logs` binary. Exit 2 for bad configuration.
@@ -125,6 +128,13 @@ pub fn main() -> ExitCode {
     sched::apply_to_process(cfg.supervision.cpu_slice);
     match serve(cfg) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err @ WorkerError::Auth(_)) => {
+            // A configuration error like a bad setting: systemd does not restart on 2
+            // (RestartPreventExitStatus), the operator has to act.
+            tracing::error!(error = %err, "worker not started");
+            eprintln!("zero-logs: {err}");
+            ExitCode::from(2)
+        }
         Err(err) => {
             tracing::error!(error = %err, "worker failed");
             eprintln!("zero-logs: {err}");

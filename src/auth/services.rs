@@ -1,0 +1,149 @@
+//! The service restriction of a key, applied to decoded requests: only for a key
+//! with `services=`, one comparison per record (native) or per OTLP resource.
+//!
+//! The native API is all or nothing, so a record of another service refuses the
+//! batch (403 / `PERMISSION_DENIED`) with the per-record details invalid records get.
+//! OTLP refuses record by record: the resources of a forbidden service are taken out
+//! of the request before it is mapped, their records counted in `partial_success`,
+//! and the others are accepted.
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+
+use super::Caller;
+use crate::ingest::reject::{RejectKind, Rejection};
+use crate::record::Batch;
+use crate::validate::otlp::{resource_service, Rejected};
+use crate::validate::{RecordError, MAX_LISTED_ERRORS};
+
+fn reason(caller: &Caller, service: &str) -> String {
+    format!(
+        "service {service:?} may not be written with API key {:?} (its services: {})",
+        caller.name(),
+        caller.services()
+    )
+}
+
+/// Refuses `batch` if a record's service is not the key's.
+pub fn check_batch(caller: &Caller, batch: &Batch) -> Result<(), Rejection> {
+    if !caller.is_restricted() {
+        return Ok(());
+    }
+    let mut errors = Vec::new();
+    let mut count = 0;
+    for (index, record) in batch.records.iter().enumerate() {
+        if !caller.allows(&record.service) {
+            count += 1;
+            if errors.len() < MAX_LISTED_ERRORS {
+                errors.push(RecordError {
+                    index,
+                    field: "service".into(),
+                    reason: reason(caller, &record.service),
+                });
+            }
+        }
+    }
+    if count == 0 {
+        return Ok(());
+    }
+    tracing::info!(
+        key = caller.name(),
+        records = count,
+        "records refused: service not allowed for the key"
+    );
+    let mut rejection = Rejection::new(
+        RejectKind::Forbidden,
+        format!(
+            "{count} record(s) of a service API key {:?} may not write; the batch was rejected \
+             whole, nothing of it was written",
+            caller.name()
+        ),
+    );
+    rejection.details = errors;
+    Err(rejection)
+}
+
+/// The OTLP records taken out by [`restrict`], and how to renumber the rest.
+#[derive(Debug, Default)]
+pub struct Forbidden {
+    pub count: usize,
+    errors: Vec<RecordError>,
+    /// `(first index in the restricted request, first index in the original, len)`
+    /// of every kept resource.
+    kept: Vec<(usize, usize, usize)>,
+}
+
+/// Removes from `request` the resources whose service `caller` may not write.
+pub fn restrict(
+    caller: &Caller,
+    request: &mut ExportLogsServiceRequest,
+    default_service: &str,
+) -> Forbidden {
+    let mut forbidden = Forbidden::default();
+    if !caller.is_restricted() {
+        return forbidden;
+    }
+    let (mut original, mut restricted) = (0, 0);
+    request.resource_logs.retain(|resource_logs| {
+        let records: usize = resource_logs
+            .scope_logs
+            .iter()
+            .map(|s| s.log_records.len())
+            .sum();
+        let service = resource_service(resource_logs.resource.as_ref(), default_service);
+        let allowed = caller.allows(&service);
+        if allowed {
+            forbidden.kept.push((restricted, original, records));
+            restricted += records;
+        } else {
+            forbidden.count += records;
+            let listed = forbidden.errors.len();
+            forbidden.errors.extend(
+                (original..original + records)
+                    .take(MAX_LISTED_ERRORS.saturating_sub(listed))
+                    .map(|index| RecordError {
+                        index,
+                        field: "resource.service.name".into(),
+                        reason: reason(caller, &service),
+                    }),
+            );
+        }
+        original += records;
+        allowed
+    });
+    if forbidden.count > 0 {
+        let counters = &caller.0.state.counters;
+        counters
+            .records_forbidden
+            .fetch_add(forbidden.count as u64, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(
+            key = caller.name(),
+            records = forbidden.count,
+            "OTLP records refused: service not allowed for the key"
+        );
+    }
+    forbidden
+}
+
+impl Forbidden {
+    /// Adds these records to `rejected` (mapped from the restricted request), with
+    /// every index back in the original request's numbering.
+    pub fn merge_into(self, rejected: &mut Rejected) {
+        if self.count == 0 {
+            return;
+        }
+        for error in &mut rejected.errors {
+            if let Some(&(at, from, _)) = self
+                .kept
+                .iter()
+                .rev()
+                .find(|(at, _, len)| *at <= error.index && *len > 0)
+            {
+                error.index = error.index - at + from;
+            }
+        }
+        rejected.count += self.count;
+        rejected.errors.extend(self.errors);
+        rejected.errors.sort_by_key(|e| e.index);
+        rejected.errors.truncate(MAX_LISTED_ERRORS);
+    }
+}
