@@ -24,8 +24,30 @@ pub fn python() -> PathBuf {
 
 /// Runs the SDK sender and returns what it reports delivered.
 pub fn send(base: &str, protocol: &str, run_id: &str, count: usize, extra: &[&str]) -> Value {
+    let out = run(base, protocol, run_id, count, extra, &[]);
+    assert!(
+        out.status.success(),
+        "sender ({protocol}) failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the sender prints JSON")
+}
+
+/// Runs the SDK sender with `env` added to its environment (e.g.
+/// `OTEL_EXPORTER_OTLP_HEADERS`, which the SDK's exporters read themselves) and returns
+/// its output whatever its exit status.
+pub fn run(
+    base: &str,
+    protocol: &str,
+    run_id: &str,
+    count: usize,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Output {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/otel/send_logs.py");
-    let out = Command::new(python())
+    Command::new(python())
+        .envs(env.iter().copied())
         .arg(script)
         .args([
             "--endpoint",
@@ -39,14 +61,7 @@ pub fn send(base: &str, protocol: &str, run_id: &str, count: usize, extra: &[&st
         .args(["--timeout", "20", "--batch-size", "64"])
         .args(extra)
         .output()
-        .expect("run the OTel sender");
-    assert!(
-        out.status.success(),
-        "sender ({protocol}) failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("the sender prints JSON")
+        .expect("run the OTel sender")
 }
 
 /// A typed attribute from the sender as zero-logs stores it: strings as they are,
