@@ -29,7 +29,9 @@
 //! The file holds secrets: it must be owned by root or by the worker's own user, and
 //! neither group-writable nor accessible to others (`mode & 0o027 == 0`). The
 //! packaged layout is `root:zero-logs 0640` (root edits it, the worker reads it
-//! through its group); a hand-run worker can use its own `0600` file.
+//! through its group); a hand-run worker can use its own `0600` file. Under the
+//! unit's `PrivateUsers=yes` root is not mapped and its files show the overflow uid
+//! (65534), which then counts as root.
 //!
 //! # Lookup
 //!
@@ -140,17 +142,42 @@ pub fn load(path: &Path, defaults: &KeyLimits) -> Result<Vec<KeyDef>, KeyFileErr
         source,
     };
     let meta = std::fs::metadata(path).map_err(io)?;
-    check_permissions(
-        path,
-        meta.mode(),
-        meta.uid(),
-        rustix::process::geteuid().as_raw(),
-    )?;
+    let euid = rustix::process::geteuid().as_raw();
+    check_permissions(path, meta.mode(), host_root_as(meta.uid()), euid)?;
     let text = std::fs::read_to_string(path).map_err(io)?;
     parse(&text, defaults).map_err(|(line, reason)| KeyFileError::Parse {
         path: path.to_owned(),
         line,
         reason,
+    })
+}
+
+/// The overflow uid files of unmapped users show under (`/proc/sys/kernel/overflowuid`,
+/// which the unit's `ProcSubset=pid` hides: its default then).
+const OVERFLOW_UID: u32 = 65534;
+
+/// `uid` as the rule sees it: under the unit's `PrivateUsers=yes` the host's root is
+/// not mapped into the worker's user namespace, so a `root:zero-logs 0640` file shows
+/// the overflow uid; it is taken as root only where root is unmapped.
+fn host_root_as(uid: u32) -> u32 {
+    if uid == OVERFLOW_UID && !root_is_mapped() {
+        0
+    } else {
+        uid
+    }
+}
+
+/// Whether the host's uid 0 has an id in this process's user namespace.
+fn root_is_mapped() -> bool {
+    let Ok(map) = std::fs::read_to_string("/proc/self/uid_map") else {
+        return true;
+    };
+    map.lines().any(|line| {
+        let f: Vec<u64> = line
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        matches!(f[..], [_, outside, count] if outside == 0 && count > 0)
     })
 }
 
@@ -465,6 +492,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(stranger.contains("another user"), "{stranger}");
+        // The overflow uid counts as root only where root is unmapped (PrivateUsers=).
+        assert_eq!(host_root_as(OVERFLOW_UID) == 0, !root_is_mapped());
+        assert_eq!(host_root_as(1000), 1000);
     }
 
     #[test]
