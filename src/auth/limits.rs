@@ -199,6 +199,11 @@ impl SpoolShare {
         self.bytes
     }
 
+    /// Bytes counted now (pruned or not): an upper bound of [`unsent`](Self::unsent).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
     pub fn tracked_frames(&self) -> usize {
         self.frames.len()
     }

@@ -249,20 +249,6 @@ impl Auth {
         auth
     }
 
-    /// A worker without authentication.
-    pub fn open() -> Auth {
-        let cfg = AuthConfig {
-            mode: AuthMode::None,
-            keys_file: PathBuf::new(),
-            defaults: KeyLimits {
-                records_per_sec: 0,
-                bytes_per_sec: 0,
-                spool_share_percent: 100,
-            },
-        };
-        Auth::new(cfg, Decision::Open, None)
-    }
-
     pub fn enabled(&self) -> bool {
         self.enabled
     }
@@ -322,12 +308,14 @@ impl Auth {
         if percent >= 100 {
             return Ok(());
         }
+        let allowed = spool.max_bytes() / 100 * u64::from(percent);
         let mut share = lock(&key.state.spool);
-        if share.tracked_frames() == 0 {
+        // The spool's watermark (a lock it shares with the writer) is asked only near the
+        // share, or to prune a list half full so it keeps following the confirmations.
+        if share.bytes() < allowed && share.tracked_frames() < limits::MAX_FRAMES_TRACKED / 2 {
             return Ok(());
         }
         let unsent = share.unsent(spool.acked_through());
-        let allowed = spool.max_bytes() / 100 * u64::from(percent);
         if unsent >= allowed {
             return Err(Refused::SpoolShare {
                 unsent,

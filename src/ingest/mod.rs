@@ -244,12 +244,15 @@ pub fn router(ingest: Arc<Ingest>, admin: axum::Router, auth: Arc<Auth>) -> axum
     let http = http::routes(ingest.clone())
         .merge(otlp::http_routes(ingest))
         .merge(admin);
-    dialects::Dialects::new(grpc, http)
-        .into_router()
-        .layer(axum::middleware::from_fn_with_state(
-            auth,
-            crate::auth::guard::guard,
-        ))
+    let router = dialects::Dialects::new(grpc, http).into_router();
+    if !auth.enabled() {
+        // Decided at start for the worker's life: no layer, no cost per request.
+        return router;
+    }
+    router.layer(axum::middleware::from_fn_with_state(
+        auth,
+        crate::auth::guard::guard,
+    ))
 }
 
 #[cfg(test)]

@@ -579,12 +579,10 @@ impl Spool {
         }
     }
 
-    /// Every frame up to this sequence number is committed in ClickHouse (cheaper
-    /// than [`stats`](Self::stats): the per-key spool share asks it per request).
+    /// Every frame up to this sequence number is committed in ClickHouse (cheap).
     pub fn acked_through(&self) -> u64 {
         self.shared.ledger().acks.watermark()
     }
-
     /// The cap (`SPOOL_MAX_BYTES`).
     pub fn max_bytes(&self) -> u64 {
         self.shared.cfg.max_bytes
