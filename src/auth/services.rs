@@ -147,3 +147,126 @@ impl Forbidden {
         rejected.errors.truncate(MAX_LISTED_ERRORS);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+
+    use super::*;
+    use crate::auth::keys::parse;
+    use crate::auth::limits::KeyLimits;
+    use crate::auth::{Auth, AuthConfig, AuthMode, Decision};
+    use crate::config::RecordLimits;
+    use crate::validate::otlp::{otlp_batch, OtlpOptions};
+
+    fn caller(line: &str) -> Caller {
+        let limits = KeyLimits {
+            records_per_sec: 0,
+            bytes_per_sec: 0,
+            spool_share_percent: 100,
+        };
+        let cfg = AuthConfig {
+            mode: AuthMode::Keys,
+            keys_file: "/k".into(),
+            defaults: limits.clone(),
+        };
+        let auth = Auth::new(cfg, Decision::Keys(parse(line, &limits).unwrap()), None);
+        let key = auth.keys().keys()[0].clone();
+        Caller(key)
+    }
+
+    fn resource(service: Option<&str>, bodies: &[&str]) -> ResourceLogs {
+        let text = |s: &str| AnyValue {
+            value: Some(any_value::Value::StringValue(s.into())),
+        };
+        ResourceLogs {
+            resource: Some(Resource {
+                attributes: service
+                    .map(|s| KeyValue {
+                        key: "service.name".into(),
+                        value: Some(text(s)),
+                        ..Default::default()
+                    })
+                    .into_iter()
+                    .collect(),
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                log_records: bodies
+                    .iter()
+                    .map(|b| LogRecord {
+                        body: (!b.is_empty()).then(|| text(b)),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn otlp_records_keep_their_request_index_around_removed_resources() {
+        let key = caller("k 0123456789abcdef services=a,unknown_service\n");
+        // Records 0-1 (a), 2-4 (b: forbidden), 5-6 (a; 6 has no body: invalid), 7 (the
+        // default service: allowed).
+        let mut request = ExportLogsServiceRequest {
+            resource_logs: vec![
+                resource(Some("a"), &["x", "y"]),
+                resource(Some("b"), &["x", "y", "z"]),
+                resource(Some("a"), &["x", ""]),
+                resource(None, &["x"]),
+            ],
+        };
+        let forbidden = restrict(&key, &mut request, "unknown_service");
+        assert_eq!(forbidden.count, 3);
+        let options = OtlpOptions {
+            default_service: "unknown_service".into(),
+        };
+        let (batch, mut rejected) = otlp_batch(request, &RecordLimits::default(), &options, 1);
+        assert_eq!(batch.len(), 4);
+        assert_eq!(
+            rejected.errors[0].index, 3,
+            "numbered in the restricted request"
+        );
+        forbidden.merge_into(&mut rejected);
+        assert_eq!(rejected.count, 4);
+        // (A record may have several entries.)
+        let mut indexes: Vec<usize> = rejected.errors.iter().map(|e| e.index).collect();
+        indexes.dedup();
+        assert_eq!(indexes, [2, 3, 4, 6]);
+        assert!(
+            rejected.errors[0].reason.contains("\"b\""),
+            "{:?}",
+            rejected.errors[0]
+        );
+        assert_eq!(
+            key.0
+                .state
+                .counters
+                .records_forbidden
+                .load(std::sync::atomic::Ordering::Relaxed),
+            3
+        );
+    }
+
+    #[test]
+    fn native_batches_name_each_forbidden_record() {
+        let key = caller("k 0123456789abcdef services=a\n");
+        let limits = RecordLimits::default();
+        let body = br#"[{"service":"a","message":"m"},{"service":"b","message":"m"}]"#;
+        let batch =
+            crate::validate::decode(body, crate::validate::Format::Json, &limits, 1).unwrap();
+        let refused = check_batch(&key, &batch).unwrap_err();
+        assert_eq!(refused.kind, RejectKind::Forbidden);
+        assert_eq!(refused.details.len(), 1);
+        assert_eq!(
+            (refused.details[0].index, refused.details[0].field.as_str()),
+            (1, "service")
+        );
+        let free = caller("k 0123456789abcdef\n");
+        assert!(check_batch(&free, &batch).is_ok());
+    }
+}
