@@ -15,6 +15,9 @@
 //! - [`proto`]: the native gRPC API (`proto/zerologs/v1/logs.proto`), generated.
 //! - [`admission`]: the one place the ingest asks whether a request may enter —
 //!   in-flight bytes, spool cap, queued rows.
+//! - [`auth`]: API keys in front of the router (`Authorization: Bearer`, gRPC
+//!   `authorization`), each key's services, rates and spool share; the key file and
+//!   its reloads; docs/SECURITY.md.
 //! - [`validate`]: pure decoding and validation of request bodies; OTLP
 //!   `LogRecord`s mapped to rows record by record (`validate::otlp`).
 //! - [`record`]: `Record`, `Level`, `Batch` — the validated row type — and
