@@ -1,8 +1,9 @@
 //! The build step: every component from the `Config`, in the start-up order, ending
 //! with a [`Worker`] that serves and holds what the drain needs.
 //!
-//! Order: spool (local; its errors are the ones to show), ClickHouse, batcher, feeder
-//! and adopter, ingest, admin state, router, accept loops, admin socket, supervisor.
+//! Order: TLS files (an invalid setting, shown before anything else), spool (local;
+//! its errors are the ones to show), ClickHouse, batcher, feeder and adopter, ingest,
+//! admin state, router, accept loops, TLS reloader, admin socket, supervisor.
 //! `READY=1` comes after all of it, from [`announce_ready`].
 
 use std::path::{Path, PathBuf};
@@ -20,11 +21,12 @@ use crate::feeder;
 use crate::ingest::{self, AckPoint, Ingest};
 use crate::listen;
 use crate::notify;
-use crate::serve::{ServeOptions, Server};
+use crate::serve::{Listener, ServeOptions, Server};
 use crate::sink::dead_letter::{ClickHouseDeadLetters, DeadLetterFile, Salvage, Salvager};
 use crate::sink::{Batcher, BatcherHandle, ClickHouseSink};
 use crate::spool::{Spool, SpoolReader};
 use crate::stats::Stats;
+use crate::tls::{self, TlsAcceptor};
 use crate::watchdog::{Heartbeat, Supervisor, Watched};
 
 /// A serving worker: what the drain stops, waits for and closes.
@@ -66,6 +68,7 @@ impl Worker {
         let stats = Arc::new(Stats::default());
         let tracker = TaskTracker::new();
         let hard_stop = CancellationToken::new();
+        let tls = TlsListeners::load(cfg, &listeners, &stats)?;
 
         let Storage {
             batcher,
@@ -87,7 +90,14 @@ impl Worker {
             spool: delivery.as_ref().map(|d| d.spool.clone()),
         });
         let router = ingest::router(ingest, admin_routes(&admin_state));
-        let server = start_server(cfg, listeners, origin, router, shutdown)?;
+        let server = start_server(cfg, listeners, &tls, origin, router, shutdown)?;
+        tls::spawn_reloader(
+            &cfg.tls,
+            tls.acceptor,
+            stats.clone(),
+            &tracker,
+            hard_stop.clone(),
+        );
         // The admin socket stays up through the drain so the control tool sees it.
         if let Some(path) = &cfg.admin.socket {
             serve_admin_socket(path, admin_routes(&admin_state), &tracker, &hard_stop)?;
@@ -231,18 +241,64 @@ fn admin_routes(state: &Arc<AdminState>) -> axum::Router {
     routes
 }
 
+/// The TLS side of the listeners (`TLS_*`): the certificate in use and which
+/// listeners use it.
+struct TlsListeners {
+    acceptor: Option<TlsAcceptor>,
+    /// Whether `listeners[i]` is TLS.
+    is_tls: Vec<bool>,
+}
+
+impl TlsListeners {
+    fn load(
+        cfg: &Config,
+        listeners: &[std::net::TcpListener],
+        stats: &Arc<Stats>,
+    ) -> Result<TlsListeners, WorkerError> {
+        let locals = listeners
+            .iter()
+            .map(std::net::TcpListener::local_addr)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| {
+                WorkerError::Listen(listen::ListenError::Adopt { index: 0, source })
+            })?;
+        let is_tls = tls::plan(&cfg.tls, &locals)?;
+        let acceptor = match cfg.tls.enabled() {
+            true => Some(TlsAcceptor::load(&cfg.tls, stats.clone())?),
+            false => None,
+        };
+        if acceptor.is_some() {
+            let tls_addrs: Vec<_> = locals
+                .iter()
+                .zip(&is_tls)
+                .filter(|(_, t)| **t)
+                .map(|(a, _)| a)
+                .collect();
+            tracing::info!(?tls_addrs, cert_file = ?cfg.tls.cert_file, client_certificates = cfg.tls.client_ca_file.is_some(), "TLS on");
+        }
+        Ok(TlsListeners { acceptor, is_tls })
+    }
+}
+
 /// Starts the accept loops on `listeners`; they stop when `shutdown` is cancelled.
 fn start_server(
     cfg: &Config,
     listeners: Vec<std::net::TcpListener>,
+    tls: &TlsListeners,
     origin: listen::Origin,
     router: axum::Router,
     shutdown: &CancellationToken,
 ) -> Result<Server, WorkerError> {
     let listeners = listeners
         .into_iter()
-        .map(tokio::net::TcpListener::from_std)
-        .collect::<Result<Vec<_>, _>>()
+        .zip(&tls.is_tls)
+        .map(|(listener, is_tls)| {
+            Ok(Listener {
+                listener: tokio::net::TcpListener::from_std(listener)?,
+                tls: tls.acceptor.clone().filter(|_| *is_tls),
+            })
+        })
+        .collect::<Result<Vec<_>, std::io::Error>>()
         .map_err(|source| WorkerError::Listen(listen::ListenError::Adopt { index: 0, source }))?;
     Ok(Server::start(
         listeners,

@@ -43,6 +43,7 @@ use crate::sched;
 use crate::sink::SinkError;
 use crate::spool::SpoolError;
 use crate::telemetry;
+use crate::tls;
 use build::Worker;
 
 /// zero-logs worker: receives structured logs over HTTP (JSON/NDJSON) and
@@ -88,6 +89,9 @@ pub struct ConfigArgs {
 pub enum WorkerError {
     #[error(transparent)]
     Listen(#[from] listen::ListenError),
+    /// An invalid setting: exit status 2, like a [`crate::config::ConfigError`].
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Sink(#[from] SinkError),
     #[error(transparent)]
@@ -125,6 +129,11 @@ pub fn main() -> ExitCode {
     sched::apply_to_process(cfg.supervision.cpu_slice);
     match serve(cfg) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err @ WorkerError::Tls(_)) => {
+            tracing::error!(error = %err, "invalid TLS setting");
+            eprintln!("zero-logs: {err}");
+            ExitCode::from(2)
+        }
         Err(err) => {
             tracing::error!(error = %err, "worker failed");
             eprintln!("zero-logs: {err}");
@@ -153,7 +162,7 @@ fn serve(cfg: Config) -> Result<(), WorkerError> {
         .build()
         .map_err(WorkerError::Runtime)?;
     runtime.block_on(async {
-        let (listeners, origin) = listen::listeners(&cfg.listen.addrs)?;
+        let (listeners, origin) = listen::listeners(&tls::bind_addrs(&cfg.listen.addrs, &cfg.tls))?;
         let shutdown = CancellationToken::new();
         tokio::spawn(watch_signals(shutdown.clone()));
         let addrs: Vec<SocketAddr> = listeners
