@@ -480,3 +480,120 @@ fn bad_tls_files_at_start_exit_2_saying_which_file_and_what_to_do() {
     assert!(stderr.contains("ClickHouse unavailable"), "{stderr}");
     assert!(!stderr.contains("TLS_"), "{stderr}");
 }
+
+/// `zero-logs serve` under `systemd-socket-activate` (sockets passed as `LISTEN_FDS`),
+/// with `env` as `-E` settings: the child holding the worker's PID once it is started.
+fn socket_activated(
+    listen: &[std::net::SocketAddr],
+    env: &[(&str, String)],
+    stderr: std::process::Stdio,
+) -> std::process::Child {
+    let mut cmd = std::process::Command::new("systemd-socket-activate");
+    for addr in listen {
+        cmd.arg("-l").arg(addr.to_string());
+    }
+    for (k, v) in env {
+        cmd.arg("-E").arg(format!("{k}={v}"));
+    }
+    cmd.args([env!("CARGO_BIN_EXE_zero-logs"), "serve"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("systemd-socket-activate (package systemd) must be installed")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_listen_addrs_pick_systemds_sockets_by_their_address() {
+    let ch = ClickHouseServer::start().expect("start ClickHouse");
+    let db = ch.fresh_database();
+    let ca = Ca::new("zero-logs test CA");
+    let files = TlsFiles::new(&ca.server(1));
+    let client = TlsClient::new(&[&ca], None, H2);
+    let plain: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let tls: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let spool = tempfile::tempdir().unwrap();
+    let mut env = tls_env(&files);
+    env.extend([
+        ("CLICKHOUSE_URL", ch.http_url()),
+        ("CLICKHOUSE_DATABASE", db.clone()),
+        ("BATCH_MAX_AGE", "50".into()),
+        ("SPOOL_DIR", spool.path().display().to_string()),
+        // The unit's `ListenStream=PORT` style: any address of the port matches.
+        ("TLS_LISTEN_ADDRS", format!("0.0.0.0:{}", tls.port())),
+    ]);
+    let log = spool.path().join("worker.log");
+    let mut child = socket_activated(
+        &[plain, tls],
+        &env,
+        std::fs::File::create(&log).unwrap().into(),
+    );
+    // The worker starts on the first connection; it may take a moment to serve.
+    let mut reply = Err(String::new());
+    for _ in 0..50 {
+        reply = served(&client, tls, "activated-tls").await;
+        if reply.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    if let Err(err) = reply {
+        panic!(
+            "no TLS on the socket TLS_LISTEN_ADDRS names: {err}\n{}",
+            log_text()
+        );
+    }
+    let (status, _, _) = post(
+        &common::client(),
+        &format!("http://{plain}/api/v1/logs"),
+        &[("content-type", "application/json")],
+        records("activated-plain", 1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 202, "plaintext on the other socket");
+    assert!(
+        client.http(plain).await.is_err(),
+        "TLS on the plaintext socket"
+    );
+    assert_eq!(wait_rows_of(&ch, &db, "activated-tls", 1).await, 1);
+    assert_eq!(wait_rows_of(&ch, &db, "activated-plain", 1).await, 1);
+    signal(child.id(), "TERM");
+    assert!(child.wait().unwrap().success());
+
+    // A TLS_LISTEN_ADDRS that names none of the sockets is an invalid setting.
+    let typo = format!("127.0.0.1:{}", free_port());
+    env.retain(|(k, _)| *k != "TLS_LISTEN_ADDRS");
+    env.push(("TLS_LISTEN_ADDRS", typo.clone()));
+    let (plain, tls) = (
+        format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+        format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+    );
+    let mut child = socket_activated(&[plain, tls], &env, std::process::Stdio::piped());
+    // A connection starts the worker (once systemd-socket-activate listens).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(plain).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing listens on {plain}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the worker did not exit within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&typo) && stderr.contains("ListenStream="),
+        "{stderr}"
+    );
+}
