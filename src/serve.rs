@@ -67,15 +67,6 @@ pub struct Listener {
     pub tls: Option<TlsAcceptor>,
 }
 
-impl From<TcpListener> for Listener {
-    fn from(listener: TcpListener) -> Listener {
-        Listener {
-            listener,
-            tls: None,
-        }
-    }
-}
-
 /// The accept loops and their connections.
 pub struct Server {
     tasks: TaskTracker,

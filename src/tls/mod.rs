@@ -16,8 +16,8 @@
 //!
 //! # Files
 //!
-//! - `mod.rs`: [`TlsAcceptor`] (the configuration in use, swapped atomically) and
-//!   [`plan`].
+//! - `mod.rs`: [`TlsAcceptor`] (the configuration in use, swapped atomically),
+//!   [`TlsListeners`] and [`plan`].
 //! - `load.rs`: PEM files → `rustls::ServerConfig`, [`TlsError`].
 //! - `reload.rs`: the watcher that reloads on file changes and SIGHUP.
 
@@ -112,6 +112,51 @@ impl TlsAcceptor {
         Stats::add(&self.stats.tls_handshake_failures, 1);
         tracing::debug!(peer = ?peer, error = %failure, "TLS handshake failed");
         None
+    }
+}
+
+/// The TLS side of a worker's listeners: the certificate in use and which listeners
+/// use it.
+pub struct TlsListeners {
+    /// `None` with TLS off.
+    pub acceptor: Option<TlsAcceptor>,
+    /// Whether the listener at the same index is TLS.
+    is_tls: Vec<bool>,
+}
+
+impl TlsListeners {
+    /// Reads the TLS files and decides, for the listeners at `locals`, which are TLS
+    /// (see [`plan`]). Errors are invalid settings: the worker must not start.
+    pub fn load(
+        cfg: &TlsConfig,
+        locals: &[SocketAddr],
+        stats: &Arc<Stats>,
+    ) -> Result<TlsListeners, TlsError> {
+        let is_tls = plan(cfg, locals)?;
+        let acceptor = match cfg.enabled() {
+            true => Some(TlsAcceptor::load(cfg, stats.clone())?),
+            false => None,
+        };
+        if acceptor.is_some() {
+            let tls_addrs: Vec<&SocketAddr> = locals
+                .iter()
+                .zip(&is_tls)
+                .filter_map(|(addr, tls)| tls.then_some(addr))
+                .collect();
+            tracing::info!(
+                ?tls_addrs,
+                cert_file = ?cfg.cert_file,
+                client_certificates = cfg.client_ca_file.is_some(),
+                "TLS on"
+            );
+        }
+        Ok(TlsListeners { acceptor, is_tls })
+    }
+
+    /// The acceptor of the listener at `index`; `None` for a plaintext one.
+    pub fn for_listener(&self, index: usize) -> Option<TlsAcceptor> {
+        let tls = self.is_tls.get(index).copied().unwrap_or(false);
+        self.acceptor.clone().filter(|_| tls)
     }
 }
 

@@ -126,7 +126,7 @@ impl Reloader {
                 acceptor.replace(config);
                 Stats::add(&self.stats.tls_reloads, 1);
                 tracing::info!(
-                    cert_file = %self.cfg.cert_file.as_deref().unwrap_or_else(|| "".as_ref()).display(),
+                    cert_file = ?self.cfg.cert_file,
                     reason = why,
                     "TLS certificate reloaded; new connections use it"
                 );

@@ -26,7 +26,7 @@ use crate::sink::dead_letter::{ClickHouseDeadLetters, DeadLetterFile, Salvage, S
 use crate::sink::{Batcher, BatcherHandle, ClickHouseSink};
 use crate::spool::{Spool, SpoolReader};
 use crate::stats::Stats;
-use crate::tls::{self, TlsAcceptor};
+use crate::tls::{self, TlsListeners};
 use crate::watchdog::{Heartbeat, Supervisor, Watched};
 
 /// A serving worker: what the drain stops, waits for and closes.
@@ -68,7 +68,11 @@ impl Worker {
         let stats = Arc::new(Stats::default());
         let tracker = TaskTracker::new();
         let hard_stop = CancellationToken::new();
-        let tls = TlsListeners::load(cfg, &listeners, &stats)?;
+        let locals = listeners.iter().map(std::net::TcpListener::local_addr);
+        let locals = locals.collect::<Result<Vec<_>, _>>().map_err(|source| {
+            WorkerError::Listen(listen::ListenError::Adopt { index: 0, source })
+        })?;
+        let tls = TlsListeners::load(&cfg.tls, &locals, &stats)?;
 
         let Storage {
             batcher,
@@ -241,45 +245,6 @@ fn admin_routes(state: &Arc<AdminState>) -> axum::Router {
     routes
 }
 
-/// The TLS side of the listeners (`TLS_*`): the certificate in use and which
-/// listeners use it.
-struct TlsListeners {
-    acceptor: Option<TlsAcceptor>,
-    /// Whether `listeners[i]` is TLS.
-    is_tls: Vec<bool>,
-}
-
-impl TlsListeners {
-    fn load(
-        cfg: &Config,
-        listeners: &[std::net::TcpListener],
-        stats: &Arc<Stats>,
-    ) -> Result<TlsListeners, WorkerError> {
-        let locals = listeners
-            .iter()
-            .map(std::net::TcpListener::local_addr)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| {
-                WorkerError::Listen(listen::ListenError::Adopt { index: 0, source })
-            })?;
-        let is_tls = tls::plan(&cfg.tls, &locals)?;
-        let acceptor = match cfg.tls.enabled() {
-            true => Some(TlsAcceptor::load(&cfg.tls, stats.clone())?),
-            false => None,
-        };
-        if acceptor.is_some() {
-            let tls_addrs: Vec<_> = locals
-                .iter()
-                .zip(&is_tls)
-                .filter(|(_, t)| **t)
-                .map(|(a, _)| a)
-                .collect();
-            tracing::info!(?tls_addrs, cert_file = ?cfg.tls.cert_file, client_certificates = cfg.tls.client_ca_file.is_some(), "TLS on");
-        }
-        Ok(TlsListeners { acceptor, is_tls })
-    }
-}
-
 /// Starts the accept loops on `listeners`; they stop when `shutdown` is cancelled.
 fn start_server(
     cfg: &Config,
@@ -291,11 +256,11 @@ fn start_server(
 ) -> Result<Server, WorkerError> {
     let listeners = listeners
         .into_iter()
-        .zip(&tls.is_tls)
-        .map(|(listener, is_tls)| {
+        .enumerate()
+        .map(|(index, listener)| {
             Ok(Listener {
                 listener: tokio::net::TcpListener::from_std(listener)?,
-                tls: tls.acceptor.clone().filter(|_| *is_tls),
+                tls: tls.for_listener(index),
             })
         })
         .collect::<Result<Vec<_>, std::io::Error>>()
