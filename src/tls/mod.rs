@@ -50,6 +50,8 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct TlsAcceptor {
     config: Arc<ArcSwap<ServerConfig>>,
     stats: Arc<Stats>,
+    /// [`HANDSHAKE_TIMEOUT`], shorter in tests.
+    timeout: Duration,
 }
 
 impl TlsAcceptor {
@@ -62,7 +64,14 @@ impl TlsAcceptor {
         TlsAcceptor {
             config: Arc::new(ArcSwap::from_pointee(config)),
             stats,
+            timeout: HANDSHAKE_TIMEOUT,
         }
+    }
+
+    /// The same, with handshakes limited to `timeout` instead of [`HANDSHAKE_TIMEOUT`].
+    pub fn with_handshake_timeout(mut self, timeout: Duration) -> TlsAcceptor {
+        self.timeout = timeout;
+        self
     }
 
     /// Handshakes from now on use `config`; those under way finish with the old one.
@@ -75,7 +84,7 @@ impl TlsAcceptor {
         self.config.load_full()
     }
 
-    /// The server side of the handshake on `stream`, within [`HANDSHAKE_TIMEOUT`]; once
+    /// The server side of the handshake on `stream`, within the timeout; once
     /// `close_soon` is cancelled (drain, max age) a handshake still under way gets at most
     /// `linger` more, like an idle connection's last request. `None` when it failed:
     /// counted, logged at debug, and the connection is dropped.
@@ -88,7 +97,7 @@ impl TlsAcceptor {
         let peer = stream.peer_addr().ok();
         let accept = tokio_rustls::TlsAcceptor::from(self.current()).accept(stream);
         tokio::pin!(accept);
-        let mut deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+        let mut deadline = tokio::time::Instant::now() + self.timeout;
         let mut draining = false;
         let failure = loop {
             tokio::select! {
@@ -100,7 +109,7 @@ impl TlsAcceptor {
                     break if draining {
                         "not finished when the connection had to close".to_string()
                     } else {
-                        format!("not finished within {HANDSHAKE_TIMEOUT:?}")
+                        format!("not finished within {:?}", self.timeout)
                     };
                 }
                 () = close_soon.cancelled(), if !draining => {

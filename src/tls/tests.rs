@@ -3,6 +3,8 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
@@ -288,4 +290,49 @@ fn plan_picks_the_tls_listeners_by_address() {
         text.contains("10.0.0.2:5000") && text.contains("ListenStream="),
         "{text}"
     );
+}
+
+/// A client that connects and never sends its hello: the handshake gives up at the
+/// timeout, or sooner (after the linger) once the connection must close; both counted.
+#[tokio::test]
+async fn a_silent_client_is_given_up_at_the_timeout_or_the_drain() {
+    let ca = ca("test CA");
+    let (cert, key) = leaf(&ca, &key_of(&rcgen::PKCS_ECDSA_P256_SHA256));
+    let files = Files::new();
+    let stats = Arc::new(Stats::default());
+    let acceptor = TlsAcceptor::load(&files.config(&cert, &key), stats.clone())
+        .unwrap()
+        .with_handshake_timeout(Duration::from_millis(300));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+
+    let _silent = TcpStream::connect(addr).await.unwrap();
+    let (stream, _) = listener.accept().await.unwrap();
+    let started = tokio::time::Instant::now();
+    let open = CancellationToken::new();
+    let linger = Duration::from_millis(50);
+    assert!(acceptor.handshake(stream, &open, linger).await.is_none());
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    assert_eq!(stats.tls_handshake_failures.load(Ordering::Relaxed), 1);
+
+    // Closing: the handshake gets the linger, not the rest of the timeout.
+    let acceptor = acceptor.with_handshake_timeout(Duration::from_secs(30));
+    let _silent = TcpStream::connect(addr).await.unwrap();
+    let (stream, _) = listener.accept().await.unwrap();
+    let closing = CancellationToken::new();
+    let started = tokio::time::Instant::now();
+    let handshake = {
+        let closing = closing.clone();
+        tokio::spawn(async move { acceptor.handshake(stream, &closing, linger).await.is_none() })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    closing.cancel();
+    assert!(handshake.await.unwrap());
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert_eq!(stats.tls_handshake_failures.load(Ordering::Relaxed), 2);
 }

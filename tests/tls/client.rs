@@ -5,7 +5,8 @@
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -396,5 +397,51 @@ pub fn otlp_request(service: &str, n: usize) -> ExportLogsServiceRequest {
             }],
             ..Default::default()
         }],
+    }
+}
+
+/// What a [`load`] saw (the certificate swap test).
+#[derive(Default)]
+pub struct Load {
+    pub ok: AtomicU64,
+    pub failed: AtomicU64,
+    pub errors: Mutex<Vec<String>>,
+    /// Certificates presented to the load's connections, in order, without repeats.
+    pub certs: Mutex<Vec<CertificateDer<'static>>>,
+}
+
+/// Posts 2 records per request until `stop`, a new connection every 5 requests.
+pub async fn load(
+    client: TlsClient,
+    addr: std::net::SocketAddr,
+    load: Arc<Load>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut sent = 0u64;
+    while !stop.load(Ordering::Relaxed) && sent < 20_000 {
+        let mut conn = match client.http(addr).await {
+            Ok(conn) => conn,
+            Err(err) => {
+                load.failed.fetch_add(1, Ordering::Relaxed);
+                load.errors.lock().unwrap().push(format!("connect: {err}"));
+                continue;
+            }
+        };
+        {
+            let mut certs = load.certs.lock().unwrap();
+            if certs.last() != Some(&conn.peer_cert) {
+                certs.push(conn.peer_cert.clone());
+            }
+        }
+        for _ in 0..5 {
+            sent += 1;
+            match conn.post_json(records("swap", 2)).await {
+                Ok((202, _, _)) => load.ok.fetch_add(1, Ordering::Relaxed),
+                other => {
+                    load.errors.lock().unwrap().push(format!("{other:?}"));
+                    load.failed.fetch_add(1, Ordering::Relaxed)
+                }
+            };
+        }
     }
 }

@@ -235,3 +235,25 @@ pub fn start_failure(env: &[(&str, String)]) -> (Option<i32>, String) {
         String::from_utf8_lossy(&out.stderr).to_string(),
     )
 }
+
+/// `zero-logs serve` under `systemd-socket-activate` (sockets passed as `LISTEN_FDS`),
+/// with `env` as `-E` settings: the child holding the worker's PID once it is started.
+pub fn socket_activated(
+    listen: &[std::net::SocketAddr],
+    env: &[(&str, String)],
+    stderr: std::process::Stdio,
+) -> std::process::Child {
+    let mut cmd = std::process::Command::new("systemd-socket-activate");
+    for addr in listen {
+        cmd.arg("-l").arg(addr.to_string());
+    }
+    for (k, v) in env {
+        cmd.arg("-E").arg(format!("{k}={v}"));
+    }
+    cmd.args([env!("CARGO_BIN_EXE_zero-logs"), "serve"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("systemd-socket-activate (package systemd) must be installed")
+}
