@@ -60,6 +60,7 @@ impl TlsAcceptor {
         Ok(TlsAcceptor::new(server_config(cfg)?, stats))
     }
 
+    /// Handshakes with `config` (its ALPN list as given: see [`ALPN`]).
     pub fn new(config: ServerConfig, stats: Arc<Stats>) -> TlsAcceptor {
         TlsAcceptor {
             config: Arc::new(ArcSwap::from_pointee(config)),
