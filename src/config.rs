@@ -20,11 +20,13 @@ mod parse;
 mod reader;
 pub mod settings;
 mod spool;
+mod tls;
 
 pub use flags::ServeFlags;
 pub use parse::bytes;
 pub use reader::{Origin, Reader, Resolved};
 pub use spool::{AckMode, SpoolConfig};
+pub use tls::TlsConfig;
 
 use crate::auth::AuthConfig;
 use crate::validate::otlp::OtlpOptions;
@@ -34,6 +36,8 @@ use settings as S;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: ListenConfig,
+    /// `TLS_*`: TLS on the ingest listeners (off by default).
+    pub tls: TlsConfig,
     pub ingest: IngestConfig,
     pub clickhouse: ClickHouseConfig,
     pub batch: BatchConfig,
@@ -300,6 +304,7 @@ impl Config {
             addrs: r.get(&S::LISTEN_ADDRS)?,
             connection_max_age: r.get(&S::CONNECTION_MAX_AGE)?,
         };
+        let tls = tls::load(&r)?;
         let admin = AdminConfig {
             socket: r.get_or(&S::ADMIN_SOCKET, || None)?,
             worker_id: r.get(&S::WORKER_ID)?,
@@ -323,6 +328,7 @@ impl Config {
             ack_mode,
             spool,
             listen,
+            tls,
             ingest,
             clickhouse,
             batch,

@@ -8,6 +8,8 @@
 //! - [`listen`]: systemd's inherited sockets, or bound addresses.
 //! - [`serve`]: accept loops, HTTP/1.1 + h2c per connection, balancing across
 //!   instances, connection max age, graceful close.
+//! - [`tls`]: TLS on the ingest listeners (rustls): which listeners, the handshake
+//!   in each connection's task, certificate reload on file change or SIGHUP.
 //! - [`ingest`]: one router for HTTP/1.1, h2c and gRPC (gRPC told apart by content
 //!   type; JSON 404/405 for the rest): the native API and OTLP logs over both wires;
 //!   body caps, decompression, the wait for the acknowledgement (spool or INSERT),
@@ -71,6 +73,7 @@ pub mod stats;
 pub mod telemetry;
 #[cfg(feature = "test-hooks")]
 pub mod test_hooks;
+pub mod tls;
 pub mod validate;
 pub mod watchdog;
 pub mod worker;

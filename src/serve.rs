@@ -19,6 +19,9 @@
 //!   HTTP/1 response says `Connection: close`; then idle connections are
 //!   closed gracefully and in-flight requests finish. [`Server::wait`]
 //!   resolves when the last connection is gone.
+//!
+//! A TLS listener ([`crate::tls`]) differs only in the first step of each
+//! connection's task: the handshake, then the same serving as above.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -32,9 +35,12 @@ use hyper::service::Service as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use crate::tls::TlsAcceptor;
 
 /// Longest pause after an accept, however many connections a worker holds.
 pub const MAX_ACCEPT_PAUSE: Duration = Duration::from_millis(2);
@@ -54,6 +60,13 @@ pub struct ServeOptions {
     pub max_age: Duration,
 }
 
+/// One listening socket and how its connections start.
+pub struct Listener {
+    pub listener: TcpListener,
+    /// `Some`: every connection starts with a TLS handshake.
+    pub tls: Option<TlsAcceptor>,
+}
+
 /// The accept loops and their connections.
 pub struct Server {
     tasks: TaskTracker,
@@ -63,7 +76,7 @@ pub struct Server {
 impl Server {
     /// Starts one accept loop per listener; they stop when `stop` is cancelled.
     pub fn start(
-        listeners: Vec<TcpListener>,
+        listeners: Vec<Listener>,
         router: axum::Router,
         options: ServeOptions,
         stop: CancellationToken,
@@ -76,9 +89,10 @@ impl Server {
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT);
         let builder = Arc::new(builder);
-        for listener in listeners {
+        for Listener { listener, tls } in listeners {
             let accept = AcceptLoop {
                 listener,
+                tls,
                 router: router.clone(),
                 builder: Arc::clone(&builder),
                 options: options.clone(),
@@ -105,6 +119,7 @@ impl Server {
 
 struct AcceptLoop {
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     router: axum::Router,
     builder: Arc<Builder<TokioExecutor>>,
     options: ServeOptions,
@@ -150,34 +165,66 @@ impl AcceptLoop {
         let builder = Arc::clone(&self.builder);
         let max_age = self.options.max_age;
         let open = Arc::clone(&self.open);
+        let tls = self.tls.clone();
         open.fetch_add(1, Ordering::Relaxed);
         self.tasks.spawn(async move {
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            let age = tokio::time::sleep(max_age);
-            tokio::pin!(age);
-            let mut linger_until: Option<tokio::time::Instant> = None;
-            let mut closing = false;
-            loop {
-                tokio::select! {
-                    result = conn.as_mut() => {
-                        if let Err(err) = result {
-                            tracing::debug!(error = %err, "connection ended with an error");
-                        }
-                        break;
-                    }
-                    () = &mut age, if !close_soon.is_cancelled() => close_soon.cancel(),
-                    () = close_soon.cancelled(), if linger_until.is_none() => {
-                        linger_until = Some(tokio::time::Instant::now() + DRAIN_LINGER);
-                    }
-                    () = sleep_until_opt(linger_until), if linger_until.is_some() && !closing => {
-                        closing = true;
-                        conn.as_mut().graceful_shutdown();
+            match tls {
+                None => serve_connection(stream, &builder, service, max_age, close_soon).await,
+                // Here, not in the accept loop: a slow client delays only itself.
+                Some(tls) => {
+                    if let Some(stream) = tls.handshake(stream, &close_soon, DRAIN_LINGER).await {
+                        serve_connection(stream, &builder, service, max_age, close_soon).await;
                     }
                 }
             }
             open.fetch_sub(1, Ordering::Relaxed);
         });
+    }
+}
+
+/// Serves one connection (plain or TLS) until it ends: closed by the client, or
+/// gracefully once `close_soon` is cancelled (by the worker's stop) or at `max_age`,
+/// after [`DRAIN_LINGER`].
+async fn serve_connection<I, S>(
+    io: I,
+    builder: &Builder<TokioExecutor>,
+    service: S,
+    max_age: Duration,
+    close_soon: CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            Request<Incoming>,
+            Response = axum::response::Response,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let age = tokio::time::sleep(max_age);
+    tokio::pin!(age);
+    let mut linger_until: Option<tokio::time::Instant> = None;
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(err) = result {
+                    tracing::debug!(error = %err, "connection ended with an error");
+                }
+                break;
+            }
+            () = &mut age, if !close_soon.is_cancelled() => close_soon.cancel(),
+            () = close_soon.cancelled(), if linger_until.is_none() => {
+                linger_until = Some(tokio::time::Instant::now() + DRAIN_LINGER);
+            }
+            () = sleep_until_opt(linger_until), if linger_until.is_some() && !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
     }
 }
 

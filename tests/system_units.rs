@@ -293,6 +293,26 @@ async fn start_target_runs_n_ready_instances_and_a_batch_lands() {
         .sum();
     assert_eq!(accepted, 25, "{stats:?}");
 
+    // `systemctl reload` (ExecReload= sends SIGHUP from inside the unit's sandbox)
+    // reaches every worker and ends none: same PIDs, no restart.
+    let out = c.systemctl(&["reload", "zero-logs@*"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        system::container::describe(&["systemctl", "reload"], &out)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let reloaded = c.wait_instances_running(3, Duration::from_secs(10));
+    for (instance, state) in &reloaded {
+        assert_eq!(state.main_pid, instances[instance].main_pid, "{reloaded:?}");
+        assert_eq!(state.n_restarts, 0, "{reloaded:?}");
+    }
+    let sighup_seen = c
+        .journal_json("zero-logs@1.service")
+        .iter()
+        .any(|e| e["MESSAGE"].as_str().is_some_and(|m| m.contains("SIGHUP")));
+    assert!(sighup_seen, "no SIGHUP seen by worker 1:\n{}", trouble(&c));
+
     eprintln!(
         "[timing] start_target: ClickHouse + boot {} ms (boot {} ms), target start to 3 running {} ms, test total {} ms",
         (started - t0).as_millis(),

@@ -52,6 +52,7 @@ pub enum Section {
     Cluster,
     Daemon,
     Listening,
+    Tls,
     ClickHouse,
     Batching,
     Spool,
@@ -62,10 +63,11 @@ pub enum Section {
 }
 
 impl Section {
-    pub const ALL: [Section; 10] = [
+    pub const ALL: [Section; 11] = [
         Section::Cluster,
         Section::Daemon,
         Section::Listening,
+        Section::Tls,
         Section::ClickHouse,
         Section::Batching,
         Section::Spool,
@@ -83,6 +85,7 @@ impl Section {
             }
             Section::Daemon => "management daemon: zero-logs-ctl.service (docs/CTL.md)",
             Section::Listening => "listening",
+            Section::Tls => "TLS (docs/SYSTEMD.md: certificates, reload, TLS beside plaintext)",
             Section::ClickHouse => "ClickHouse",
             Section::Batching => "batching",
             Section::Spool => "acknowledgement and spool",
@@ -102,6 +105,13 @@ impl Section {
                  have no effect: LISTEN_ADDRS is used only by a worker started by hand, and the \
                  unit sets ADMIN_SOCKET (/run/zero-logs/N/admin.sock) and WORKER_ID (N) per \
                  instance."
+            }
+            Section::Tls => {
+                "Off unless TLS_CERT_FILE is set. The files are read at start and again when \
+                 they change (checked every 2 s) or on `systemctl reload 'zero-logs@*'`; a \
+                 new certificate that does not load is logged and the one in use kept. They \
+                 must be readable by the user zero-logs (e.g. /etc/zero-logs/tls/, group \
+                 zero-logs, mode 0640)."
             }
             _ => "",
         }
@@ -427,6 +437,34 @@ settings! {
     /// scaling.
     CONNECTION_MAX_AGE: Duration = millis, {
         section: Section::Listening, value_name: "MS", default: "120000",
+    }
+
+    // --- TLS ---
+
+    /// PEM certificate chain of the ingest listeners, the server's certificate first
+    /// (intermediates after it). Setting it turns TLS on: HTTP/1.1, HTTP/2 (ALPN `h2`),
+    /// gRPC and OTLP on the same TLS port.
+    TLS_CERT_FILE: Option<PathBuf> = optional_path, {
+        section: Section::Tls, value_name: "PATH",
+    }
+    /// PEM private key of TLS_CERT_FILE's certificate (PKCS#8, or PKCS#1 RSA, or SEC1
+    /// EC; RSA, ECDSA or Ed25519).
+    TLS_KEY_FILE: Option<PathBuf> = optional_path, {
+        section: Section::Tls, value_name: "PATH",
+    }
+    /// PEM CA certificate(s) that client certificates must chain to: set, every TLS client
+    /// must present a valid certificate (mutual TLS). Unset: no client certificates.
+    TLS_CLIENT_CA_FILE: Option<PathBuf> = optional_path, {
+        section: Section::Tls, value_name: "PATH",
+    }
+    /// Which listeners are TLS (comma list of IP:PORT; the flag repeats). Empty: all of
+    /// them. Set: only these, the others stay plaintext; a worker started by hand binds
+    /// them besides LISTEN_ADDRS, under systemd they pick the sockets of zero-logs.socket
+    /// with that local address (an unspecified IP such as `0.0.0.0` or `[::]` on either
+    /// side matches by port).
+    TLS_LISTEN_ADDRS: Vec<SocketAddr> = bind_addrs, {
+        section: Section::Tls, flag: Flag::Named("tls-listen"), value_name: "ADDR",
+        default_text: "empty: every listener",
     }
 
     // --- ClickHouse ---

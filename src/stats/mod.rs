@@ -130,6 +130,15 @@ worker_stats! {
             "INSERT attempts that failed.";
         otlp_requests: AtomicU64 => u64, Counter "zero_logs_otlp_requests_total"
             "OTLP export requests handled (OTLP/HTTP and OTLP/gRPC; also in requests).";
+        /// TLS connections that never got to a request: the client's handshake failed
+        /// (wrong CA, no or bad client certificate, plaintext on the TLS port) or timed out.
+        tls_handshake_failures: AtomicU64 => u64, Counter "zero_logs_tls_handshake_failures_total"
+            "TLS handshakes that failed or timed out (no request was served).";
+        tls_reloads: AtomicU64 => u64, Counter "zero_logs_tls_reloads_total"
+            "TLS certificate reloads that took effect (files changed, or SIGHUP).";
+        /// The old certificate stays in use; the journal says which file and why.
+        tls_reload_failures: AtomicU64 => u64, Counter "zero_logs_tls_reload_failures_total"
+            "TLS certificate reloads refused (bad new files); the old certificate is kept.";
         /// Dead letters (`ACK_MODE=spool`): rows ClickHouse refused for good, isolated
         /// from their frame and kept in `<table>_rejected` (or the fallback file), by
         /// reason (see `sink::dead_letter::Reason`).

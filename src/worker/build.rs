@@ -1,8 +1,9 @@
 //! The build step: every component from the `Config`, in the start-up order, ending
 //! with a [`Worker`] that serves and holds what the drain needs.
 //!
-//! Order: spool (local; its errors are the ones to show), ClickHouse, batcher, feeder
-//! and adopter, ingest, admin state, router, accept loops, admin socket, supervisor.
+//! Order: TLS files (an invalid setting, shown before anything else), spool (local;
+//! its errors are the ones to show), ClickHouse, batcher, feeder and adopter, ingest,
+//! admin state, router, accept loops, TLS reloader, admin socket, supervisor.
 //! `READY=1` comes after all of it, from [`announce_ready`].
 
 use std::path::{Path, PathBuf};
@@ -21,11 +22,12 @@ use crate::feeder;
 use crate::ingest::{self, AckPoint, Ingest};
 use crate::listen;
 use crate::notify;
-use crate::serve::{ServeOptions, Server};
+use crate::serve::{Listener, ServeOptions, Server};
 use crate::sink::dead_letter::{ClickHouseDeadLetters, DeadLetterFile, Salvage, Salvager};
 use crate::sink::{Batcher, BatcherHandle, ClickHouseSink};
 use crate::spool::{Spool, SpoolReader};
 use crate::stats::Stats;
+use crate::tls::{self, TlsListeners};
 use crate::watchdog::{Heartbeat, Supervisor, Watched};
 
 /// A serving worker: what the drain stops, waits for and closes.
@@ -64,15 +66,17 @@ impl Worker {
         shutdown: &CancellationToken,
     ) -> Result<Worker, WorkerError> {
         let started = Instant::now();
-        // First: a worker exposed without keys must not open its spool or ClickHouse.
-        let addrs: Vec<_> = listeners
-            .iter()
-            .filter_map(|l| l.local_addr().ok())
-            .collect();
-        let keys = auth::decide(&cfg.auth, &addrs)?;
+        let locals = listeners.iter().map(std::net::TcpListener::local_addr);
+        let locals = locals.collect::<Result<Vec<_>, _>>().map_err(|source| {
+            WorkerError::Listen(listen::ListenError::Adopt { index: 0, source })
+        })?;
+        // First: a worker exposed without keys, or with unusable certificates, must
+        // not open its spool or ClickHouse.
+        let keys = auth::decide(&cfg.auth, &locals)?;
         let stats = Arc::new(Stats::default());
         let tracker = TaskTracker::new();
         let hard_stop = CancellationToken::new();
+        let tls = TlsListeners::load(&cfg.tls, &locals, &stats)?;
 
         let Storage {
             batcher,
@@ -98,7 +102,14 @@ impl Worker {
             auth: auth.clone(),
         });
         let router = ingest::router(ingest, admin_routes(&admin_state), auth);
-        let server = start_server(cfg, listeners, origin, router, shutdown)?;
+        let server = start_server(cfg, listeners, &tls, origin, router, shutdown)?;
+        tls::spawn_reloader(
+            &cfg.tls,
+            tls.acceptor,
+            stats.clone(),
+            &tracker,
+            hard_stop.clone(),
+        );
         // The admin socket stays up through the drain so the control tool sees it.
         if let Some(path) = &cfg.admin.socket {
             serve_admin_socket(path, admin_routes(&admin_state), &tracker, &hard_stop)?;
@@ -246,14 +257,21 @@ fn admin_routes(state: &Arc<AdminState>) -> axum::Router {
 fn start_server(
     cfg: &Config,
     listeners: Vec<std::net::TcpListener>,
+    tls: &TlsListeners,
     origin: listen::Origin,
     router: axum::Router,
     shutdown: &CancellationToken,
 ) -> Result<Server, WorkerError> {
     let listeners = listeners
         .into_iter()
-        .map(tokio::net::TcpListener::from_std)
-        .collect::<Result<Vec<_>, _>>()
+        .enumerate()
+        .map(|(index, listener)| {
+            Ok(Listener {
+                listener: tokio::net::TcpListener::from_std(listener)?,
+                tls: tls.for_listener(index),
+            })
+        })
+        .collect::<Result<Vec<_>, std::io::Error>>()
         .map_err(|source| WorkerError::Listen(listen::ListenError::Adopt { index: 0, source }))?;
     Ok(Server::start(
         listeners,

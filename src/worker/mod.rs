@@ -43,6 +43,7 @@ use crate::sched;
 use crate::sink::SinkError;
 use crate::spool::SpoolError;
 use crate::telemetry;
+use crate::tls;
 use build::Worker;
 
 /// zero-logs worker: receives structured logs over HTTP (JSON/NDJSON) and
@@ -88,6 +89,9 @@ pub struct ConfigArgs {
 pub enum WorkerError {
     #[error(transparent)]
     Listen(#[from] listen::ListenError),
+    /// An invalid setting: exit status 2, like a [`crate::config::ConfigError`].
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Sink(#[from] SinkError),
     #[error(transparent)]
@@ -128,7 +132,7 @@ pub fn main() -> ExitCode {
     sched::apply_to_process(cfg.supervision.cpu_slice);
     match serve(cfg) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err @ WorkerError::Auth(_)) => {
+        Err(err @ (WorkerError::Auth(_) | WorkerError::Tls(_))) => {
             // A configuration error like a bad setting: systemd does not restart on 2
             // (RestartPreventExitStatus), the operator has to act.
             tracing::error!(error = %err, "worker not started");
@@ -163,7 +167,7 @@ fn serve(cfg: Config) -> Result<(), WorkerError> {
         .build()
         .map_err(WorkerError::Runtime)?;
     runtime.block_on(async {
-        let (listeners, origin) = listen::listeners(&cfg.listen.addrs)?;
+        let (listeners, origin) = listen::listeners(&tls::bind_addrs(&cfg.listen.addrs, &cfg.tls))?;
         let shutdown = CancellationToken::new();
         tokio::spawn(watch_signals(shutdown.clone()));
         let addrs: Vec<SocketAddr> = listeners
