@@ -557,3 +557,102 @@ async fn tls_listen_addrs_pick_systemds_sockets_by_their_address() {
         "{stderr}"
     );
 }
+
+/// Issue 20's remote sender: the official OpenTelemetry Python SDK over TLS (trusting
+/// the test CA through `OTEL_EXPORTER_OTLP_CERTIFICATE`) with a bearer key from
+/// `OTEL_EXPORTER_OTLP_HEADERS`, over gRPC and HTTP/protobuf. Its rows land; without
+/// the key, or without trusting the CA, nothing does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_sends_over_tls_with_a_bearer_key() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let ch = ClickHouseServer::start().expect("start ClickHouse");
+    let db = ch.fresh_database();
+    let ca = Ca::new("zero-logs SDK test CA");
+    let files = TlsFiles::new(&ca.server(1));
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::write(&keys, "sdk sdk-secret-3e9b7c51a0d2f4 services=checkout\n").unwrap();
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let ca_file = ca_file.to_str().unwrap();
+
+    let mut env = tls_env(&files);
+    env.push(("INGEST_KEYS_FILE", keys.to_str().unwrap().to_owned()));
+    let probe = TlsClient::new(&[&ca], None, H1);
+    let worker = TlsWorker::start(&ch, &db, Layout::AllTls, &as_refs(&env), &probe).await;
+    let endpoint = format!("https://localhost:{}", worker.tls.port());
+    let key = (
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "authorization=Bearer%20sdk-secret-3e9b7c51a0d2f4",
+    );
+    let trust = ("OTEL_EXPORTER_OTLP_CERTIFICATE", ca_file);
+    // python-requests (under the SDK's HTTP exporter) lets REQUESTS_CA_BUNDLE or
+    // CURL_CA_BUNDLE, when set, override the CA file the exporter gives it; empty
+    // values count as unset. (docs/SECURITY.md tells users the same.)
+    let (no_bundle, no_curl) = (("REQUESTS_CA_BUNDLE", ""), ("CURL_CA_BUNDLE", ""));
+
+    let mut expected = 0;
+    for protocol in ["grpc", "http/protobuf"] {
+        let run_id = format!("tls-{}", protocol.replace('/', "-"));
+        let out = otel_sdk::run(
+            &endpoint,
+            protocol,
+            &run_id,
+            25,
+            &[],
+            &[key, trust, no_bundle, no_curl],
+        );
+        assert!(
+            out.status.success(),
+            "{protocol} over TLS with the key failed: {}\nworker log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            worker.log_text()
+        );
+        expected += 25;
+        assert_eq!(
+            wait_rows_of(&ch, &db, "checkout", expected).await,
+            expected,
+            "{protocol}"
+        );
+
+        // Without the key: refused, nothing stored.
+        let run_id = format!("tls-nokey-{}", protocol.replace('/', "-"));
+        let out = otel_sdk::run(
+            &endpoint,
+            protocol,
+            &run_id,
+            5,
+            &["--timeout", "5"],
+            &[trust, no_bundle, no_curl],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{protocol} without a key was delivered: {stderr}"
+        );
+        assert!(
+            stderr.contains("401") || stderr.contains("UNAUTHENTICATED"),
+            "{protocol} without a key: {stderr}"
+        );
+
+        // With the key but not trusting the CA: the SDK's own verification fails.
+        let run_id = format!("tls-untrusted-{}", protocol.replace('/', "-"));
+        let out = otel_sdk::run(
+            &endpoint,
+            protocol,
+            &run_id,
+            5,
+            &["--timeout", "5"],
+            &[key, no_bundle, no_curl],
+        );
+        assert!(
+            !out.status.success(),
+            "{protocol} trusting no CA was delivered: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rows_of(&ch, &db, "checkout"), expected);
+}
