@@ -14,6 +14,7 @@
 //! native gRPC `RESOURCE_EXHAUSTED` with `retry-after`, OTLP/gRPC `UNAVAILABLE` with
 //! `RetryInfo` (what the SDKs retry, as for a full worker).
 
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,12 +96,16 @@ pub async fn guard(State(auth): State<Arc<Auth>>, mut request: Request, next: Ne
                 Failure::Missing => &auth.failures_missing,
                 Failure::Unknown => &auth.failures_unknown,
             };
-            counter.fetch_add(1, Relaxed);
-            tracing::info!(
-                auth = ?failure,
-                path = request.uri().path(),
-                "request refused: no valid API key"
-            );
+            let refused = counter.fetch_add(1, Relaxed) + 1;
+            if let Some(unlogged) = auth.refusal_lines.take() {
+                tracing::info!(
+                    auth = ?failure,
+                    path = request.uri().path(),
+                    refused_so_far = refused,
+                    not_logged = unlogged,
+                    "request refused: no valid API key (at most one such line per second)"
+                );
+            }
             return unauthenticated(dialect, request.headers(), failure);
         }
     };
@@ -109,12 +114,49 @@ pub async fn guard(State(auth): State<Arc<Auth>>, mut request: Request, next: Ne
         if let Err(refused) = auth.admit(&key) {
             key.state.counters.requests_limited.fetch_add(1, Relaxed);
             let rejection = limited(&key.def.name, &refused);
-            tracing::info!(key = %key.def.name, error = %rejection.message, "request refused: key over its limit");
+            if let Some(unlogged) = auth.limit_lines.take() {
+                tracing::info!(
+                    key = %key.def.name,
+                    error = %rejection.message,
+                    not_logged = unlogged,
+                    "request refused: key over its limit (at most one such line per second)"
+                );
+            }
             return refuse(dialect, request.headers(), &rejection);
         }
     }
     request.extensions_mut().insert(Caller(key));
     next.run(request).await
+}
+
+/// At most one journal line per second for a kind of refusal.
+#[derive(Debug, Default)]
+pub struct LineBudget {
+    /// The second (since the Unix epoch) of the last line written.
+    last: AtomicU64,
+    /// Refusals not logged since that line.
+    skipped: AtomicU64,
+}
+
+impl LineBudget {
+    /// `Some(refusals not logged since the last line)` when a line may be written now.
+    pub fn take(&self) -> Option<u64> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = self.last.load(Relaxed);
+        if last != now
+            && self
+                .last
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
+        {
+            Some(self.skipped.swap(0, Relaxed))
+        } else {
+            self.skipped.fetch_add(1, Relaxed);
+            None
+        }
+    }
 }
 
 fn unauthenticated(dialect: Dialect, headers: &HeaderMap, failure: Failure) -> Response {

@@ -227,6 +227,10 @@ pub struct Auth {
     pub failures_unknown: AtomicU64,
     pub reloads: AtomicU64,
     pub reload_failures: AtomicU64,
+    /// Journal lines of refused requests: a flood of bad tokens or one key far over
+    /// its rate would otherwise write a line per request (the counters keep them all).
+    pub refusal_lines: guard::LineBudget,
+    pub limit_lines: guard::LineBudget,
 }
 
 impl Auth {
@@ -244,6 +248,8 @@ impl Auth {
             failures_unknown: AtomicU64::new(0),
             reloads: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
+            refusal_lines: guard::LineBudget::default(),
+            limit_lines: guard::LineBudget::default(),
         };
         auth.install(defs);
         auth

@@ -153,3 +153,20 @@ async fn a_key_over_its_spool_share_is_refused_until_clickhouse_confirms() {
     assert!(auth.admit(&quiet).is_ok(), "the other key still gets in");
     spool.shutdown().await;
 }
+
+#[test]
+fn refusal_lines_are_at_most_one_per_second_and_count_the_rest() {
+    let budget = super::guard::LineBudget::default();
+    assert_eq!(budget.take(), Some(0));
+    // The same second (all but certainly: 100 calls take microseconds).
+    let logged = (0..100).filter(|_| budget.take().is_some()).count();
+    assert!(logged <= 1, "{logged} lines in one burst");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let unlogged = budget.take().expect("a new second allows a line");
+    if logged == 0 {
+        assert_eq!(unlogged, 100);
+    } else {
+        // The burst crossed a second: its line reset the count.
+        assert!((1..100).contains(&unlogged), "{unlogged}");
+    }
+}
