@@ -31,9 +31,12 @@ pub use spool::{segment_bytes, spool_segment, SeedFrame};
 /// A fixed receive time (2025-06-15), so a saved input replays identically.
 pub const NOW_NS: i64 = 1_750_000_000_000_000_000;
 
+/// One fuzz target: it panics when a property fails.
+pub type Target = fn(&[u8]);
+
 /// Every target by name: `fuzz/fuzz_targets/<name>.rs` calls the function, and the
 /// regression test replays `fuzz/regressions/<name>/*` and `fuzz/seeds/<name>/*`.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("json", json),
     ("otlp_protobuf", otlp_protobuf),
     ("otlp_json", otlp_json),
