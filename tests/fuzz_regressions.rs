@@ -68,6 +68,27 @@ fn saved_inputs_pass_every_property() {
     );
 }
 
+/// A target added to `fuzzing::TARGETS` without a fuzz binary (or the reverse) would
+/// silently never run in CI.
+#[test]
+fn every_target_has_a_fuzz_binary() {
+    let manifest = std::fs::read_to_string(fuzz_dir().join("Cargo.toml")).unwrap();
+    let mut bins: Vec<&str> = manifest
+        .split("[[bin]]")
+        .skip(1)
+        .filter_map(|bin| bin.lines().find_map(|l| l.strip_prefix("name = ")))
+        .map(|name| name.trim_matches('"'))
+        .collect();
+    let mut targets: Vec<&str> = TARGETS.iter().map(|(name, _)| *name).collect();
+    bins.sort_unstable();
+    targets.sort_unstable();
+    assert_eq!(bins, targets);
+    for name in targets {
+        let source = fuzz_dir().join("fuzz_targets").join(format!("{name}.rs"));
+        assert!(source.is_file(), "{} is missing", source.display());
+    }
+}
+
 #[test]
 fn seed_corpus_is_current() {
     let write = std::env::var_os("ZERO_LOGS_WRITE_SEEDS").is_some_and(|v| v == "1");
