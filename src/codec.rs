@@ -194,12 +194,21 @@ impl EncodedBatch {
         }
     }
 
-    /// Checks every length, level byte and string of `payload` (no allocation).
+    /// Checks every length, level byte and string of `payload`, and that it is
+    /// exactly what [`encode`](Self::encode) writes for its records (shortest
+    /// varints, the shadowed indexes that the keys imply), so a frame read back
+    /// from disk is delivered as it was appended or not at all.
     pub fn from_payload(payload: Bytes) -> Result<EncodedBatch, CodecError> {
         let mut records = 0;
-        for record in RecordRefs::new(&payload)? {
-            for pair in record?.attributes.iter() {
+        let mut refs = RecordRefs::new(&payload)?;
+        while let Some(record) = refs.next() {
+            let record = record?;
+            for pair in record.attributes.iter() {
                 pair?;
+            }
+            if let Some(otel) = record.otel {
+                // Reported at the end of the record.
+                otel.check_shadowed(refs.input.pos)?;
             }
             records += 1;
         }
@@ -347,6 +356,30 @@ impl<'a> OtelRef<'a> {
             .enumerate()
             .filter(move |(at, _)| shadowed.next_if_eq(at).is_none())
             .map(|(_, pair)| pair)
+    }
+
+    /// Fails unless the shadowed indexes are exactly the entries of the unfiltered
+    /// view whose key an earlier entry has (past the record's own attributes), as
+    /// [`encode_batch`] lists them: a frame that lists others would lose
+    /// attributes, or repeat keys, in the native view. Quadratic in the attribute
+    /// count, like the encoder; only frames read back from disk pay it.
+    fn check_shadowed(self, offset: usize) -> Result<(), CodecError> {
+        let keys = self
+            .unfiltered()
+            .map(|pair| pair.map(|(key, _)| key))
+            .collect::<Result<Vec<&str>, CodecError>>()?;
+        let own = self.own.len();
+        let mut listed = self.shadowed.iter().peekable();
+        for (at, key) in keys.iter().enumerate() {
+            let repeated = at >= own && keys[..at].contains(key);
+            if repeated != listed.next_if_eq(&at).is_some() {
+                return Err(CodecError {
+                    offset,
+                    reason: "shadowed indexes do not match the repeated attribute keys",
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The length of [`merged`](Self::merged).
@@ -716,6 +749,14 @@ impl<'a> Input<'a> {
             let byte = self.byte(what)?;
             value |= u64::from(byte & 0x7f) << shift;
             if byte < 0x80 {
+                // Only the shortest form is valid (the encoder writes nothing else): a
+                // zero last byte is padding, and the tenth byte holds one bit.
+                if byte == 0 || (shift == 63 && byte > 1) {
+                    return Err(CodecError {
+                        offset: start,
+                        reason: "varint not in its shortest form, or above 64 bits",
+                    });
+                }
                 return Ok(value);
             }
         }
@@ -1033,5 +1074,48 @@ mod tests {
             assert_eq!(input.varint("v").unwrap(), value);
             assert_eq!(input.remaining(), 0);
         }
+    }
+
+    // Found by the `codec` fuzz target: payloads that decode but do not encode back to
+    // themselves (fuzz/regressions/codec/).
+
+    #[test]
+    fn varints_not_in_their_shortest_form_are_refused() {
+        for bytes in [
+            &[0x80, 0x00][..],
+            &[0xff, 0x00],
+            &[0xff; 9].iter().chain(&[0x02]).copied().collect::<Vec<_>>(),
+        ] {
+            let mut input = Input { buf: bytes, pos: 0 };
+            assert!(input.varint("v").is_err(), "{bytes:?}");
+        }
+        // A record count of 1 written in two bytes.
+        let mut buf = Vec::new();
+        encode_batch(&Batch::new(vec![sample_record(0)]), &mut buf);
+        let padded = [&[0x81, 0x00][..], &buf[1..]].concat();
+        assert!(EncodedBatch::from_payload(padded.into()).is_err());
+    }
+
+    #[test]
+    fn shadowed_indexes_must_be_the_repeated_keys() {
+        let mut record = sample_record(1);
+        let otel = record.otel.as_mut().unwrap();
+        (otel.own_attributes, otel.scope_attributes) = (1, 1);
+        record.attributes = vec![
+            ("k".into(), "own".into()),
+            ("dup".into(), "scope".into()),
+            ("dup".into(), "resource".into()),
+        ];
+        let batch = Batch::new(vec![record]);
+        let good = EncodedBatch::encode(&batch).payload().to_vec();
+        assert!(EncodedBatch::from_payload(good.clone().into()).is_ok());
+        // Rename the resource's key: the listed index no longer repeats a key.
+        let at = good.windows(3).rposition(|w| w == b"dup").unwrap();
+        let mut bad = good.clone();
+        bad[at + 2] = b'x';
+        assert_eq!(
+            EncodedBatch::from_payload(bad.into()).unwrap_err().reason,
+            "shadowed indexes do not match the repeated attribute keys"
+        );
     }
 }

@@ -59,6 +59,9 @@ pub mod codec;
 pub mod config;
 pub mod ctl;
 pub mod feeder;
+// Entry points of the fuzz targets and their regression tests (docs/FUZZING.md).
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ingest;
 pub mod latency;
 pub mod listen;
