@@ -593,65 +593,39 @@ async fn the_python_sdk_sends_over_tls_with_a_bearer_key() {
     // values count as unset. (docs/SECURITY.md tells users the same.)
     let (no_bundle, no_curl) = (("REQUESTS_CA_BUNDLE", ""), ("CURL_CA_BUNDLE", ""));
 
+    // The sender with `env` besides the empty bundles; (succeeded, stderr).
+    let send = |protocol: &str, case: &str, count: usize, env: &[(&str, &str)]| {
+        let run_id = format!("tls-{case}-{}", protocol.replace('/', "-"));
+        let timeout: &[&str] = if count > 5 { &[] } else { &["--timeout", "5"] };
+        let env = [env, &[no_bundle, no_curl]].concat();
+        let out = otel_sdk::run(&endpoint, protocol, &run_id, count, timeout, &env);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.success(), stderr)
+    };
+
     let mut expected = 0;
     for protocol in ["grpc", "http/protobuf"] {
-        let run_id = format!("tls-{}", protocol.replace('/', "-"));
-        let out = otel_sdk::run(
-            &endpoint,
-            protocol,
-            &run_id,
-            25,
-            &[],
-            &[key, trust, no_bundle, no_curl],
-        );
+        let (ok, stderr) = send(protocol, "keyed", 25, &[key, trust]);
         assert!(
-            out.status.success(),
-            "{protocol} over TLS with the key failed: {}\nworker log:\n{}",
-            String::from_utf8_lossy(&out.stderr),
+            ok,
+            "{protocol} over TLS with the key failed: {stderr}\nworker log:\n{}",
             worker.log_text()
         );
         expected += 25;
-        assert_eq!(
-            wait_rows_of(&ch, &db, "checkout", expected).await,
-            expected,
-            "{protocol}"
-        );
+        let rows = wait_rows_of(&ch, &db, "checkout", expected).await;
+        assert_eq!(rows, expected, "{protocol}");
 
         // Without the key: refused, nothing stored.
-        let run_id = format!("tls-nokey-{}", protocol.replace('/', "-"));
-        let out = otel_sdk::run(
-            &endpoint,
-            protocol,
-            &run_id,
-            5,
-            &["--timeout", "5"],
-            &[trust, no_bundle, no_curl],
-        );
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            !out.status.success(),
-            "{protocol} without a key was delivered: {stderr}"
-        );
+        let (ok, stderr) = send(protocol, "nokey", 5, &[trust]);
+        assert!(!ok, "{protocol} without a key was delivered: {stderr}");
         assert!(
             stderr.contains("401") || stderr.contains("UNAUTHENTICATED"),
             "{protocol} without a key: {stderr}"
         );
 
         // With the key but not trusting the CA: the SDK's own verification fails.
-        let run_id = format!("tls-untrusted-{}", protocol.replace('/', "-"));
-        let out = otel_sdk::run(
-            &endpoint,
-            protocol,
-            &run_id,
-            5,
-            &["--timeout", "5"],
-            &[key, no_bundle, no_curl],
-        );
-        assert!(
-            !out.status.success(),
-            "{protocol} trusting no CA was delivered: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (ok, stderr) = send(protocol, "untrusted", 5, &[key]);
+        assert!(!ok, "{protocol} trusting no CA was delivered: {stderr}");
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(rows_of(&ch, &db, "checkout"), expected);

@@ -22,7 +22,7 @@ use crate::ingest::reject::RejectKind;
 use crate::proto::IngestRequest;
 use crate::record::{format_rfc3339, Batch, Record};
 use crate::validate::otlp::{otlp_batch, record_count, OtlpOptions};
-use crate::validate::{self, check_record, DecodeError, Format, RawRecord, MAX_LISTED_ERRORS};
+use crate::validate::{self, check_record, DecodeError, Format, MAX_LISTED_ERRORS};
 
 mod spool;
 
@@ -230,20 +230,7 @@ pub fn grpc_ingest(data: &[u8]) {
     let mut records = Vec::new();
     let mut failed = false;
     for (index, log) in request.logs.iter().enumerate() {
-        let raw = RawRecord {
-            time_unix_nano: log.time_unix_nano,
-            timestamp: &log.timestamp,
-            level: &log.level,
-            service: &log.service,
-            message: &log.message,
-            trace_id: &log.trace_id,
-            span_id: &log.span_id,
-            attributes: log
-                .attributes
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect(),
-        };
+        let raw = crate::ingest::grpc::raw_record(log);
         match check_record(index, &raw, &limits, NOW_NS) {
             Ok(record) => records.push(record),
             Err(err) => {

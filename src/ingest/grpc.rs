@@ -84,6 +84,24 @@ impl LogService for LogServiceImpl {
     }
 }
 
+/// A native gRPC record as the validator reads it (fields borrowed).
+pub fn raw_record(log: &LogRecord) -> RawRecord<'_> {
+    RawRecord {
+        time_unix_nano: log.time_unix_nano,
+        timestamp: &log.timestamp,
+        level: &log.level,
+        service: &log.service,
+        message: &log.message,
+        trace_id: &log.trace_id,
+        span_id: &log.span_id,
+        attributes: log
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect(),
+    }
+}
+
 fn validate_all(
     logs: &[LogRecord],
     limits: &crate::config::RecordLimits,
@@ -93,20 +111,7 @@ fn validate_all(
     let mut records = Vec::with_capacity(logs.len());
     let mut errors: Vec<RecordError> = Vec::new();
     for (index, log) in logs.iter().enumerate() {
-        let raw = RawRecord {
-            time_unix_nano: log.time_unix_nano,
-            timestamp: &log.timestamp,
-            level: &log.level,
-            service: &log.service,
-            message: &log.message,
-            trace_id: &log.trace_id,
-            span_id: &log.span_id,
-            attributes: log
-                .attributes
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect(),
-        };
+        let raw = raw_record(log);
         match check_record(index, &raw, limits, now) {
             Ok(record) if errors.is_empty() => records.push(record),
             Ok(_) => {}
