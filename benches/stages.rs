@@ -35,7 +35,8 @@ use rand::SeedableRng;
 use zero_logs::codec::EncodedBatch;
 use zero_logs::config::RecordLimits;
 use zero_logs::record::Batch;
-use zero_logs::sink::schema::{LegacyRow, OtelRow};
+use zero_logs::sink::schema::{DateTime64MapRow, LegacyRow, OtelRow};
+use zero_logs::sink::ServerVersion;
 use zero_logs::spool::{Spool, SpoolConfig};
 use zero_logs::validate::otlp::{otlp_batch, OtlpOptions};
 use zero_logs::validate::{self, Format};
@@ -237,6 +238,13 @@ fn rowbinary(c: &mut Criterion) {
     let json = EncodedBatch::encode(&inputs.json_batch(&limits));
     let otlp = EncodedBatch::encode(&inputs.otlp_batch(&limits, &otlp_options()));
     let mut out = Vec::with_capacity(1 << 20);
+    // Before measuring: the writer makes the bytes the sink sends (legacy layout for
+    // an 18.16 server; `Map` columns for 22.2+, as the otel layout's attributes).
+    write_rows(&mut out, &json, LegacyRow::new);
+    rowbinary::check_against_sink(&json, ServerVersion::new(18, 16, 1), &out);
+    out.clear();
+    write_rows(&mut out, &otlp, DateTime64MapRow::new);
+    rowbinary::check_against_sink(&otlp, ServerVersion::new(22, 2, 0), &out);
     let mut g = group(c, "rowbinary", BATCH);
     g.bench_function("legacy_from_json_frames", |b| {
         b.iter(|| {

@@ -217,3 +217,93 @@ impl ser::SerializeStruct for &mut Writer<'_> {
         Ok(())
     }
 }
+
+/// Checks the writer against the real thing: `batch` inserted by the sink for a server
+/// of `version` (layout from the version, as at start-up) into a listener on loopback
+/// that keeps the request body; the body must be what [`write_row`] writes for the
+/// same rows (`rows`). Loopback means no LZ4 (`CLICKHOUSE_COMPRESSION=auto`), so the
+/// body is plain RowBinary. Panics on a difference: the bench would measure another
+/// format than the sink sends.
+pub fn check_against_sink(
+    batch: &zero_logs::codec::EncodedBatch,
+    version: zero_logs::sink::ServerVersion,
+    rows: &[u8],
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let body = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let cfg = zero_logs::config::ClickHouseConfig {
+            url: format!("http://{}", listener.local_addr().unwrap()),
+            database: "db".into(),
+            table: "logs".into(),
+            user: String::new(),
+            password: String::new(),
+            create_table: false,
+            retry_budget: std::time::Duration::from_secs(1),
+            insert_timeout: std::time::Duration::from_secs(5),
+            compression: zero_logs::config::Compression::Auto,
+            schema: zero_logs::config::TableSchema::Native,
+            ttl_days: 0,
+        };
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut raw = Vec::new();
+            let mut chunk = [0u8; 16384];
+            loop {
+                if let Some(body) = request_body(&raw) {
+                    let answer =
+                        "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+                    stream.write_all(answer.as_bytes()).await.unwrap();
+                    return body;
+                }
+                let n = stream.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "the sink closed the connection mid-request");
+                raw.extend_from_slice(&chunk[..n]);
+            }
+        });
+        let sink = zero_logs::sink::ClickHouseSink::assuming_server(&cfg, version);
+        sink.insert(std::slice::from_ref(batch), None)
+            .await
+            .unwrap();
+        server.await.unwrap()
+    });
+    assert!(
+        body == rows,
+        "the sink sent {} B for {version}, the bench's writer makes {} B: not the same RowBinary",
+        body.len(),
+        rows.len()
+    );
+}
+
+/// The body of the HTTP request in `raw` once it is complete (chunked or sized).
+fn request_body(raw: &[u8]) -> Option<Vec<u8>> {
+    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&raw[..head_end]).to_ascii_lowercase();
+    let mut data = &raw[head_end..];
+    if !head.contains("transfer-encoding: chunked") {
+        let length: usize = head
+            .lines()
+            .find_map(|line| line.strip_prefix("content-length:"))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0);
+        return data.get(..length).map(<[u8]>::to_vec);
+    }
+    let mut body = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&data[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return data.starts_with(b"\r\n").then_some(body);
+        }
+        body.extend_from_slice(data.get(..size)?);
+        data = data.get(size + 2..)?;
+    }
+}
