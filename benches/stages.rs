@@ -17,7 +17,7 @@
 //! - `request`: body → decode/validate → encode, what `Ingest::accept` runs on the
 //!   validation pool, for JSON and OTLP protobuf.
 //!
-//! `cargo bench --bench stages` (all, ~1.5 min); one group:
+//! `cargo bench --bench stages` (all, ~1 min on a 2-core VM); one group:
 //! `cargo bench --bench stages -- encode`; compare with a saved run:
 //! `--save-baseline NAME` then `--baseline NAME` (docs/BENCHMARKS.md).
 
@@ -99,7 +99,7 @@ fn otlp_options() -> OtlpOptions {
     }
 }
 
-/// Every group: records/s, short enough that the whole run stays near 1.5 minutes
+/// Every group: records/s, short enough that the whole run stays near a minute
 /// on a 2-core VM.
 fn group<'c>(
     c: &'c mut Criterion,
