@@ -34,13 +34,15 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 #[path = "ingest_load/otlp.rs"]
 mod otlp;
+#[path = "ingest_load/records.rs"]
+mod records;
 
 const USAGE: &str = "\
 ingest_load: HTTP/gRPC load generator for a running zero-logs worker (loopback only)
@@ -455,176 +457,7 @@ impl Target {
     }
 }
 
-// === generated records ===
-
-const SERVICES: &[&str] = &[
-    "checkout",
-    "payments",
-    "auth",
-    "search",
-    "inventory",
-    "shipping",
-    "frontend",
-    "recommendation",
-    "email",
-    "cart",
-    "ledger",
-    "notifications",
-];
-const REGIONS: &[&str] = &[
-    "eu-west-1",
-    "eu-central-1",
-    "us-east-1",
-    "us-west-2",
-    "ap-south-1",
-];
-const METHODS: &[&str] = &["GET", "GET", "GET", "POST", "PUT", "DELETE"];
-const ROUTES: &[&str] = &[
-    "/api/v2/items",
-    "/api/v2/cart",
-    "/api/v2/orders",
-    "/api/v2/users",
-    "/healthz",
-];
-
-fn level(rng: &mut StdRng) -> &'static str {
-    match rng.random_range(0..100) {
-        0..=69 => "info",
-        70..=79 => "debug",
-        80..=91 => "warn",
-        92..=97 => "error",
-        98 => "trace",
-        _ => "fatal",
-    }
-}
-
-fn message(rng: &mut StdRng) -> String {
-    let id = rng.random_range(10_000..10_000_000u32);
-    let ms = rng.random_range(1..2_500u32);
-    match rng.random_range(0..8) {
-        0 => format!("order {id} processed in {ms} ms"),
-        1 => format!(
-            "{} {}/{id} returned {} in {ms} ms",
-            METHODS[rng.random_range(0..METHODS.len())],
-            ROUTES[rng.random_range(0..ROUTES.len())],
-            [200, 200, 201, 204, 400, 404, 500][rng.random_range(0..7)]
-        ),
-        2 => format!("cache miss product:{id}, loaded in {ms} ms"),
-        3 => format!(
-            "payment {id} declined (attempt {} of 3)",
-            rng.random_range(1..4)
-        ),
-        4 => format!(
-            "retrying upstream call in {ms} ms (attempt {})",
-            rng.random_range(1..6)
-        ),
-        5 => format!(
-            "queue depth {} exceeds soft limit {}",
-            rng.random_range(1_000..50_000),
-            1_000
-        ),
-        6 => format!("user {id} signed in, session {} s", ms * 10),
-        _ => format!(
-            "flushed {} rows to storage in {ms} ms",
-            rng.random_range(1..100_000)
-        ),
-    }
-}
-
-fn hex(rng: &mut StdRng, len: usize) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    (0..len)
-        .map(|_| DIGITS[rng.random_range(0..16)] as char)
-        .collect()
-}
-
-/// RFC 3339 UTC with nanoseconds, from nanoseconds since the epoch.
-fn rfc3339(epoch_ns: u128) -> String {
-    zero_logs::record::format_rfc3339(epoch_ns as i128, 9)
-}
-
-/// One generated record, before it is written as JSON or as an OTLP `LogRecord`.
-struct Rec {
-    /// Nanoseconds since the epoch.
-    ts_ns: u128,
-    level: &'static str,
-    service: &'static str,
-    message: String,
-    /// Trace and span id: 32 and 16 lower-case hex digits.
-    ids: Option<(String, String)>,
-    attributes: Vec<(&'static str, Attr)>,
-}
-
-/// An attribute value: JSON writes `Int` as a number, OTLP as an `int_value`.
-enum Attr {
-    Str(String),
-    Int(i64),
-}
-
-/// A varied record. The draws from `rng` come in a fixed order, so a seed gives the
-/// same records whatever the protocol.
-fn record(rng: &mut StdRng, now_ns: u128) -> Rec {
-    let ts_ns = now_ns - rng.random_range(0..60_000_000_000u128);
-    let mut attributes = Vec::new();
-    if rng.random_bool(0.5) {
-        let region = REGIONS[rng.random_range(0..REGIONS.len())];
-        attributes.push(("region", Attr::Str(region.into())));
-    }
-    if rng.random_bool(0.5) {
-        let status: i32 = [200, 201, 404, 500][rng.random_range(0..4)];
-        attributes.push(("status", Attr::Int(status.into())));
-    }
-    if rng.random_bool(0.25) {
-        let host: i32 = rng.random_range(1..40);
-        attributes.push(("host", Attr::Str(format!("web-{host}"))));
-    }
-    // In key order, as serde_json writes an object: OTLP then sends them in the
-    // order of the JSON bodies, and both loads store identical rows.
-    attributes.sort_unstable_by_key(|(key, _)| *key);
-    let level = level(rng);
-    let service = SERVICES[rng.random_range(0..SERVICES.len())];
-    let message = message(rng);
-    let ids = rng.random_bool(0.7).then(|| (hex(rng, 32), hex(rng, 16)));
-    Rec {
-        ts_ns,
-        level,
-        service,
-        message,
-        ids,
-        attributes,
-    }
-}
-
-impl Rec {
-    /// The record in zero-logs' JSON shape.
-    fn json(&self) -> Value {
-        let mut r = json!({
-            "timestamp": rfc3339(self.ts_ns),
-            "level": self.level,
-            "service": self.service,
-            "message": self.message,
-        });
-        if let Some((trace_id, span_id)) = &self.ids {
-            r["trace_id"] = trace_id.as_str().into();
-            r["span_id"] = span_id.as_str().into();
-        }
-        if !self.attributes.is_empty() {
-            let attributes: serde_json::Map<String, Value> = self
-                .attributes
-                .iter()
-                .map(|(key, value)| {
-                    let value = match value {
-                        Attr::Str(s) => Value::from(s.as_str()),
-                        Attr::Int(i) => Value::from(*i),
-                    };
-                    ((*key).to_owned(), value)
-                })
-                .collect();
-            r["attributes"] = attributes.into();
-        }
-        r
-    }
-}
+use records::{record, Rec};
 
 struct Pool {
     bodies: Vec<Bytes>,
@@ -658,7 +491,7 @@ fn generate_pool(args: &Args) -> anyhow::Result<Pool> {
                 .into_bytes()
             }
             Protocol::OtlpHttp | Protocol::OtlpGrpc => {
-                let encoded = otlp::request_body(&records, now_ns);
+                let encoded = records::request_body(&records, now_ns);
                 record_total += encoded.record_bytes;
                 resources += encoded.resources;
                 encoded.body

@@ -30,18 +30,13 @@ use std::net::SocketAddr;
 use bytes::{BufMut as _, Bytes};
 use http::uri::PathAndQuery;
 use http::StatusCode;
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber};
-use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
 use prost::Message as _;
 use tonic::client::Grpc;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::{Channel, Endpoint};
 
-use super::{error_kind, Attr, Outcome, Rec};
+use super::{error_kind, Outcome};
 
 /// OTLP/HTTP's path for logs.
 pub const HTTP_PATH: &str = "/v1/logs";
@@ -52,136 +47,6 @@ pub const GRPC_METHOD: &str = "/opentelemetry.proto.collector.logs.v1.LogsServic
 
 /// [`Tally::by_status`](super::Tally) key of answers that rejected some records.
 const PARTIAL: &str = "partial_success";
-
-/// One encoded `ExportLogsServiceRequest`.
-pub struct Encoded {
-    pub body: Vec<u8>,
-    /// The records' own encoded size (`LogRecord`s, without resource and framing).
-    pub record_bytes: usize,
-    /// `ResourceLogs` in the request: one per distinct service.
-    pub resources: usize,
-}
-
-/// `records` as an `ExportLogsServiceRequest`, encoded. `observed_ns`: when the
-/// records were "observed" (the pool's generation time).
-pub fn request_body(records: &[Rec], observed_ns: u128) -> Encoded {
-    let mut services: Vec<&'static str> = Vec::new();
-    let mut groups: Vec<Vec<LogRecord>> = Vec::new();
-    let mut record_bytes = 0;
-    for rec in records {
-        let log = log_record(rec, observed_ns);
-        record_bytes += log.encoded_len();
-        let group = match services.iter().position(|s| *s == rec.service) {
-            Some(i) => i,
-            None => {
-                services.push(rec.service);
-                groups.push(Vec::new());
-                services.len() - 1
-            }
-        };
-        groups[group].push(log);
-    }
-    let resources = services.len();
-    let request = ExportLogsServiceRequest {
-        resource_logs: services
-            .into_iter()
-            .zip(groups)
-            .map(|(service, log_records)| ResourceLogs {
-                resource: Some(Resource {
-                    attributes: vec![key_value("service.name", string(service))],
-                    ..Default::default()
-                }),
-                scope_logs: vec![ScopeLogs {
-                    scope: None,
-                    log_records,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            })
-            .collect(),
-    };
-    Encoded {
-        body: request.encode_to_vec(),
-        record_bytes,
-        resources,
-    }
-}
-
-fn log_record(rec: &Rec, observed_ns: u128) -> LogRecord {
-    let (trace_id, span_id) = match &rec.ids {
-        Some((trace, span)) => (unhex(trace), unhex(span)),
-        None => (Vec::new(), Vec::new()),
-    };
-    LogRecord {
-        time_unix_nano: nanos(rec.ts_ns),
-        observed_time_unix_nano: nanos(observed_ns),
-        severity_number: severity(rec.level) as i32,
-        severity_text: rec.level.to_owned(),
-        body: Some(string(&rec.message)),
-        attributes: rec
-            .attributes
-            .iter()
-            .map(|(key, value)| {
-                let value = match value {
-                    Attr::Str(s) => string(s),
-                    Attr::Int(i) => AnyValue {
-                        value: Some(any_value::Value::IntValue(*i)),
-                    },
-                };
-                key_value(key, value)
-            })
-            .collect(),
-        // The W3C trace flags' sampled bit when in a trace, as the SDKs set it.
-        flags: u32::from(rec.ids.is_some()),
-        trace_id,
-        span_id,
-        ..Default::default()
-    }
-}
-
-/// The level's OTLP severity: the first number of its range (INFO = 9, ...).
-fn severity(level: &str) -> SeverityNumber {
-    match level {
-        "trace" => SeverityNumber::Trace,
-        "debug" => SeverityNumber::Debug,
-        "info" => SeverityNumber::Info,
-        "warn" => SeverityNumber::Warn,
-        "error" => SeverityNumber::Error,
-        "fatal" => SeverityNumber::Fatal,
-        other => unreachable!("the generator draws no level {other:?}"),
-    }
-}
-
-fn nanos(ns: u128) -> u64 {
-    u64::try_from(ns).expect("nanoseconds since 1970 fit in u64 until 2554")
-}
-
-fn string(s: &str) -> AnyValue {
-    AnyValue {
-        value: Some(any_value::Value::StringValue(s.to_owned())),
-    }
-}
-
-fn key_value(key: &str, value: AnyValue) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(value),
-        ..Default::default()
-    }
-}
-
-/// Bytes of the generator's lower-case hex ids.
-fn unhex(hex: &str) -> Vec<u8> {
-    let digit = |c: u8| match c {
-        b'0'..=b'9' => c - b'0',
-        b'a'..=b'f' => c - b'a' + 10,
-        _ => unreachable!("the generator writes lower-case hex"),
-    };
-    hex.as_bytes()
-        .chunks_exact(2)
-        .map(|pair| (digit(pair[0]) << 4) | digit(pair[1]))
-        .collect()
-}
 
 /// An `ExportLogsServiceResponse` to a request of `records` records.
 fn verdict(response: &ExportLogsServiceResponse, records: u64) -> Outcome {
