@@ -324,14 +324,7 @@ async fn tls_and_plaintext_listeners_side_by_side_and_sighup_never_kills() {
     let mut worker = TlsWorker::start(&ch, &db, Layout::Both, &env, &client).await;
     let plain = worker.plain.unwrap();
 
-    let (status, _, body) = post(
-        &common::client(),
-        &format!("http://{plain}/api/v1/logs"),
-        &[("content-type", "application/json")],
-        records("side-plain", 2),
-    )
-    .await
-    .unwrap();
+    let (status, body) = post_plain(plain, "side-plain", 2).await;
     assert_eq!(status, 202, "{body:?}");
     served(&client, worker.tls, "side-tls").await.unwrap();
     // Each listener speaks only its own.
@@ -504,14 +497,7 @@ async fn tls_listen_addrs_pick_systemds_sockets_by_their_address() {
             log_text()
         );
     }
-    let (status, _, _) = post(
-        &common::client(),
-        &format!("http://{plain}/api/v1/logs"),
-        &[("content-type", "application/json")],
-        records("activated-plain", 1),
-    )
-    .await
-    .unwrap();
+    let (status, _) = post_plain(plain, "activated-plain", 1).await;
     assert_eq!(status, 202, "plaintext on the other socket");
     assert!(
         client.http(plain).await.is_err(),
@@ -530,7 +516,7 @@ async fn tls_listen_addrs_pick_systemds_sockets_by_their_address() {
         format!("127.0.0.1:{}", free_port()).parse().unwrap(),
         format!("127.0.0.1:{}", free_port()).parse().unwrap(),
     );
-    let mut child = socket_activated(&[plain, tls], &env, std::process::Stdio::piped());
+    let child = socket_activated(&[plain, tls], &env, std::process::Stdio::piped());
     // A connection starts the worker (once systemd-socket-activate listens).
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(plain).is_err() {
@@ -540,16 +526,7 @@ async fn tls_listen_addrs_pick_systemds_sockets_by_their_address() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the worker did not exit within 20 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = exited(child);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
@@ -629,4 +606,17 @@ async fn the_python_sdk_sends_over_tls_with_a_bearer_key() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(rows_of(&ch, &db, "checkout"), expected);
+}
+
+/// `n` JSON records of `service` posted over plaintext HTTP/1.1; (status, body).
+async fn post_plain(plain: std::net::SocketAddr, service: &str, n: usize) -> (u16, bytes::Bytes) {
+    let (status, _, body) = post(
+        &common::client(),
+        &format!("http://{plain}/api/v1/logs"),
+        &[("content-type", "application/json")],
+        records(service, n),
+    )
+    .await
+    .unwrap();
+    (status, body)
 }

@@ -207,7 +207,7 @@ pub async fn wait_stat(worker: &TlsWorker, client: &TlsClient, key: &str, at_lea
 /// Starts a worker with `env` and no reachable ClickHouse; (exit code, stderr).
 pub fn start_failure(env: &[(&str, String)]) -> (Option<i32>, String) {
     let spool = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_zero-logs"))
+    let child = Command::new(env!("CARGO_BIN_EXE_zero-logs"))
         .arg("serve")
         .arg("--listen")
         .arg(format!("127.0.0.1:{}", free_port()))
@@ -220,6 +220,15 @@ pub fn start_failure(env: &[(&str, String)]) -> (Option<i32>, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let out = exited(child);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// Waits (at most 20 s, then kills it) for a worker expected to exit on its own.
+pub fn exited(mut child: std::process::Child) -> std::process::Output {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while child.try_wait().unwrap().is_none() {
         if std::time::Instant::now() > deadline {
@@ -229,11 +238,7 @@ pub fn start_failure(env: &[(&str, String)]) -> (Option<i32>, String) {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    child.wait_with_output().unwrap()
 }
 
 /// `zero-logs serve` under `systemd-socket-activate` (sockets passed as `LISTEN_FDS`),
