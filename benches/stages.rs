@@ -119,9 +119,11 @@ fn decode_validate(c: &mut Criterion) {
     let limits = RecordLimits::default();
     let options = otlp_options();
     let mut g = group(c, "decode_validate", BATCH);
+    // The native API validates straight into the encoding (`decode_encoded`): this
+    // is decode, validate and encode in one pass.
     g.bench_function("json", |b| {
         b.iter(|| {
-            validate::decode(
+            validate::decode_encoded(
                 black_box(&inputs.json),
                 Format::Json,
                 &limits,
@@ -131,7 +133,7 @@ fn decode_validate(c: &mut Criterion) {
     });
     g.bench_function("ndjson", |b| {
         b.iter(|| {
-            validate::decode(
+            validate::decode_encoded(
                 black_box(&inputs.ndjson),
                 Format::Ndjson,
                 &limits,
@@ -314,14 +316,13 @@ fn request(c: &mut Criterion) {
     let mut g = group(c, "request", BATCH);
     g.bench_function("json", |b| {
         b.iter(|| {
-            let batch = validate::decode(
+            validate::decode_encoded(
                 black_box(&inputs.json),
                 Format::Json,
                 &limits,
                 inputs.now_ns,
             )
-            .unwrap();
-            EncodedBatch::encode(&batch)
+            .unwrap()
         })
     });
     g.bench_function("otlp_protobuf", |b| {

@@ -36,9 +36,10 @@
 //!
 //! # One form from the request to the INSERT
 //!
-//! A request's records are decoded into owned [`Record`]s once, by validation, and
-//! encoded into an [`EncodedBatch`] right after; from then on the batch stays in this
-//! form. Decoded, a record costs one heap string per field (~0.7 KiB with the
+//! The native API's records are encoded as validation accepts them ([`BatchWriter`],
+//! from text borrowed from the body); gRPC and OTLP records are decoded into owned
+//! [`Record`]s once, by validation, and encoded into an [`EncodedBatch`] right after.
+//! From then on the batch stays in this form. Decoded, a record costs one heap string per field (~0.7 KiB with the
 //! allocator's overhead for a typical 220-byte JSON record); encoded, ~115 bytes in one
 //! buffer per batch. So the spool's memory tail is a reference to the bytes it wrote,
 //! a frame read back from disk is a slice of the read buffer, the batcher holds six
@@ -48,6 +49,10 @@
 use bytes::Bytes;
 
 use crate::record::{Batch, Level, OtelFields, Record};
+
+mod writer;
+
+pub use self::writer::{BatchWriter, PlainRecord};
 
 /// Level byte ↔ [`Level`]; the byte is the index. Append only: stored on disk.
 const LEVELS: [Level; 6] = [
@@ -87,13 +92,18 @@ pub fn encode_batch(batch: &Batch, out: &mut Vec<u8>) {
     out.reserve(encoded_len_hint(batch));
     put_varint(out, batch.records.len() as u64);
     for record in &batch.records {
-        out.extend_from_slice(&record.timestamp_ns.to_le_bytes());
-        let otel_bit = if record.otel.is_some() { OTEL_BIT } else { 0 };
-        out.push(level_byte(record.level) | otel_bit);
-        put_str(out, &record.service);
-        put_str(out, &record.message);
-        put_str(out, &record.trace_id);
-        put_str(out, &record.span_id);
+        put_record_head(
+            out,
+            record.timestamp_ns,
+            record.level,
+            record.otel.is_some(),
+            [
+                &record.service,
+                &record.message,
+                &record.trace_id,
+                &record.span_id,
+            ],
+        );
         if let Some(otel) = &record.otel {
             put_otel(out, otel, &record.attributes);
         }
@@ -102,6 +112,22 @@ pub fn encode_batch(batch: &Batch, out: &mut Vec<u8>) {
             put_str(out, key);
             put_str(out, value);
         }
+    }
+}
+
+/// What every record starts with: timestamp, level byte (with [`OTEL_BIT`] when the
+/// `otel` part follows), service, message, trace id, span id.
+fn put_record_head(
+    out: &mut Vec<u8>,
+    timestamp_ns: i64,
+    level: Level,
+    otel: bool,
+    text: [&str; 4],
+) {
+    out.extend_from_slice(&timestamp_ns.to_le_bytes());
+    out.push(level_byte(level) | if otel { OTEL_BIT } else { 0 });
+    for field in text {
+        put_str(out, field);
     }
 }
 

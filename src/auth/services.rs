@@ -10,6 +10,7 @@
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 
 use super::Caller;
+use crate::codec::EncodedBatch;
 use crate::ingest::reject::{RejectKind, Rejection};
 use crate::record::Batch;
 use crate::validate::otlp::{resource_service, Rejected};
@@ -25,19 +26,34 @@ fn reason(caller: &Caller, service: &str) -> String {
 
 /// Refuses `batch` if a record's service is not the key's.
 pub fn check_batch(caller: &Caller, batch: &Batch) -> Result<(), Rejection> {
+    check_services(caller, batch.records.iter().map(|r| r.service.as_str()))
+}
+
+/// [`check_batch`] for records already encoded (the JSON path validates straight into
+/// the encoding).
+pub fn check_encoded(caller: &Caller, batch: &EncodedBatch) -> Result<(), Rejection> {
+    // A record that does not read back (corrupted memory) has no service it may write.
+    let services = batch.records().map(|r| r.map_or("", |r| r.service));
+    check_services(caller, services)
+}
+
+fn check_services<'a>(
+    caller: &Caller,
+    services: impl Iterator<Item = &'a str>,
+) -> Result<(), Rejection> {
     if !caller.is_restricted() {
         return Ok(());
     }
     let mut errors = Vec::new();
     let mut count = 0;
-    for (index, record) in batch.records.iter().enumerate() {
-        if !caller.allows(&record.service) {
+    for (index, service) in services.enumerate() {
+        if !caller.allows(service) {
             count += 1;
             if errors.len() < MAX_LISTED_ERRORS {
                 errors.push(RecordError {
                     index,
                     field: "service".into(),
-                    reason: reason(caller, &record.service),
+                    reason: reason(caller, service),
                 });
             }
         }

@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status};
 use super::reject::{RejectKind, Rejection};
 use super::{now_ns, Ingest, Work};
 use crate::auth::{services, Caller};
+use crate::codec::EncodedBatch;
 use crate::proto::log_service_server::{LogService, LogServiceServer};
 use crate::proto::{IngestRequest, IngestResponse, LogRecord, RecordErrors};
 use crate::record::Batch;
@@ -68,7 +69,7 @@ impl LogService for LogServiceImpl {
                 if let Some(key) = &key {
                     services::check_batch(key, &batch)?;
                 }
-                Ok(batch)
+                Ok(EncodedBatch::encode(&batch))
             })
             .await;
         self.ingest.record_outcome(&result, cost, started);

@@ -77,9 +77,9 @@ async fn handle(
     ingest
         .accept(caller, cost, work, move |limits| {
             let plain = body::decompress(raw, encoding, max)?;
-            let batch = validate::decode(&plain, format, limits, now_ns())?;
+            let batch = validate::decode_encoded(&plain, format, limits, now_ns())?;
             if let Some(key) = &key {
-                services::check_batch(key, &batch)?;
+                services::check_encoded(key, &batch)?;
             }
             Ok(batch)
         })

@@ -26,7 +26,6 @@ use crate::admission::{Admission, Backlog};
 use crate::auth::{Auth, Caller};
 use crate::codec::EncodedBatch;
 use crate::config::{IngestConfig, RecordLimits};
-use crate::record::Batch;
 use crate::sink::BatcherHandle;
 use crate::spool::Spool;
 use crate::stats::Stats;
@@ -134,7 +133,7 @@ impl Ingest {
         decode: F,
     ) -> Result<usize, Rejection>
     where
-        F: FnOnce(&RecordLimits) -> Result<Batch, Rejection> + Send + 'static,
+        F: FnOnce(&RecordLimits) -> Result<EncodedBatch, Rejection> + Send + 'static,
     {
         let decode = move |limits: &RecordLimits| decode(limits).map(|batch| (batch, ()));
         self.accept_with(caller, cost, work, decode)
@@ -152,7 +151,7 @@ impl Ingest {
         decode: F,
     ) -> Result<(usize, T), Rejection>
     where
-        F: FnOnce(&RecordLimits) -> Result<(Batch, T), Rejection> + Send + 'static,
+        F: FnOnce(&RecordLimits) -> Result<(EncodedBatch, T), Rejection> + Send + 'static,
         T: Send + 'static,
     {
         let admitted = self.admission.admit(cost)?;
@@ -175,16 +174,14 @@ impl Ingest {
         Ok((rows, extra))
     }
 
-    /// Decodes and encodes (see [`codec`](crate::codec)) in one place, inline or on
-    /// the pool, so the decoded records are dropped where they were made.
+    /// Runs `decode`, which validates a body into the compact encoding (see
+    /// [`codec`](crate::codec)), inline or on the pool; decoders that build owned
+    /// records drop them there, where they were made.
     async fn validate<F, T>(&self, work: Work, decode: F) -> Result<(EncodedBatch, T), Rejection>
     where
-        F: FnOnce(&RecordLimits) -> Result<(Batch, T), Rejection> + Send + 'static,
+        F: FnOnce(&RecordLimits) -> Result<(EncodedBatch, T), Rejection> + Send + 'static,
         T: Send + 'static,
     {
-        let decode = move |limits: &RecordLimits| {
-            decode(limits).map(|(batch, extra)| (EncodedBatch::encode(&batch), extra))
-        };
         match (&self.validator, work) {
             (Validator::Inline, _) | (Validator::Pool(_), Work::Light) => decode(&self.limits),
             (Validator::Pool(pool), Work::Heavy) => {

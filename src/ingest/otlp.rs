@@ -32,8 +32,8 @@ use tonic_types::{ErrorDetails, StatusExt};
 use super::reject::{RejectKind, Rejection};
 use super::{body, now_ns, Ingest, Work};
 use crate::auth::{services, Caller};
+use crate::codec::EncodedBatch;
 use crate::config::RecordLimits;
-use crate::record::Batch;
 use crate::stats::Stats;
 use crate::validate::otlp::{otlp_batch, record_count, OtlpOptions, Rejected};
 
@@ -178,7 +178,7 @@ fn map(
     limits: &RecordLimits,
     options: &OtlpOptions,
     key: Option<&Caller>,
-) -> Result<(Batch, Rejected), Rejection> {
+) -> Result<(EncodedBatch, Rejected), Rejection> {
     let records = record_count(&request);
     if records > limits.max_records {
         return Err(Rejection::new(
@@ -195,7 +195,7 @@ fn map(
     if let Some(forbidden) = forbidden {
         forbidden.merge_into(&mut rejected);
     }
-    Ok((batch, rejected))
+    Ok((EncodedBatch::encode(&batch), rejected))
 }
 
 /// Counts the request; records refused one by one count as rejected records.

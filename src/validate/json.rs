@@ -10,9 +10,8 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use super::fields::{Checker, Draft, Field};
+use super::fields::{Accepted, Checker, Draft, Field};
 use super::{DecodeError, Decoder, Shown};
-use crate::record::Record;
 
 /// A JSON value as far as validation cares: scalars (strings borrowed from the body
 /// when they contain no escapes), containers only noted, their contents skipped.
@@ -201,7 +200,7 @@ impl<'de> Visitor<'de> for KeySeed {
 /// What became of one element of a batch.
 pub(super) enum Element<'de> {
     /// A JSON object: `Some` if valid, `None` if its problems were reported.
-    Record(Option<Record>),
+    Record(Option<Accepted<'de>>),
     /// Not an object; the caller decides how bad that is.
     NotObject(Value<'de>),
 }
@@ -268,12 +267,12 @@ impl<'de> Visitor<'de> for RecordSeed<'_, '_> {
 }
 
 /// The value of `attributes`: its entries go straight into the draft.
-struct AttributesSeed<'a, 'l> {
+struct AttributesSeed<'a, 'l, 'de> {
     chk: &'a mut Checker<'l>,
-    draft: &'a mut Draft,
+    draft: &'a mut Draft<'de>,
 }
 
-impl<'de> DeserializeSeed<'de> for AttributesSeed<'_, '_> {
+impl<'de> DeserializeSeed<'de> for AttributesSeed<'_, '_, 'de> {
     type Value = ();
 
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
@@ -281,14 +280,14 @@ impl<'de> DeserializeSeed<'de> for AttributesSeed<'_, '_> {
     }
 }
 
-impl<'de> AttributesSeed<'_, '_> {
+impl<'de> AttributesSeed<'_, '_, 'de> {
     fn other<E>(self, v: Value<'de>) -> Result<(), E> {
         self.draft.attributes_not_object(self.chk, v);
         Ok(())
     }
 }
 
-impl<'de> Visitor<'de> for AttributesSeed<'_, '_> {
+impl<'de> Visitor<'de> for AttributesSeed<'_, '_, 'de> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

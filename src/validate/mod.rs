@@ -17,6 +17,7 @@ use std::fmt;
 
 use serde::de::DeserializeSeed;
 
+use crate::codec::{BatchWriter, EncodedBatch};
 use crate::config::RecordLimits;
 use crate::record::{Batch, Record};
 
@@ -28,7 +29,7 @@ mod timestamp;
 #[cfg(test)]
 mod tests;
 
-use fields::{Checker, Draft};
+use fields::{Accepted, Checker, Draft};
 use json::{Element, Value};
 
 /// At most this many [`RecordError`]s are listed in [`DecodeError::Invalid`]: enough
@@ -137,12 +138,29 @@ fn invalid_summary(errors: &[RecordError]) -> String {
 ///   top-level field named like an attribute) is an error, not "last wins".
 ///
 /// A UTF-8 byte order mark at the start of the body is ignored.
+///
+/// Owned records, for tests and tools; the ingest path uses [`decode_encoded`].
 pub fn decode(
     body: &[u8],
     format: Format,
     limits: &RecordLimits,
     now_ns: i64,
 ) -> Result<Batch, DecodeError> {
+    let encoded = decode_encoded(body, format, limits, now_ns)?;
+    encoded.decode().map_err(|err| DecodeError::Malformed {
+        index: None,
+        reason: format!("internal error: the accepted records did not encode ({err})"),
+    })
+}
+
+/// [`decode`] straight into the compact encoding the spool and the sink read: each
+/// record is encoded as soon as it passed, from text borrowed from `body`.
+pub fn decode_encoded(
+    body: &[u8],
+    format: Format,
+    limits: &RecordLimits,
+    now_ns: i64,
+) -> Result<EncodedBatch, DecodeError> {
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     let mut dec = Decoder::new(limits, now_ns, body.len());
     match format {
@@ -194,13 +212,13 @@ pub fn check_record(
     draft.text_level(&mut chk, "level", raw.level);
     draft.text_service(&mut chk, "service", raw.service.into());
     draft.text_message(&mut chk, "message", raw.message.into());
-    draft.text_trace_id(&mut chk, "trace_id", raw.trace_id);
-    draft.text_span_id(&mut chk, "span_id", raw.span_id);
+    draft.text_trace_id(&mut chk, "trace_id", raw.trace_id.into());
+    draft.text_span_id(&mut chk, "span_id", raw.span_id.into());
     for &(key, value) in &raw.attributes {
         draft.text_attribute(&mut chk, key, value);
     }
     match draft.finish(&mut chk) {
-        Some(record) => Ok(record),
+        Some(record) => Ok(record.into_record()),
         None => Err(chk.errors.swap_remove(0)),
     }
 }
@@ -220,8 +238,9 @@ impl fmt::Display for Shown<'_> {
 /// State of one [`decode`] call.
 struct Decoder<'l> {
     chk: Checker<'l>,
-    /// Valid records, kept only while no record has failed (the batch is all or nothing).
-    records: Vec<Record>,
+    /// Valid records, encoded, kept only while no record has failed (the batch is all
+    /// or nothing).
+    records: BatchWriter,
     /// Records seen, including those past `max` (counted, not validated).
     count: usize,
     max: usize,
@@ -233,11 +252,9 @@ struct Decoder<'l> {
 
 impl<'l> Decoder<'l> {
     fn new(limits: &'l RecordLimits, now_ns: i64, body_len: usize) -> Decoder<'l> {
-        // Real records are rarely under 128 bytes: one allocation covers most bodies.
-        let expected = (body_len / 128 + 1).min(limits.max_records);
         Decoder {
             chk: Checker::new(limits, now_ns, MAX_LISTED_ERRORS),
-            records: Vec::with_capacity(expected),
+            records: BatchWriter::with_capacity(encoded_len_guess(body_len)),
             count: 0,
             max: limits.max_records,
             current: None,
@@ -245,21 +262,21 @@ impl<'l> Decoder<'l> {
         }
     }
 
-    fn keep(&mut self, record: Option<Record>) {
+    fn keep(&mut self, record: Option<Accepted<'_>>) {
         match record {
-            Some(record) if !self.chk.failed() => self.records.push(record),
+            Some(record) if !self.chk.failed() => record.encode_into(&mut self.records),
             // The batch is lost anyway; free memory early.
-            _ => self.records = Vec::new(),
+            _ => self.records.discard(),
         }
     }
 
     fn not_object(&mut self, index: usize, value: &Value<'_>) {
         let reason = format!("a record must be a JSON object, got {}", value.describe());
         self.chk.report(index, "", reason);
-        self.records = Vec::new();
+        self.records.discard();
     }
 
-    fn finish(self) -> Result<Batch, DecodeError> {
+    fn finish(self) -> Result<EncodedBatch, DecodeError> {
         if self.count > self.max {
             return Err(DecodeError::TooManyRecords {
                 count: self.count,
@@ -272,8 +289,15 @@ impl<'l> Decoder<'l> {
         if self.chk.failed() {
             return Err(DecodeError::Invalid(self.chk.errors));
         }
-        Ok(Batch::new(self.records))
+        Ok(self.records.finish())
     }
+}
+
+/// Encoded bytes to reserve for a body of `body_len` bytes: the encoding drops JSON's
+/// field names, quotes and separators (~115 bytes for a typical 220-byte record), so
+/// two thirds is rarely exceeded; a wrong guess costs one reallocation, or a shrink.
+fn encoded_len_guess(body_len: usize) -> usize {
+    body_len / 3 * 2 + 64
 }
 
 fn is_blank(bytes: &[u8]) -> bool {

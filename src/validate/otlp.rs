@@ -290,7 +290,7 @@ fn map_record(
             draft.fail(chk, name, reason);
         }
     }
-    let mut record = draft.finish(chk)?;
+    let mut record = draft.finish(chk)?.into_record();
     if let Some((field, reason)) = context
         .resource
         .problem
@@ -332,7 +332,7 @@ fn map_record(
     Some(record)
 }
 
-fn level(chk: &mut Checker<'_>, draft: &mut Draft, number: i32, text: &str) {
+fn level(chk: &mut Checker<'_>, draft: &mut Draft<'_>, number: i32, text: &str) {
     let level = match number {
         0 => return draft.text_level(chk, "severity_text", text),
         1..=4 => Level::Trace,
@@ -350,7 +350,13 @@ fn level(chk: &mut Checker<'_>, draft: &mut Draft, number: i32, text: &str) {
 }
 
 /// Lower-case hex of an id of `len` bytes; "" when absent (empty or all zero).
-fn id_hex(chk: &mut Checker<'_>, draft: &mut Draft, name: &str, id: &[u8], len: usize) -> String {
+fn id_hex(
+    chk: &mut Checker<'_>,
+    draft: &mut Draft<'_>,
+    name: &str,
+    id: &[u8],
+    len: usize,
+) -> String {
     if id.iter().all(|&b| b == 0) {
         return String::new();
     }
