@@ -66,9 +66,10 @@ frontend ingest
     bind {ingest}
     default_backend {HOSTS_BACKEND}
 
-# Retries only when the connection to a host failed (nothing was sent), each one on
-# another host (redispatch). A request a host received and did not answer is not
-# retried: the host may have spooled it, and sending it again would store it twice.
+# Retries, each on another host (redispatch), only what no host kept: a failed
+# connection (nothing was sent) and a 503 (a worker stopping: nothing written). A
+# request a host received and did not answer is not retried: the host may have
+# spooled it, and sending it again would store it twice.
 backend {HOSTS_BACKEND}
     mode http
     balance roundrobin
@@ -76,7 +77,7 @@ backend {HOSTS_BACKEND}
     http-check expect status 200
     retries 3
     option redispatch 1
-    retry-on conn-failure
+    retry-on conn-failure 503
     default-server inter {INTER_MS} fall {FALL} rise {RISE}
 ",
         sock = dir.join("admin.sock").display(),
