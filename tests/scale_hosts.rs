@@ -25,15 +25,12 @@ mod common;
 mod hosts;
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use hosts::haproxy::{Backend, Balancer, HOSTS_BACKEND};
-use hosts::netns::{free_subnet, random_u64, Netns};
-use hosts::{HostWorker, WORKER_PORT};
+use hosts::Rig;
 use tokio::time::Instant;
 use zero_logs::testing::ClickHouseServer;
 
@@ -142,45 +139,19 @@ where
     }
 }
 
-fn backend(name: &str, ns: &Netns, clickhouse_port: u16) -> Backend {
-    Backend {
-        name: name.into(),
-        ingest: SocketAddr::from((ns.inner, WORKER_PORT)),
-        clickhouse_bind: SocketAddr::from((ns.outer, clickhouse_port)),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hosts_share_the_load_and_a_dead_hosts_spool_lands_after_restart() {
     let started = Instant::now();
-    let ch = ClickHouseServer::start().expect("start ClickHouse (run scripts/install-deps)");
-    let db = ch.fresh_database();
-    let ch_port = ch.http_port();
-
-    // Declared before the workers, so dropped after them: no process holds a
-    // namespace when it is deleted.
-    let tag = format!("{:06x}", random_u64() & 0xff_ffff);
-    let subnet = free_subnet();
-    let net_a = Netns::create(&tag, "a", subnet, 0);
-    let net_b = Netns::create(&tag, "b", subnet, 1);
-    let lb = Balancer::start(
-        SocketAddr::from(([127, 0, 0, 1], free_port())),
-        &[backend("a", &net_a, ch_port), backend("b", &net_b, ch_port)],
-        SocketAddr::from(([127, 0, 0, 1], ch_port)),
-    );
-    let spools = tempfile::tempdir().unwrap();
-    let (spool_a, spool_b) = (spools.path().join("a"), spools.path().join("b"));
-    let ch_url = |ns: &Netns| format!("http://{}:{ch_port}", ns.outer);
-    let a = HostWorker::start(&net_a, "a", &ch_url(&net_a), &db, &spool_a).await;
-    let mut b = HostWorker::start(&net_b, "b", &ch_url(&net_b), &db, &spool_b).await;
-    tokio::task::block_in_place(|| {
-        lb.wait_server(HOSTS_BACKEND, "a", true, Duration::from_secs(10));
-        lb.wait_server(HOSTS_BACKEND, "b", true, Duration::from_secs(10));
-    });
+    let rig = Rig::start();
+    let (ch, db) = (&rig.ch, rig.db.as_str());
+    let a = rig.worker("a", &[]).await;
+    let mut b = rig.worker("b", &[]).await;
+    rig.wait_in_rotation("a", true);
+    rig.wait_in_rotation("b", true);
     let set_up = started.elapsed();
 
     let client = client();
-    let url = format!("http://{}/api/v1/logs", lb.ingest);
+    let url = rig.ingest_url();
     let never = Arc::new(AtomicBool::new(false));
 
     // 1. Both hosts take a share; everything acknowledged is stored, nothing fails.
@@ -204,7 +175,7 @@ async fn two_hosts_share_the_load_and_a_dead_hosts_spool_lands_after_restart() {
     let (a1, b1) = (a.accepted().await, b.accepted().await);
     assert!(a1 > 0 && b1 > 0, "a host got no records: A {a1}, B {b1}");
     assert_eq!(a1 + b1, all.acked_records());
-    let rows = wait_rows(&ch, &db, all.acked_records(), Duration::from_secs(20)).await;
+    let rows = wait_rows(ch, db, all.acked_records(), Duration::from_secs(20)).await;
     assert_eq!(
         rows,
         all.acked_records(),
@@ -213,7 +184,7 @@ async fn two_hosts_share_the_load_and_a_dead_hosts_spool_lands_after_restart() {
 
     // 2. B loses ClickHouse (no INSERT of it is in flight: all its rows are stored),
     // keeps acknowledging into its spool, and dies under load.
-    tokio::task::block_in_place(|| lb.block_clickhouse("b"));
+    tokio::task::block_in_place(|| rig.lb.block_clickhouse("b"));
     let stop = Arc::new(AtomicBool::new(false));
     let load2 = tokio::spawn(load(
         client.clone(),
@@ -251,9 +222,7 @@ async fn two_hosts_share_the_load_and_a_dead_hosts_spool_lands_after_restart() {
     let a_before_kill = a.accepted().await;
     let killed = Instant::now();
     b.kill();
-    let out_after = tokio::task::block_in_place(|| {
-        lb.wait_server(HOSTS_BACKEND, "b", false, Duration::from_secs(5))
-    });
+    let out_after = rig.wait_in_rotation("b", false);
     let a_at_out = a.accepted().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let a_after = a.accepted().await;
@@ -288,7 +257,7 @@ async fn two_hosts_share_the_load_and_a_dead_hosts_spool_lands_after_restart() {
     )
     .await;
     let acked = records(&all.acked);
-    let before_restart = stored(&ch, &db);
+    let before_restart = stored(ch, db);
     let on_b_disk = acked
         .iter()
         .filter(|m| !before_restart.contains_key(*m))
@@ -299,18 +268,16 @@ async fn two_hosts_share_the_load_and_a_dead_hosts_spool_lands_after_restart() {
     );
 
     // 3. B returns on the same spool and delivers it; it is back in rotation.
-    tokio::task::block_in_place(|| lb.unblock_clickhouse("b"));
+    tokio::task::block_in_place(|| rig.lb.unblock_clickhouse("b"));
     let restarted = Instant::now();
-    let b = HostWorker::start(&net_b, "b", &ch_url(&net_b), &db, &spool_b).await;
-    let back_in = tokio::task::block_in_place(|| {
-        lb.wait_server(HOSTS_BACKEND, "b", true, Duration::from_secs(10))
-    });
+    let b = rig.worker("b", &[]).await;
+    let back_in = rig.wait_in_rotation("b", true);
     let replayed = b.stats().await["spool"]["replayed_frames"]
         .as_u64()
         .unwrap();
     assert!(replayed > 0, "B replayed nothing from its spool");
     let expected = all.acked_records();
-    wait_rows(&ch, &db, expected, Duration::from_secs(30)).await;
+    wait_rows(ch, db, expected, Duration::from_secs(30)).await;
     let delivered_after = restarted.elapsed();
     let p3 = load(client.clone(), url.clone(), "p3", 10, never, Duration::ZERO).await;
     assert!(
@@ -330,7 +297,7 @@ async fn two_hosts_share_the_load_and_a_dead_hosts_spool_lands_after_restart() {
 
     // Exactly once for what was acknowledged; a failed request's records are there
     // once or not at all; nothing else.
-    let stored = stored(&ch, &db);
+    let stored = stored(ch, db);
     let acked = records(&all.acked);
     let failed = records(all.failed.iter().map(|(t, _)| t));
     let twice: Vec<_> = stored.iter().filter(|(_, n)| **n > 1).take(5).collect();
@@ -348,7 +315,7 @@ async fn two_hosts_share_the_load_and_a_dead_hosts_spool_lands_after_restart() {
         .collect();
     assert!(strays.is_empty(), "stored records nobody sent: {strays:?}");
     let failed_stored = failed.iter().filter(|m| stored.contains_key(*m)).count() as u64;
-    let total = count_rows(&ch, &db);
+    let total = count_rows(ch, db);
     assert_eq!(total, acked.len() as u64 + failed_stored);
 
     eprintln!(
@@ -366,6 +333,82 @@ async fn two_hosts_share_the_load_and_a_dead_hosts_spool_lands_after_restart() {
         a_after - a_before_kill,
         acked.len(),
         failed.len(),
+        started.elapsed()
+    );
+}
+
+/// A host that does not come back: its spool directory, moved onto a running host
+/// (the disk moved, or the files copied off it), is adopted there like the spool of
+/// a scaled-down instance, and what it held is stored once. Adoption never looks
+/// beyond a host's own `SPOOL_DIR`: this move is the operator's (docs/SCALE.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_hosts_spool_moved_to_another_host_is_adopted_there() {
+    let started = Instant::now();
+    let rig = Rig::start();
+    let (ch, db) = (&rig.ch, rig.db.as_str());
+    // Short adoption delays, so the test need not wait the default 30 s.
+    let a = rig
+        .worker(
+            "a",
+            &[("SPOOL_ADOPT_IDLE", "300"), ("SPOOL_ADOPT_INTERVAL", "100")],
+        )
+        .await;
+    let mut b = rig.worker("b", &[]).await;
+    rig.wait_in_rotation("a", true);
+    rig.wait_in_rotation("b", true);
+
+    // B never reaches ClickHouse (cut off before any traffic: no INSERT of it can
+    // have committed), so all it acknowledges stays in its spool; then it dies.
+    tokio::task::block_in_place(|| rig.lb.block_clickhouse("b"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = load(client(), rig.ingest_url(), "r", 20, stop, Duration::ZERO).await;
+    assert!(sent.failed.is_empty(), "failed: {:?}", sent.failed);
+    let b_took = b.accepted().await;
+    assert!(b_took > 0, "B got no requests");
+    b.kill();
+    rig.wait_in_rotation("b", false);
+    until(
+        "A delivering its share",
+        Duration::from_secs(20),
+        || async { a.unacked_frames().await == 0 },
+    )
+    .await;
+    let acked = records(&sent.acked);
+    let missing = acked.len() as u64 - count_rows(ch, db);
+    assert_eq!(missing, b_took, "not exactly B's records were missing");
+
+    // The move: B's instance directory into A's SPOOL_DIR, under a name of its own.
+    let moved = Instant::now();
+    std::fs::rename(
+        rig.spool_root("b").join("b"),
+        rig.spool_root("a").join("from-host-b"),
+    )
+    .expect("move B's spool directory");
+    let rows = wait_rows(ch, db, acked.len() as u64, Duration::from_secs(20)).await;
+    let delivered_after = moved.elapsed();
+    let stats = a.stats().await;
+    let adopted = stats["spool"]["adopted_spools"].as_u64().unwrap();
+    assert_eq!(adopted, 1, "{stats}");
+
+    let stored = stored(ch, db);
+    let twice: Vec<_> = stored.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(twice.is_empty(), "records stored more than once: {twice:?}");
+    let lost: Vec<_> = acked
+        .iter()
+        .filter(|m| !stored.contains_key(*m))
+        .take(5)
+        .collect();
+    assert!(lost.is_empty(), "acknowledged records not stored: {lost:?}");
+    assert_eq!(rows, acked.len() as u64);
+    assert!(
+        !rig.spool_root("a").join("from-host-b").exists(),
+        "the adopted directory is still there"
+    );
+    eprintln!(
+        "scale_hosts (adoption): {} records acknowledged, {b_took} of them by B, which died \
+         with them in its spool; moved to A's SPOOL_DIR, adopted and all stored \
+         {delivered_after:.1?} later, none twice; whole test {:.1?}",
+        acked.len(),
         started.elapsed()
     );
 }

@@ -5,16 +5,97 @@
 pub mod haproxy;
 pub mod netns;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::common::{client, get};
-use netns::Netns;
+use crate::common::{client, free_port, get};
+use haproxy::{Backend, Balancer, HOSTS_BACKEND};
+use netns::{free_subnet, random_u64, Netns};
+use zero_logs::testing::ClickHouseServer;
 
 /// Port the worker listens on inside its namespace (each namespace has its own
 /// ports, so a fixed one cannot collide).
 pub const WORKER_PORT: u16 = 8080;
+
+/// Everything of two hosts `a` and `b` but their workers: a private ClickHouse, the
+/// two namespaces, the balancer and the spool roots. Start workers with
+/// [`Rig::worker`] *after* the rig, so they are dropped before it: no process holds
+/// a namespace when it is deleted.
+pub struct Rig {
+    // Dropped in this order: haproxy, the namespaces, the spools, ClickHouse.
+    pub lb: Balancer,
+    net_a: Netns,
+    net_b: Netns,
+    spools: tempfile::TempDir,
+    pub ch: ClickHouseServer,
+    pub db: String,
+}
+
+impl Rig {
+    pub fn start() -> Rig {
+        let ch = ClickHouseServer::start().expect("start ClickHouse (run scripts/install-deps)");
+        let db = ch.fresh_database();
+        let ch_port = ch.http_port();
+        let tag = format!("{:06x}", random_u64() & 0xff_ffff);
+        let subnet = free_subnet();
+        let net_a = Netns::create(&tag, "a", subnet, 0);
+        let net_b = Netns::create(&tag, "b", subnet, 1);
+        let backend = |name: &str, ns: &Netns| Backend {
+            name: name.into(),
+            ingest: SocketAddr::from((ns.inner, WORKER_PORT)),
+            clickhouse_bind: SocketAddr::from((ns.outer, ch_port)),
+        };
+        let lb = Balancer::start(
+            SocketAddr::from(([127, 0, 0, 1], free_port())),
+            &[backend("a", &net_a), backend("b", &net_b)],
+            SocketAddr::from(([127, 0, 0, 1], ch_port)),
+        );
+        Rig {
+            lb,
+            net_a,
+            net_b,
+            spools: tempfile::tempdir().expect("spools tempdir"),
+            ch,
+            db,
+        }
+    }
+
+    fn net(&self, host: &str) -> &Netns {
+        match host {
+            "a" => &self.net_a,
+            "b" => &self.net_b,
+            _ => panic!("no host {host}"),
+        }
+    }
+
+    /// The `SPOOL_DIR` of `host`; its own spool is `<that>/<host>`.
+    pub fn spool_root(&self, host: &str) -> PathBuf {
+        self.spools.path().join(host)
+    }
+
+    /// Starts `host`'s worker (`WORKER_ID=<host>`) on its spool, reaching ClickHouse
+    /// through its frontend on the balancer, with `env` on top.
+    pub async fn worker(&self, host: &str, env: &[(&str, &str)]) -> HostWorker {
+        let ns = self.net(host);
+        let clickhouse = format!("http://{}:{}", ns.outer, self.ch.http_port());
+        HostWorker::start(ns, host, &clickhouse, &self.db, &self.spool_root(host), env).await
+    }
+
+    /// Waits until the balancer's checks have `host` up (or down); how long it took.
+    pub fn wait_in_rotation(&self, host: &str, up: bool) -> Duration {
+        tokio::task::block_in_place(|| {
+            self.lb
+                .wait_server(HOSTS_BACKEND, host, up, Duration::from_secs(10))
+        })
+    }
+
+    /// The one ingest URL the clients use.
+    pub fn ingest_url(&self) -> String {
+        format!("http://{}/api/v1/logs", self.lb.ingest)
+    }
+}
 
 /// A `zero-logs serve` process inside a host's namespace, killed by PID on drop.
 pub struct HostWorker {
@@ -34,6 +115,7 @@ impl HostWorker {
         clickhouse_url: &str,
         database: &str,
         spool_root: &Path,
+        env: &[(&str, &str)],
     ) -> HostWorker {
         let listen = format!("{}:{WORKER_PORT}", ns.inner);
         let log = spool_root.with_extension("log");
@@ -42,8 +124,8 @@ impl HostWorker {
             .append(true)
             .open(&log)
             .unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &ns.name])
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &ns.name])
             .arg(env!("CARGO_BIN_EXE_zero-logs"))
             .args(["serve", "--listen", &listen])
             .env_clear()
@@ -60,9 +142,11 @@ impl HostWorker {
             .env("INGEST_AUTH", "none")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("run `ip netns exec … zero-logs serve`");
+            .stderr(log_file);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("run `ip netns exec … zero-logs serve`");
         let worker = HostWorker {
             child: Some(child),
             base: format!("http://{listen}"),
