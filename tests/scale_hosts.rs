@@ -1,6 +1,8 @@
 //! Several zero-logs hosts behind one address (issue 22 item 4, docs/SCALE.md):
 //! two hosts share a load through HAProxy, one of them dies with records in its
-//! spool, and after its restart every acknowledged record is in ClickHouse once.
+//! spool, and after its restart every acknowledged record is in ClickHouse once; or
+//! it never returns and its spool directory, moved onto the other host, is adopted
+//! there.
 //!
 //! Topology (all on this machine; traffic only on loopback and the test's veths):
 //!
