@@ -362,8 +362,8 @@ async fn a_dead_hosts_spool_moved_to_another_host_is_adopted_there() {
     // B never reaches ClickHouse (cut off before any traffic: no INSERT of it can
     // have committed), so all it acknowledges stays in its spool; then it dies.
     tokio::task::block_in_place(|| rig.lb.block_clickhouse("b"));
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = load(client(), rig.ingest_url(), "r", 20, stop, Duration::ZERO).await;
+    let never = Arc::new(AtomicBool::new(false));
+    let sent = load(client(), rig.ingest_url(), "r", 20, never, Duration::ZERO).await;
     assert!(sent.failed.is_empty(), "failed: {:?}", sent.failed);
     let b_took = b.accepted().await;
     assert!(b_took > 0, "B got no requests");
