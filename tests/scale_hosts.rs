@@ -49,12 +49,20 @@ fn body(tag: &str) -> String {
     format!("[{}]", records.join(","))
 }
 
-/// What the clients saw: tags of the requests acknowledged (`202`), and of those
-/// that failed with why. A failed request's records may or may not be stored.
+/// What the clients saw: tags of the requests acknowledged (`202`), and the
+/// requests that failed. A failed request's records may or may not be stored.
 #[derive(Default)]
 struct Tally {
     acked: Vec<String>,
-    failed: Vec<(String, String)>,
+    failed: Vec<Failure>,
+}
+
+#[derive(Debug)]
+struct Failure {
+    tag: String,
+    why: String,
+    /// When the request was sent.
+    sent: Instant,
 }
 
 impl Tally {
@@ -88,14 +96,18 @@ async fn load(
                     break;
                 }
                 let tag = format!("{phase}-c{conn}-{i}");
-                match post(&client, &url, &[], body(&tag)).await {
-                    Ok((202, _, _)) => tally.acked.push(tag),
-                    Ok((status, _, body)) => tally.failed.push((
-                        tag,
-                        format!("{status}: {}", String::from_utf8_lossy(&body).trim()),
-                    )),
-                    Err(err) => tally.failed.push((tag, err)),
-                }
+                let sent = Instant::now();
+                let why = match post(&client, &url, &[], body(&tag)).await {
+                    Ok((202, _, _)) => {
+                        tally.acked.push(tag);
+                        continue;
+                    }
+                    Ok((status, _, body)) => {
+                        format!("{status}: {}", String::from_utf8_lossy(&body).trim())
+                    }
+                    Err(err) => err,
+                };
+                tally.failed.push(Failure { tag, why, sent });
                 tokio::time::sleep(pause).await;
             }
             tally
@@ -224,6 +236,7 @@ async fn two_hosts_share_the_load_and_a_dead_hosts_spool_lands_after_restart() {
     let a_before_kill = a.accepted().await;
     let killed = Instant::now();
     b.kill();
+    let dead = Instant::now();
     let out_after = rig.wait_in_rotation("b", false);
     let a_at_out = a.accepted().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -235,15 +248,16 @@ async fn two_hosts_share_the_load_and_a_dead_hosts_spool_lands_after_restart() {
         a_after > a_at_out,
         "A accepted nothing in the second after B was taken out ({a_at_out} → {a_after})"
     );
-    // Each connection has one request in flight at most; only one that B had taken
-    // when it died can fail (no answer, and not retried: B may have spooled it).
-    // Later ones find B's port closed, and haproxy retries them on A.
+    // Only a request B had taken when it died can fail (no answer, and not retried:
+    // B may have spooled it), so none sent after it was dead, and at most one per
+    // connection. Later ones find B's port closed, and haproxy retries them on A.
     let p2_failed = p2.failed.len();
-    let p2_why = p2
-        .failed
-        .first()
-        .map(|(_, why)| why.clone())
-        .unwrap_or_default();
+    let p2_why = p2.failed.first().map(|f| f.why.clone()).unwrap_or_default();
+    let late: Vec<_> = p2.failed.iter().filter(|f| f.sent >= dead).collect();
+    assert!(
+        late.is_empty(),
+        "requests sent after B was dead failed: {late:?}"
+    );
     assert!(
         p2_failed <= CONNS,
         "{p2_failed} requests failed around B's death, more than the {CONNS} in flight: {:?}",
@@ -301,7 +315,7 @@ async fn two_hosts_share_the_load_and_a_dead_hosts_spool_lands_after_restart() {
     // once or not at all; nothing else.
     let stored = stored(ch, db);
     let acked = records(&all.acked);
-    let failed = records(all.failed.iter().map(|(t, _)| t));
+    let failed = records(all.failed.iter().map(|f| &f.tag));
     let twice: Vec<_> = stored.iter().filter(|(_, n)| **n > 1).take(5).collect();
     assert!(twice.is_empty(), "records stored more than once: {twice:?}");
     let lost: Vec<_> = acked

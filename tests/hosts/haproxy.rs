@@ -69,7 +69,9 @@ frontend ingest
 # Retries, each on another host (redispatch), only what no host kept: a failed
 # connection (nothing was sent) and a 503 (a worker stopping: nothing written). A
 # request a host received and did not answer is not retried: the host may have
-# spooled it, and sending it again would store it twice.
+# spooled it, and sending it again would store it twice. One connection to a host
+# per request (http-server-close), so no request is sent on a kept-alive connection
+# to a host that has just died, which would fail instead of being retried.
 backend {HOSTS_BACKEND}
     mode http
     balance roundrobin
@@ -78,6 +80,7 @@ backend {HOSTS_BACKEND}
     retries 3
     option redispatch 1
     retry-on conn-failure 503
+    option http-server-close
     default-server inter {INTER_MS} fall {FALL} rise {RISE}
 ",
         sock = dir.join("admin.sock").display(),
