@@ -140,6 +140,33 @@ fn records(tags: impl IntoIterator<Item = impl AsRef<str>>) -> HashSet<String> {
         .collect()
 }
 
+/// Checks ClickHouse against what the clients saw: every acknowledged record stored
+/// exactly once, a failed request's records once or not at all, nothing else.
+/// Returns the rows stored and how many of them came from failed requests.
+fn assert_stored_once(ch: &ClickHouseServer, db: &str, tally: &Tally) -> (u64, u64) {
+    let stored = stored(ch, db);
+    let acked = records(&tally.acked);
+    let failed = records(tally.failed.iter().map(|f| &f.tag));
+    let twice: Vec<_> = stored.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(twice.is_empty(), "records stored more than once: {twice:?}");
+    let lost: Vec<_> = acked
+        .iter()
+        .filter(|m| !stored.contains_key(*m))
+        .take(5)
+        .collect();
+    assert!(lost.is_empty(), "acknowledged records not stored: {lost:?}");
+    let strays: Vec<_> = stored
+        .keys()
+        .filter(|m| !acked.contains(*m) && !failed.contains(*m))
+        .take(5)
+        .collect();
+    assert!(strays.is_empty(), "stored records nobody sent: {strays:?}");
+    let failed_stored = failed.iter().filter(|m| stored.contains_key(*m)).count() as u64;
+    let total = count_rows(ch, db);
+    assert_eq!(total, acked.len() as u64 + failed_stored);
+    (total, failed_stored)
+}
+
 /// Polls `f` until it holds, at most `within`.
 async fn until<F, Fut>(what: &str, within: Duration, mut f: F)
 where
@@ -311,28 +338,7 @@ async fn two_hosts_share_the_load_and_a_dead_hosts_spool_lands_after_restart() {
     )
     .await;
 
-    // Exactly once for what was acknowledged; a failed request's records are there
-    // once or not at all; nothing else.
-    let stored = stored(ch, db);
-    let acked = records(&all.acked);
-    let failed = records(all.failed.iter().map(|f| &f.tag));
-    let twice: Vec<_> = stored.iter().filter(|(_, n)| **n > 1).take(5).collect();
-    assert!(twice.is_empty(), "records stored more than once: {twice:?}");
-    let lost: Vec<_> = acked
-        .iter()
-        .filter(|m| !stored.contains_key(*m))
-        .take(5)
-        .collect();
-    assert!(lost.is_empty(), "acknowledged records not stored: {lost:?}");
-    let strays: Vec<_> = stored
-        .keys()
-        .filter(|m| !acked.contains(*m) && !failed.contains(*m))
-        .take(5)
-        .collect();
-    assert!(strays.is_empty(), "stored records nobody sent: {strays:?}");
-    let failed_stored = failed.iter().filter(|m| stored.contains_key(*m)).count() as u64;
-    let total = count_rows(ch, db);
-    assert_eq!(total, acked.len() as u64 + failed_stored);
+    let (total, failed_stored) = assert_stored_once(ch, db, &all);
 
     eprintln!(
         "scale_hosts: set-up {set_up:.1?}; phase 1 {} records in {p1_time:.1?} (A {a1}, B {b1}), \
@@ -347,8 +353,8 @@ async fn two_hosts_share_the_load_and_a_dead_hosts_spool_lands_after_restart() {
          {} failed-request records, none twice; whole test {:.1?}",
         p1_records,
         a_after - a_before_kill,
-        acked.len(),
-        failed.len(),
+        all.acked_records(),
+        all.failed.len() * PER_REQUEST,
         started.elapsed()
     );
 }
@@ -406,16 +412,8 @@ async fn a_dead_hosts_spool_moved_to_another_host_is_adopted_there() {
     let adopted = stats["spool"]["adopted_spools"].as_u64().unwrap();
     assert_eq!(adopted, 1, "{stats}");
 
-    let stored = stored(ch, db);
-    let twice: Vec<_> = stored.iter().filter(|(_, n)| **n > 1).take(5).collect();
-    assert!(twice.is_empty(), "records stored more than once: {twice:?}");
-    let lost: Vec<_> = acked
-        .iter()
-        .filter(|m| !stored.contains_key(*m))
-        .take(5)
-        .collect();
-    assert!(lost.is_empty(), "acknowledged records not stored: {lost:?}");
     assert_eq!(rows, acked.len() as u64);
+    assert_stored_once(ch, db, &sent);
     assert!(
         !rig.spool_root("a").join("from-host-b").exists(),
         "the adopted directory is still there"
