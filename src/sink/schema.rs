@@ -77,6 +77,7 @@ use serde::ser::{Error as _, Serialize, SerializeMap, SerializeSeq, Serializer};
 use crate::codec::{FlatAttributes, RecordRef};
 use crate::config::TableSchema;
 
+pub mod cluster;
 mod otel;
 pub use otel::OtelRow;
 
