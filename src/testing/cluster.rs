@@ -41,7 +41,7 @@ pub struct ZooKeeperServer {
 }
 
 impl ZooKeeperServer {
-    /// Starts ZooKeeper and waits until it answers `ruok` (about 1 s; up to 30 s, then
+    /// Starts ZooKeeper and waits until it serves (about 1 s; up to 30 s, then
     /// an error with its output). Blocking. Not installed: an error naming the fix.
     pub fn start() -> Result<ZooKeeperServer, FixtureError> {
         let java = find_in_path("java");
@@ -102,10 +102,10 @@ impl ZooKeeperServer {
         let data = self.dir.join("data");
         fs::create_dir_all(&data).map_err(io_error(format!("creating {}", data.display())))?;
         // tickTime 500 ms: sessions of a killed server expire sooner. No admin web
-        // server (it would take port 8080); `ruok` allowed for the readiness probe.
+        // server (it would take port 8080); `srvr` allowed for the readiness probe.
         let config = format!(
             "tickTime=500\ndataDir={}\nclientPort={}\nclientPortAddress=127.0.0.1\n\
-             maxClientCnxns=0\nadmin.enableServer=false\n4lw.commands.whitelist=ruok\n",
+             maxClientCnxns=0\nadmin.enableServer=false\n4lw.commands.whitelist=srvr\n",
             data.display(),
             self.port
         );
@@ -146,14 +146,14 @@ impl ZooKeeperServer {
                 let output = fs::read_to_string(&out_path).unwrap_or_default();
                 return Err(FixtureError::Io {
                     what: format!(
-                        "ZooKeeper on port {} did not answer `ruok` ({}); output:\n{output}",
+                        "ZooKeeper on port {} did not start serving ({}); output:\n{output}",
                         self.port,
                         exited.map_or("timed out".into(), |s| s.to_string())
                     ),
                     source: io::Error::other("ZooKeeper start-up failed"),
                 });
             }
-            if ruok(self.port) {
+            if serving(self.port) {
                 self.startup = started.elapsed();
                 return Ok(());
             }
@@ -162,17 +162,19 @@ impl ZooKeeperServer {
     }
 }
 
-/// ZooKeeper's four-letter health check.
-fn ruok(port: u16) -> bool {
+/// Whether ZooKeeper serves sessions. Not `ruok`: that answers `imok` as soon as the
+/// port is open, while sessions are still refused (measured: a ClickHouse connecting
+/// then fails its handshake, and its DDL worker waits before trying again).
+fn serving(port: u16) -> bool {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
     let mut answer = String::new();
-    stream.write_all(b"ruok").is_ok()
+    stream.write_all(b"srvr").is_ok()
         && stream.read_to_string(&mut answer).is_ok()
-        && answer == "imok"
+        && answer.contains("Mode: standalone")
 }
 
 impl Drop for ZooKeeperServer {
@@ -230,6 +232,11 @@ impl ClickHouseCluster {
 
     pub fn shards(&self) -> &[ClickHouseServer] {
         &self.shards
+    }
+
+    /// Shard `i`, to stop, kill or restart it.
+    pub fn shard_mut(&mut self, i: usize) -> &mut ClickHouseServer {
+        &mut self.shards[i]
     }
 
     pub fn zookeeper(&self) -> Option<&ZooKeeperServer> {
