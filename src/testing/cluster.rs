@@ -261,14 +261,14 @@ fn start_shards(
         shard.interserver_port = interserver;
     }
     let extra = cluster_config(name, &shards, zookeeper_port);
-    for i in 0..shards.len() {
-        shards[i].extra_config = extra.clone();
-        shards[i].write_config().map_err(fail)?;
-        if let Err(error) = shards[i].launch() {
-            let taken = shards[i].port_was_taken();
+    for shard in &mut shards {
+        shard.extra_config = extra.clone();
+        shard.write_config().map_err(fail)?;
+        if let Err(error) = shard.launch() {
+            let taken = shard.port_was_taken();
             return Err((error, taken));
         }
-        shards[i].announce();
+        shard.announce();
     }
     Ok(shards)
 }
