@@ -76,12 +76,15 @@ fn counts(cluster: &ClickHouseCluster, db: &str) -> (Vec<u64>, u64) {
     )
 }
 
-/// Polls until the Distributed table holds `expected` rows (or 30 s pass).
+/// Polls until the Distributed table and the shards' tables hold `expected` rows (or
+/// 30 s pass); more rows show as such.
 async fn wait_total(cluster: &ClickHouseCluster, db: &str, expected: u64) -> (Vec<u64>, u64) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (local, total) = counts(cluster, db);
-        if total >= expected || Instant::now() >= deadline {
+        // Spooled records reach ClickHouse after their 202: wait for both views.
+        let settled = total >= expected && local.iter().sum::<u64>() >= expected;
+        if settled || Instant::now() >= deadline {
             return (local, total);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -349,4 +352,39 @@ async fn without_zookeeper_the_worker_says_what_to_fix_and_hand_made_tables_work
 
 fn shard_query_ok(server: &ClickHouseServer, sql: &str) {
     server.query(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_down_at_the_first_start_stops_it_and_the_next_start_creates_the_tables() {
+    let mut cluster = ClickHouseCluster::start(CLUSTER, true).expect("start the cluster");
+    let db = "zl_late";
+    cluster.shard_mut(1).kill();
+    // INSERT timeout 3 s: start-up queries get 3 s, the server's DDL wait 2 s.
+    let env = [
+        ("CLICKHOUSE_CLUSTER", CLUSTER),
+        ("CLICKHOUSE_DATABASE", db),
+        ("CLICKHOUSE_INSERT_TIMEOUT", "3000"),
+    ];
+    let started = Instant::now();
+    let (code, stderr) = serve_until_exit(cluster.shard(0), &env);
+    eprintln!(
+        "[cluster] with shard 1 down the worker stopped after {} ms: {stderr}",
+        started.elapsed().as_millis()
+    );
+    assert_ne!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("ON CLUSTER") && stderr.contains("be up"),
+        "{stderr}"
+    );
+
+    cluster.shard_mut(1).restart().expect("restart shard 1");
+    let worker = Worker::start(cluster.shard(0), db, &env[..1]).await;
+    let acked = send(&worker, "l", 4).await;
+    let (local, total) = wait_total(&cluster, db, acked).await;
+    assert_eq!(
+        (total, local.iter().sum::<u64>()),
+        (acked, acked),
+        "{local:?}"
+    );
+    assert!(local.iter().all(|&n| n > 0), "{local:?}");
 }
