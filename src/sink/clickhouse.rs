@@ -121,8 +121,13 @@ impl ClickHouseSink {
             return Err(SinkError::Rejected {
                 reason: format!(
                     "table {} does not exist on ClickHouse at {}; create it (schema in the \
-                     README) or enable table creation",
-                    sink.table, sink.url
+                     README) or enable table creation{}",
+                    sink.table,
+                    sink.url,
+                    cfg.cluster
+                        .as_deref()
+                        .map(schema::cluster::absent_table_hint)
+                        .unwrap_or_default()
                 ),
             });
         }

@@ -92,14 +92,11 @@ pub fn cluster_ddl(
 }
 
 /// `ON CLUSTER` goes right after the table name; the single-server DDL is reused as it
-/// is, so the per-shard table can never drift from the table of one server.
+/// is, so the per-shard table can never drift from the table of one server (the unit
+/// tests pin that it starts with `head`).
 fn insert_on_cluster(ddl: &str, qualified: &str, on_cluster: &str) -> String {
     let head = format!("CREATE TABLE IF NOT EXISTS {qualified}");
-    match ddl.strip_prefix(&head) {
-        Some(rest) => format!("{head} {on_cluster}{rest}"),
-        // table_ddl always starts so; a test pins it.
-        None => unreachable!("table DDL does not start with `{head}`: {ddl}"),
-    }
+    ddl.replacen(&head, &format!("{head} {on_cluster}"), 1)
 }
 
 /// A ClickHouse string literal: single quotes, with `\` and `'` escaped.
@@ -259,6 +256,16 @@ pub fn unknown_cluster(cluster: &str, url: &str, known: &[String]) -> String {
          (system.clusters lists: {known}); set CLICKHOUSE_CLUSTER to one of those, or add \
          <remote_servers><{cluster}>…</{cluster}></remote_servers> to every server's \
          config, or unset CLICKHOUSE_CLUSTER to write one server"
+    )
+}
+
+/// Added to "table does not exist" with a cluster: `ON CLUSTER` DDL creates tables on
+/// the cluster's hosts only, so a server outside the cluster never gets them.
+pub fn absent_table_hint(cluster: &str) -> String {
+    format!(
+        " (with CLICKHOUSE_CLUSTER={cluster} the tables are created on the servers of \
+         the cluster only: point CLICKHOUSE_URL at one of them, or create the \
+         Distributed table on this server yourself, see docs/SCALE.md)"
     )
 }
 
