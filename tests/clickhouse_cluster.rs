@@ -238,7 +238,21 @@ async fn two_shards_behind_a_distributed_table_store_each_record_once() {
     );
     assert_eq!(ddl_tasks(&cluster), 3);
     drop(worker);
-    eprintln!("[cluster] whole test {} ms", started.elapsed().as_millis());
+    let zk_rss = cluster
+        .zookeeper()
+        .and_then(|zk| zk.pid())
+        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    eprintln!(
+        "[cluster] whole test {} ms; ZooKeeper {zk_rss}",
+        started.elapsed().as_millis()
+    );
 }
 
 /// Runs `zero-logs serve` against `server` expecting it to stop by itself within 60 s;

@@ -6,7 +6,7 @@
 //! before either server starts; a port taken in between makes the whole cluster start
 //! again on new ports. ZooKeeper is Debian's `zookeeper` package (3.8, a Java program)
 //! run as a standalone server on a loopback port with its data in a temp directory;
-//! it answers in ~1 s and holds ~60 MB. Everything is killed by PID and its directory
+//! it serves after 0.3–1.1 s and holds ~65 MB. Everything is killed by PID and its directory
 //! removed on drop, pass or fail.
 
 use std::fs;
