@@ -60,6 +60,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         compression: zero_logs::config::Compression::Auto,
         schema: zero_logs::config::TableSchema::Native,
         ttl_days: 0,
+        cluster: None,
     };
     let sink = ClickHouseSink::connect(&cfg).await?;
     // 100-record batches, as requests submit them; the batcher sends 500 per INSERT.

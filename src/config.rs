@@ -136,6 +136,9 @@ pub struct ClickHouseConfig {
     pub schema: TableSchema,
     /// Days a table we create keeps rows (`CLICKHOUSE_TTL_DAYS`); 0 keeps them.
     pub ttl_days: u32,
+    /// `CLICKHOUSE_CLUSTER`: write through a `Distributed` table over this cluster,
+    /// created `ON CLUSTER` (see `sink::schema::cluster`); `None`: one server.
+    pub cluster: Option<String>,
 }
 
 /// The table layout a worker writes (`CLICKHOUSE_SCHEMA`).
@@ -393,6 +396,7 @@ fn clickhouse(r: &Reader<'_>) -> Result<ClickHouseConfig, ConfigError> {
         compression: r.get(&S::CLICKHOUSE_COMPRESSION)?,
         schema,
         ttl_days: r.get(&S::CLICKHOUSE_TTL_DAYS)?,
+        cluster: r.get_or(&S::CLICKHOUSE_CLUSTER, || None)?,
     })
 }
 

@@ -9,6 +9,8 @@
 //!   the part of ClickHouse's HTTP interface the sink uses; same surface, same clean-up.
 //! - [`Engine`]: either of the two, started by [`EngineKind`], so that one integration
 //!   test runs against 18.16 and 26.x alike; [`TestClickHouse`] is what helpers take.
+//! - [`ClickHouseCluster`]: two such servers as the two shards of one cluster, with a
+//!   private [`ZooKeeperServer`] for `ON CLUSTER` DDL when asked (`testing/cluster.rs`).
 //! - [`MemorySink`]: a [`Sink`] that keeps rows in memory and fails on
 //!   command, for tests of the stages above the sink.
 //!
@@ -40,6 +42,9 @@ use tokio::time::Instant;
 use crate::codec::EncodedBatch;
 use crate::record::Record;
 use crate::sink::{Sink, SinkError};
+
+mod cluster;
+pub use cluster::{ClickHouseCluster, ZooKeeperServer};
 
 /// How long a server may take to answer `SELECT 1` after being started.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -188,30 +193,15 @@ pub struct ClickHouseServer {
     child: Option<Child>,
     databases: AtomicU64,
     startup: Duration,
+    /// XML elements added to the config's root (the [`cluster`] fixture's servers).
+    extra_config: String,
 }
 
 impl ClickHouseServer {
     /// Starts a server on free ports and waits until it answers (about 0.25 s; up to
     /// 30 s, then an error with the tail of its log). Blocking.
     pub fn start() -> Result<ClickHouseServer, FixtureError> {
-        let binary = find_server_binary()?;
-        let dir = make_temp_dir()?;
-        let mut server = ClickHouseServer {
-            binary,
-            config: dir.join("config.xml"),
-            dir,
-            http_port: 0,
-            tcp_port: 0,
-            interserver_port: 0,
-            token: format!("zl{}x{:016x}", std::process::id(), rand::random::<u64>()),
-            child: None,
-            databases: AtomicU64::new(0),
-            startup: Duration::ZERO,
-        };
-        for sub in ["data", "tmp", "user_files", "format_schemas", "log"] {
-            let path = server.dir.join(sub);
-            fs::create_dir_all(&path).map_err(io_error(format!("creating {}", path.display())))?;
-        }
+        let mut server = ClickHouseServer::prepare()?;
         let mut last = None;
         for _ in 0..START_ATTEMPTS {
             // `server` removes the directory on drop if we give up.
@@ -222,15 +212,7 @@ impl ClickHouseServer {
             server.write_config()?;
             match server.launch() {
                 Ok(()) => {
-                    let version = server.query("SELECT version()").unwrap_or_default();
-                    eprintln!(
-                        "[testing] ClickHouse {} started in {} ms: {} (pid {}, dir {})",
-                        version.trim(),
-                        server.startup.as_millis(),
-                        server.http_url(),
-                        server.pid().unwrap_or(0),
-                        server.dir.display()
-                    );
+                    server.announce();
                     return Ok(server);
                 }
                 Err(error) if server.port_was_taken() => last = Some(error),
@@ -241,6 +223,42 @@ impl ClickHouseServer {
             what: "starting ClickHouse".into(),
             source: io::Error::other("no attempt made"),
         }))
+    }
+
+    /// A server not started yet: binary found, temp directory made, no ports.
+    fn prepare() -> Result<ClickHouseServer, FixtureError> {
+        let binary = find_server_binary()?;
+        let dir = make_temp_dir()?;
+        let server = ClickHouseServer {
+            binary,
+            config: dir.join("config.xml"),
+            dir,
+            http_port: 0,
+            tcp_port: 0,
+            interserver_port: 0,
+            token: format!("zl{}x{:016x}", std::process::id(), rand::random::<u64>()),
+            child: None,
+            databases: AtomicU64::new(0),
+            startup: Duration::ZERO,
+            extra_config: String::new(),
+        };
+        for sub in ["data", "tmp", "user_files", "format_schemas", "log"] {
+            let path = server.dir.join(sub);
+            fs::create_dir_all(&path).map_err(io_error(format!("creating {}", path.display())))?;
+        }
+        Ok(server)
+    }
+
+    fn announce(&self) {
+        let version = self.query("SELECT version()").unwrap_or_default();
+        eprintln!(
+            "[testing] ClickHouse {} started in {} ms: {} (pid {}, dir {})",
+            version.trim(),
+            self.startup.as_millis(),
+            self.http_url(),
+            self.pid().unwrap_or(0),
+            self.dir.display()
+        );
     }
 
     shared_fixture_methods!();
@@ -295,12 +313,13 @@ impl ClickHouseServer {
     <keep_alive_timeout>3</keep_alive_timeout>
     <mlock_executable>false</mlock_executable>
     <macros><zero_logs_instance>{token}</zero_logs_instance></macros>
-</yandex>
+{extra}</yandex>
 "#,
             http = self.http_port,
             tcp = self.tcp_port,
             interserver = self.interserver_port,
             token = self.token,
+            extra = self.extra_config,
         );
         fs::write(&self.config, config)
             .map_err(io_error(format!("writing {}", self.config.display())))

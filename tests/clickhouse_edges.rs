@@ -42,6 +42,7 @@ fn config(url: &str, database: &str, schema: TableSchema) -> ClickHouseConfig {
         compression: Compression::Lz4,
         schema,
         ttl_days: 0,
+        cluster: None,
     }
 }
 

@@ -40,6 +40,7 @@ fn config(url: &str, database: &str, table: &str, schema: TableSchema) -> ClickH
         compression: Compression::Lz4,
         schema,
         ttl_days: 0,
+        cluster: None,
     }
 }
 

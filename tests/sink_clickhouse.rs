@@ -50,6 +50,7 @@ fn config(ch_url: &str, database: &str) -> ClickHouseConfig {
         compression: Compression::Lz4,
         schema: TableSchema::Native,
         ttl_days: 0,
+        cluster: None,
     }
 }
 

@@ -250,6 +250,7 @@ pub fn check_against_sink(
             compression: zero_logs::config::Compression::Auto,
             schema: zero_logs::config::TableSchema::Native,
             ttl_days: 0,
+            cluster: None,
         };
         let server = tokio::spawn(async move {
             let (mut stream, _) = listener.accept().await.unwrap();

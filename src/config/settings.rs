@@ -256,6 +256,25 @@ fn cluster_workers(text: &str) -> Result<u32, String> {
         .map_err(|_| "expected a whole number; 0 or auto = one per CPU".into())
 }
 
+/// A `remote_servers` cluster name. ClickHouse takes any XML element name; we quote it
+/// everywhere, but keep to the characters names are made of in practice.
+fn cluster_name(text: &str) -> Result<Option<String>, String> {
+    let ok = !text.is_empty()
+        && text.len() <= 128
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(Some(text.to_string()))
+    } else {
+        Err(
+            "expected a cluster name of letters, digits, _, - and . (a name under \
+             <remote_servers> in the ClickHouse config)"
+                .into(),
+        )
+    }
+}
+
 fn worker_bound(text: &str) -> Result<u32, String> {
     text.parse::<u32>()
         .map_err(|_| "expected a whole number; 0 = no bound".into())
@@ -518,6 +537,14 @@ settings! {
     /// on both ends; LZ4 otherwise), `lz4`, `none`.
     CLICKHOUSE_COMPRESSION: Compression = Compression::parse, {
         section: Section::ClickHouse, value_name: "MODE", default: "auto",
+    }
+    /// Cluster (a `remote_servers` name of the server at CLICKHOUSE_URL) to write to:
+    /// tables are created `ON CLUSTER` (needs ZooKeeper in the servers' config), a
+    /// MergeTree `<table>_local` per shard and a `Distributed` `<table>` sharding rows
+    /// by a hash of their content, inserted into synchronously. Unset: one server.
+    /// docs/SCALE.md.
+    CLICKHOUSE_CLUSTER: Option<String> = cluster_name, {
+        section: Section::ClickHouse, value_name: "NAME", default_text: "unset: one server",
     }
 
     // --- batching ---

@@ -234,3 +234,20 @@ fn cpu_slice_defaults_to_100_us_and_0_keeps_the_kernels() {
         );
     }
 }
+
+#[test]
+fn clickhouse_cluster_is_a_name_or_unset() {
+    let load = |vars: &[(&str, &str)]| Config::load(&ServeFlags::default(), &env(vars));
+    assert_eq!(load(&[]).unwrap().clickhouse.cluster, None);
+    let cfg = load(&[("CLICKHOUSE_CLUSTER", "logs-2.eu_1")]).unwrap();
+    assert_eq!(cfg.clickhouse.cluster.as_deref(), Some("logs-2.eu_1"));
+    for bad in ["two words", "a`b", "x'y"] {
+        let err = load(&[("CLICKHOUSE_CLUSTER", bad)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("CLICKHOUSE_CLUSTER") && err.contains("remote_servers"),
+            "{bad}: {err}"
+        );
+    }
+}

@@ -32,6 +32,8 @@ use super::{Sink, SinkError};
 use crate::codec::{EncodedBatch, RecordRef};
 use crate::config::ClickHouseConfig;
 
+mod cluster;
+
 /// How long start-up queries and pings may take when `insert_timeout` is longer.
 /// Rows encoded between two yields to the runtime (~0.3 ms of encoding).
 const YIELD_EVERY_ROWS: usize = 2048;
@@ -108,33 +110,24 @@ impl ClickHouseSink {
         // Look before creating: a worker whose user may only INSERT must still start
         // when the operator created the table beforehand.
         let mut columns = sink.table_columns(cfg).await?;
+        if let Some(cluster) = &cfg.cluster {
+            sink.check_cluster_known(cluster).await?;
+        }
         if columns.is_empty() && cfg.create_table {
-            let options = TableOptions {
-                schema: cfg.schema,
-                ttl_days: cfg.ttl_days,
-            };
-            let table_ddl =
-                schema::table_ddl(&cfg.database, &cfg.table, features, options, &sink.version)
-                    .map_err(|reason| SinkError::Rejected {
-                        reason: format!("cannot create table {}: {reason}", sink.table),
-                    })?;
-            for ddl in [
-                schema::create_database_sql(&cfg.database),
-                table_ddl.clone(),
-            ] {
-                sink.control(sink.client.query(&ddl).execute())
-                    .await
-                    .map_err(|e| sink.startup_error("creating the table", e))?;
-            }
-            tracing::info!(table = %sink.table, ddl = %table_ddl, "created the ClickHouse table");
+            sink.create_tables(cfg, features).await?;
             columns = sink.table_columns(cfg).await?;
         }
         if columns.is_empty() {
             return Err(SinkError::Rejected {
                 reason: format!(
                     "table {} does not exist on ClickHouse at {}; create it (schema in the \
-                     README) or enable table creation",
-                    sink.table, sink.url
+                     README) or enable table creation{}",
+                    sink.table,
+                    sink.url,
+                    cfg.cluster
+                        .as_deref()
+                        .map(schema::cluster::absent_table_hint)
+                        .unwrap_or_default()
                 ),
             });
         }
@@ -153,8 +146,17 @@ impl ClickHouseSink {
                 }
             })?;
 
+        // With a cluster, rows land in the per-shard tables: those must deduplicate.
+        let (dedup_database, dedup_table) = match &cfg.cluster {
+            Some(cluster) => {
+                let target = sink.use_distributed(cfg, cluster).await?;
+                (target.database, target.table)
+            }
+            None => (cfg.database.clone(), cfg.table.clone()),
+        };
         if sink.dedup_token {
-            sink.warn_unless_table_deduplicates(cfg).await?;
+            sink.warn_unless_table_deduplicates(&dedup_database, &dedup_table)
+                .await?;
         }
         tracing::info!(
             url = %sink.url,
@@ -162,9 +164,56 @@ impl ClickHouseSink {
             table = %sink.table,
             layout = %sink.layout,
             dedup_token = sink.dedup_token,
+            cluster = cfg.cluster.as_deref().unwrap_or(""),
             "connected to ClickHouse"
         );
         Ok(sink)
+    }
+
+    /// Creates the database and table (with `cfg.cluster`: on every host of the cluster,
+    /// the per-shard and the `Distributed` table) for a server with `features`.
+    async fn create_tables(
+        &self,
+        cfg: &ClickHouseConfig,
+        features: Features,
+    ) -> Result<(), SinkError> {
+        let options = TableOptions {
+            schema: cfg.schema,
+            ttl_days: cfg.ttl_days,
+        };
+        let refused = |reason| SinkError::Rejected {
+            reason: format!("cannot create table {}: {reason}", self.table),
+        };
+        let statements = match &cfg.cluster {
+            Some(cluster) => {
+                let statements = schema::cluster::cluster_ddl(
+                    &cfg.database,
+                    &cfg.table,
+                    cluster,
+                    features,
+                    options,
+                    &self.version,
+                )
+                .map_err(refused)?;
+                self.create_on_cluster(cluster, &statements).await?;
+                statements
+            }
+            None => {
+                let table_ddl =
+                    schema::table_ddl(&cfg.database, &cfg.table, features, options, &self.version)
+                        .map_err(refused)?;
+                let statements = vec![schema::create_database_sql(&cfg.database), table_ddl];
+                for ddl in &statements {
+                    self.control(self.client.query(ddl).execute())
+                        .await
+                        .map_err(|e| self.startup_error("creating the table", e))?;
+                }
+                statements
+            }
+        };
+        let ddl = statements.join(";\n");
+        tracing::info!(table = %self.table, ddl = %ddl, "created the ClickHouse table");
+        Ok(())
     }
 
     /// The client and settings, before anything is asked of the server: legacy layout,
@@ -318,32 +367,44 @@ impl ClickHouseSink {
     /// A plain MergeTree ignores `insert_deduplication_token` unless the table sets
     /// `non_replicated_deduplication_window` (default 0): say so at start-up, with the
     /// fix, for a table created before that setting or by someone else.
+    /// The table is `database`.`table`: the one written to, or with a cluster the
+    /// per-shard table, which is only checked when this server holds a shard.
     async fn warn_unless_table_deduplicates(
         &self,
-        cfg: &ClickHouseConfig,
+        database: &str,
+        table: &str,
     ) -> Result<(), SinkError> {
-        let row: EngineRow = self
-            .control(
-                self.client
-                    .query("SELECT engine, engine_full FROM system.tables WHERE database = ? AND name = ?")
-                    .bind(cfg.database.as_str())
-                    .bind(cfg.table.as_str())
-                    .fetch_one(),
-            )
-            .await
-            .map_err(|e| self.startup_error("reading the table's engine", e))?;
+        let Some(row) = self.engine_of(database, table).await? else {
+            return Ok(());
+        };
+        let table = schema::qualified_table(database, table);
         if !deduplicates(&row.engine, &row.engine_full) {
             tracing::warn!(
-                table = %self.table,
+                table = %table,
                 engine = %row.engine,
                 "the table does not deduplicate INSERTs (non_replicated_deduplication_window \
                  is 0): a batch replayed after a crash or a retried INSERT may be stored twice; \
                  fix: ALTER TABLE {} MODIFY SETTING non_replicated_deduplication_window = {}",
-                self.table,
+                table,
                 schema::DEDUP_WINDOW
             );
         }
         Ok(())
+    }
+
+    /// `system.tables`' engine of `database`.`table`; `None` when it does not exist.
+    async fn engine_of(&self, database: &str, table: &str) -> Result<Option<EngineRow>, SinkError> {
+        self.control(
+            self.client
+                .query(
+                    "SELECT engine, engine_full FROM system.tables WHERE database = ? AND name = ?",
+                )
+                .bind(database)
+                .bind(table)
+                .fetch_optional(),
+        )
+        .await
+        .map_err(|e| self.startup_error("reading the table's engine", e))
     }
 
     async fn table_columns(&self, cfg: &ClickHouseConfig) -> Result<Vec<ColumnRow>, SinkError> {
@@ -644,6 +705,7 @@ mod tests {
             compression: crate::config::Compression::Auto,
             schema: crate::config::TableSchema::Native,
             ttl_days: 0,
+            cluster: None,
         }
     }
 

@@ -59,6 +59,11 @@
 //! `CLICKHOUSE_SCHEMA=otel` creates and fills the OpenTelemetry Collector's `otel_logs`
 //! instead (ClickHouse ≥ 22.1); see [`otel`].
 //!
+//! # A cluster
+//!
+//! `CLICKHOUSE_CLUSTER` creates this table per shard as `<table>_local` and a
+//! `Distributed` table over it, `ON CLUSTER`; see [`cluster`].
+//!
 //! # Common to both native layouts
 //!
 //! - `level` is one of `trace`, `debug`, `info`, `warn`, `error`, `fatal`.
@@ -77,6 +82,7 @@ use serde::ser::{Error as _, Serialize, SerializeMap, SerializeSeq, Serializer};
 use crate::codec::{FlatAttributes, RecordRef};
 use crate::config::TableSchema;
 
+pub mod cluster;
 mod otel;
 pub use otel::OtelRow;
 
