@@ -79,8 +79,9 @@ struct ColumnRow {
 }
 
 impl ClickHouseSink {
-    /// Connects, detects the server version, creates the database and table when
-    /// `cfg.create_table`, and checks that the table's columns fit a known layout.
+    /// Connects to `cfg.url` (one URL: see [`connect_endpoint`](Self::connect_endpoint)
+    /// for one of several), detects the server version, creates the database and table
+    /// when `cfg.create_table`, and checks that the table's columns fit a known layout.
     ///
     /// Errors: [`SinkError::Unavailable`] when ClickHouse cannot be reached (the message
     /// names the URL and what to check), [`SinkError::Rejected`] when it answers but
@@ -165,6 +166,23 @@ impl ClickHouseSink {
             "connected to ClickHouse"
         );
         Ok(sink)
+    }
+
+    /// [`connect`](Self::connect) to one endpoint `url` of a `cfg` that may list
+    /// several; tables are created only when `cfg.create_table` and `run_ddl` (without
+    /// a cluster every endpoint is an independent server and needs its own table; with
+    /// one, DDL runs once for the cluster).
+    pub async fn connect_endpoint(
+        cfg: &ClickHouseConfig,
+        url: &str,
+        run_ddl: bool,
+    ) -> Result<ClickHouseSink, SinkError> {
+        let endpoint = ClickHouseConfig {
+            url: url.to_string(),
+            create_table: cfg.create_table && run_ddl,
+            ..cfg.clone()
+        };
+        ClickHouseSink::connect(&endpoint).await
     }
 
     /// The client and settings, before anything is asked of the server: legacy layout,
@@ -462,7 +480,7 @@ impl Sink for ClickHouseSink {
 
 /// The URL without credentials (`http://user:secret@host` → `http://***@host`), for
 /// messages and logs.
-fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_string();
     };

@@ -18,6 +18,10 @@
 //!
 //! From 22.2 the table gets `SETTINGS non_replicated_deduplication_window = 1000`, so a
 //! frame's letters written again after a crash (same token) are stored once.
+//!
+//! With several endpoints the table is created on every endpoint connected at
+//! start-up, and letters go to an endpoint that is up (see
+//! [`ClickHouseEndpoints::healthy`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,7 +29,7 @@ use std::sync::Arc;
 use super::{DeadLetter, DeadLetterTable};
 use crate::config::ClickHouseConfig;
 use crate::sink::schema::{qualified_table, DEDUP_WINDOW};
-use crate::sink::{ClickHouseSink, SinkError};
+use crate::sink::{ClickHouseEndpoints, SinkError};
 
 /// The dead-letter table of `table`.
 pub fn table_name(table: &str) -> String {
@@ -73,13 +77,13 @@ struct DeadLetterRow<'a> {
 /// Writes dead letters to `<table>_rejected` with the sink's client and settings.
 #[derive(Debug)]
 pub struct ClickHouseDeadLetters {
-    sink: Arc<ClickHouseSink>,
+    sink: Arc<ClickHouseEndpoints>,
     /// Quoted `` `database`.`table_rejected` ``.
     table: String,
 }
 
 impl ClickHouseDeadLetters {
-    pub fn new(sink: Arc<ClickHouseSink>, cfg: &ClickHouseConfig) -> ClickHouseDeadLetters {
+    pub fn new(sink: Arc<ClickHouseEndpoints>, cfg: &ClickHouseConfig) -> ClickHouseDeadLetters {
         ClickHouseDeadLetters {
             sink,
             table: qualified_table(&cfg.database, &table_name(&cfg.table)),
@@ -98,8 +102,14 @@ impl ClickHouseDeadLetters {
         if !cfg.create_table {
             return;
         }
-        let ddl = create_table_sql(&cfg.database, &cfg.table, self.sink.sends_dedup_token());
-        match self.sink.execute(&ddl).await {
+        for sink in self.sink.connected() {
+            let ddl = create_table_sql(&cfg.database, &cfg.table, sink.sends_dedup_token());
+            self.report(cfg, sink.execute(&ddl).await);
+        }
+    }
+
+    fn report(&self, cfg: &ClickHouseConfig, created: Result<(), SinkError>) {
+        match created {
             Ok(()) => tracing::info!(
                 table = %self.table,
                 query = %recent_query(&cfg.database, &cfg.table),
@@ -134,8 +144,12 @@ impl DeadLetterTable for ClickHouseDeadLetters {
             })
             .collect();
         async move {
-            self.sink
-                .insert_rows::<DeadLetterRow<'static>>(&self.table, &rows, token)
+            let Some(sink) = self.sink.healthy() else {
+                return Err(SinkError::Unavailable {
+                    reason: "no ClickHouse endpoint is connected".into(),
+                });
+            };
+            sink.insert_rows::<DeadLetterRow<'static>>(&self.table, &rows, token)
                 .await
         }
     }
