@@ -22,7 +22,10 @@
 //! and is returned as it is, without taking the endpoint out.
 //!
 //! The whole sink is down (batcher health, `/health`) only when every endpoint is:
-//! the batcher asks [`Sink::serves_elsewhere`] after a failed attempt.
+//! the batcher asks [`Sink::serves_elsewhere`] after a failed attempt. While none is
+//! up, an INSERT is tried on each connected endpoint in turn and the batcher's ping
+//! pings each, so its retries and pings reach the servers as they do with a single
+//! one (and a single URL behaves as before endpoints existed).
 //!
 //! # Delivery guarantee
 //!
@@ -285,19 +288,59 @@ impl<S: EndpointSink> Endpoints<S> {
         let mut tried = vec![false; self.slots.len()];
         while let Some(i) = self.pick(&tried) {
             tried[i] = true;
-            match self.attempt(i, batches, token).await {
-                Err(SinkError::Unavailable { reason }) => {
-                    if let Some(token) = token.filter(|_| self.slots[i].dedups()) {
-                        self.pin(token, i);
-                        return Err(SinkError::Unavailable {
-                            reason: format!(
-                                "{reason}; retried on the same endpoint only, where its \
-                                 deduplication token applies"
-                            ),
-                        });
-                    }
+            if let Some(result) = self.try_on(i, batches, token).await {
+                return result;
+            }
+        }
+        if !tried.contains(&true) {
+            // None was up: the batcher's retries are then also the probes, paced by its
+            // backoff, as with a single server.
+            for i in 0..self.slots.len() {
+                if let Some(result) = self.try_on(i, batches, token).await {
+                    return result;
                 }
-                other => return other,
+            }
+        }
+        Err(self.all_down())
+    }
+
+    /// One attempt on endpoint `i`: `None` when it failed transiently and the INSERT
+    /// may move on to another endpoint; else the INSERT's outcome (pinning it to `i`
+    /// when its token needs that server).
+    async fn try_on(
+        &self,
+        i: usize,
+        batches: &[EncodedBatch],
+        token: Option<&str>,
+    ) -> Option<Result<(), SinkError>> {
+        // Not connected yet (down since start-up): its probe connects it.
+        self.slots[i].sink()?;
+        match self.attempt(i, batches, token).await {
+            Err(SinkError::Unavailable { reason }) => {
+                let token = token.filter(|_| self.slots[i].dedups())?;
+                self.pin(token, i);
+                Some(Err(SinkError::Unavailable {
+                    reason: format!(
+                        "{reason}; retried on the same endpoint only, where its \
+                         deduplication token applies"
+                    ),
+                }))
+            }
+            other => Some(other),
+        }
+    }
+
+    /// Pings every connected endpoint while none is up (the probes may be in a long
+    /// backoff); the first to answer is up again.
+    async fn ping_all(&self) -> Result<(), SinkError> {
+        if self.up_count() > 0 {
+            return Ok(());
+        }
+        for (i, slot) in self.slots.iter().enumerate() {
+            let Some(sink) = slot.sink() else { continue };
+            if sink.ping().await.is_ok() {
+                self.mark_up(i, &sink.version());
+                return Ok(());
             }
         }
         Err(self.all_down())
@@ -586,14 +629,9 @@ impl<S: EndpointSink> Sink for Endpoints<S> {
         self.insert_spread(batches, token)
     }
 
-    /// Up while any endpoint is: the probes do the real pinging.
+    /// Up while any endpoint is; else pings the connected ones.
     fn ping(&self) -> impl std::future::Future<Output = Result<(), SinkError>> + Send {
-        let result = if self.up_count() > 0 {
-            Ok(())
-        } else {
-            Err(self.all_down())
-        };
-        std::future::ready(result)
+        self.ping_all()
     }
 
     fn serves_elsewhere(&self) -> bool {

@@ -248,20 +248,19 @@ async fn the_sink_is_down_only_when_every_endpoint_is() {
     );
     assert!(!s.endpoints.serves_elsewhere());
     assert!(s.endpoints.ping().await.is_err());
-    // Nothing is attempted while all are down: the probes find the first to return.
+    // While all are down every INSERT tries each (the batcher's retries probe too).
     s.endpoints.insert(&rows(1), None).await.unwrap_err();
-    let failures: Vec<u64> = s
-        .endpoints
-        .board()
-        .snapshot()
-        .iter()
-        .map(|e| e.insert_failures)
-        .collect();
-    assert_eq!(failures, [1, 1]);
+    let failures = || -> Vec<u64> {
+        let board = s.endpoints.board().snapshot();
+        board.iter().map(|e| e.insert_failures).collect()
+    };
+    assert_eq!(failures(), [2, 2]);
 
     s.fakes[1].memory.set_down(None);
-    eventually("endpoint 1 back up", || s.endpoints.serves_elsewhere()).await;
     s.endpoints.insert(&rows(1), None).await.unwrap();
+    assert_eq!(failures(), [3, 2], "endpoint 0 first, then 1 takes it");
+    assert_eq!(states(&s.endpoints), ["down", "up"]);
+    assert!(s.endpoints.serves_elsewhere());
 }
 
 #[tokio::test]
