@@ -6,9 +6,12 @@
 //! - `failover_under_load_loses_and_duplicates_nothing` (issue 22 item 3):
 //!   `ACK_MODE=spool`, steady load from a bounded loop on loopback, one server killed
 //!   (SIGKILL by PID) for 30 s and restarted: every request gets a 2xx, every
-//!   acknowledged record is stored exactly once over the two servers (per server ==
-//!   the worker's per-endpoint `rows_inserted`, total == acknowledged, no message
-//!   twice), `/stats` and the log show the endpoint going down and coming back.
+//!   acknowledged record is stored over the two servers (per server == the worker's
+//!   per-endpoint `rows_inserted`, distinct messages == acknowledged), exactly once
+//!   except the rows of an INSERT the killed server committed without its answer
+//!   reaching the worker (at-least-once on 18.16, no token: docs/SPOOL.md case 2),
+//!   which are accounted for exactly; the worker is never degraded during the
+//!   outage; `/stats` and the log show the endpoint going down and coming back.
 //!   Prints its figures as `[endpoints:failover] …`.
 //! - `starts_with_one_endpoint_down_and_connects_it_later`, and
 //!   `start_up_with_every_endpoint_down_fails_loudly` (exit 1, naming the endpoint).
@@ -208,6 +211,36 @@ impl Load {
     }
 }
 
+/// What `/stats` showed while one endpoint was down.
+#[derive(Debug, Default)]
+struct Outage {
+    max_unacked_frames: u64,
+    max_oldest_unacked_ms: u64,
+    /// `degraded_reason`s or health reasons seen (the whole sink down).
+    degraded: Vec<String>,
+}
+
+/// Samples `/stats` every 250 ms until `until`.
+async fn watch_outage(worker: &Worker, until: Instant) -> Outage {
+    let mut seen = Outage::default();
+    while Instant::now() < until {
+        let stats = worker.stats().await;
+        let spool = &stats["spool"];
+        let field = |name: &str| spool[name].as_u64().unwrap_or_else(|| panic!("{stats}"));
+        seen.max_unacked_frames = seen.max_unacked_frames.max(field("unacked_frames"));
+        seen.max_oldest_unacked_ms = seen
+            .max_oldest_unacked_ms
+            .max(field("oldest_unacked_age_ms"));
+        for key in ["degraded_reason", "health_reason"] {
+            if let Some(reason) = stats[key].as_str() {
+                seen.degraded.push(reason.to_string());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    seen
+}
+
 /// Every `message` of `db.logs` on `ch`.
 fn messages(ch: &ClickHouseServer, db: &str) -> Vec<String> {
     ch.query(&format!("SELECT message FROM {db}.logs FORMAT TSV"))
@@ -251,7 +284,7 @@ async fn failover_under_load_loses_and_duplicates_nothing() {
         worker.stats().await["healthy"] == true,
         "the worker stays healthy with one endpoint left"
     );
-    tokio::time::sleep(OUTAGE.saturating_sub(killed.elapsed())).await;
+    let outage = watch_outage(&worker, killed + OUTAGE).await;
 
     let acked_at_restart = load.tally.acked.load(Ordering::Relaxed);
     tokio::task::block_in_place(|| two.restart()).expect("restart ClickHouse 2");
@@ -282,7 +315,8 @@ async fn failover_under_load_loses_and_duplicates_nothing() {
          acknowledged {acked} ({acked_at_restart} by the restart); rows: endpoint 1 {a}, \
          endpoint 2 {b}, total {}; endpoint 2 seen down {:.1} s after the kill, down for \
          {:.1} s, seen up {:.1} s after its restart (restart itself {:.1} s); drained {:.1} s \
-         after the load stopped; per-endpoint stats {all:?}",
+         after the load stopped; during the outage at most {} spool frames unacknowledged, \
+         the oldest {} ms old; per-endpoint stats {all:?}",
         tally.accepted.load(Ordering::Relaxed),
         a + b,
         noticed.as_secs_f64(),
@@ -290,6 +324,13 @@ async fn failover_under_load_loses_and_duplicates_nothing() {
         back.as_secs_f64(),
         two.startup_time().as_secs_f64(),
         drained.as_secs_f64(),
+        outage.max_unacked_frames,
+        outage.max_oldest_unacked_ms,
+    );
+    assert!(
+        outage.degraded.is_empty(),
+        "the worker is never degraded while one endpoint is left: {:?}",
+        outage.degraded
     );
     assert_eq!(
         failed,
@@ -299,23 +340,57 @@ async fn failover_under_load_loses_and_duplicates_nothing() {
     );
     assert!(requests > 1_000, "the load ran ({requests} requests)");
     assert!(a > 0 && b > 0, "both endpoints hold rows: {a}, {b}");
+    // Exact accounting. Endpoint 1 was never killed: what it stored is what the worker
+    // counted. Endpoint 2 may hold rows the worker counted as failed: an INSERT in
+    // flight at the SIGKILL that the server committed before dying without an answer
+    // reaching the worker. The worker then sent it to endpoint 1 (18.16 has no
+    // deduplication token, so no server could tell; the same INSERT retried on the
+    // same server would be stored twice as well: docs/SPOOL.md case 2). Those rows,
+    // and only those, are stored twice.
     assert_eq!(all[0]["rows_inserted"], a, "endpoint 1: /stats vs server");
-    assert_eq!(all[1]["rows_inserted"], b, "endpoint 2: /stats vs server");
+    let counted_2 = all[1]["rows_inserted"].as_u64().unwrap();
+    assert!(
+        b >= counted_2,
+        "endpoint 2 lost counted rows: {b} < {counted_2}"
+    );
+    let unanswered = b - counted_2;
+    let on_one: Vec<String> = messages(&one, &db);
+    let on_two: Vec<String> = messages(&two, &db);
+    let set_one: HashSet<&String> = on_one.iter().collect();
+    let set_two: HashSet<&String> = on_two.iter().collect();
+    assert_eq!(set_one.len(), on_one.len(), "a message twice on endpoint 1");
+    assert_eq!(set_two.len(), on_two.len(), "a message twice on endpoint 2");
+    let both: Vec<&&String> = set_two.intersection(&set_one).collect();
+    let distinct = set_one.union(&set_two).count() as u64;
+    eprintln!(
+        "[endpoints:failover] distinct records stored {distinct}; on both endpoints {} \
+         (endpoint 2 stored {unanswered} rows more than it answered; its failed attempts: \
+         {}); e.g. {:?}",
+        both.len(),
+        all[1]["insert_failures"],
+        both.iter().take(3).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        distinct, acked,
+        "every acknowledged record stored, nothing else"
+    );
+    assert_eq!(
+        both.len() as u64,
+        unanswered,
+        "the only duplicates are rows endpoint 2 committed without answering"
+    );
+    if unanswered > 0 {
+        let failures = all[1]["insert_failures"].as_u64().unwrap();
+        assert!(
+            failures >= 1,
+            "endpoint 2 holds unanswered rows without a failed attempt"
+        );
+    }
     assert_eq!(
         a + b,
-        acked,
-        "every acknowledged record exactly once in total"
+        acked + unanswered,
+        "total = acknowledged + unanswered"
     );
-    // Equal totals could hide a loss behind a duplicate: every message is there once.
-    let mut seen = HashSet::new();
-    let mut twice = Vec::new();
-    for m in messages(&one, &db).into_iter().chain(messages(&two, &db)) {
-        if !seen.insert(m.clone()) && twice.len() < 10 {
-            twice.push(m);
-        }
-    }
-    assert!(twice.is_empty(), "stored twice: {twice:?}");
-    assert_eq!(seen.len() as u64, acked);
     assert!(all.iter().all(|e| e["state"] == "up"), "{all:?}");
 
     let text = std::fs::read_to_string(&log).unwrap();
