@@ -385,13 +385,19 @@ impl<S: EndpointSink> Endpoints<S> {
         };
         status.inflight.fetch_add(1, Relaxed);
         let _inflight = Inflight(status);
+        let was_up = status.is_up();
         let result = sink.insert(batches, token).await;
         match &result {
             Ok(()) => {
                 let rows: usize = batches.iter().map(EncodedBatch::len).sum();
                 status.inserts.fetch_add(1, Relaxed);
                 status.rows_inserted.fetch_add(rows as u64, Relaxed);
-                self.mark_up(i, &sink.version());
+                // Only an attempt begun while the endpoint was down proves it back: one
+                // begun before another INSERT failed there may have finished just before
+                // the server went away, and would make the state flap.
+                if !was_up {
+                    self.mark_up(i, &sink.version());
+                }
             }
             Err(SinkError::Unavailable { reason }) => {
                 status.insert_failures.fetch_add(1, Relaxed);
