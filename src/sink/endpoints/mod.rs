@@ -48,12 +48,14 @@
 //! `Distributed` table over them).
 
 mod board;
+mod pin;
+mod probe;
 #[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use futures_util::future::{join_all, BoxFuture};
@@ -330,22 +332,6 @@ impl<S: EndpointSink> Endpoints<S> {
         }
     }
 
-    /// Pings every connected endpoint while none is up (the probes may be in a long
-    /// backoff); the first to answer is up again.
-    async fn ping_all(&self) -> Result<(), SinkError> {
-        if self.up_count() > 0 {
-            return Ok(());
-        }
-        for (i, slot) in self.slots.iter().enumerate() {
-            let Some(sink) = slot.sink() else { continue };
-            if sink.ping().await.is_ok() {
-                self.mark_up(i, &sink.version());
-                return Ok(());
-            }
-        }
-        Err(self.all_down())
-    }
-
     /// The healthy endpoint not yet `tried` with the fewest INSERTs in flight, the
     /// search starting after the endpoint picked last (so that ties take turns even
     /// when some endpoints are out).
@@ -485,94 +471,6 @@ impl<S: EndpointSink> Endpoints<S> {
             ),
         };
         SinkError::Unavailable { reason }
-    }
-
-    fn lock_pins(&self) -> MutexGuard<'_, HashMap<String, Pinned>> {
-        self.pins.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn pin(&self, token: &str, endpoint: usize) {
-        let mut pins = self.lock_pins();
-        // Pins of INSERTs the batcher gave up on are never unpinned: forget old ones.
-        let keep = self.timing.pin_limit * 2;
-        pins.retain(|_, p| p.since.elapsed() < keep);
-        pins.entry(token.to_string()).or_insert(Pinned {
-            endpoint,
-            since: Instant::now(),
-        });
-    }
-
-    fn unpin(&self, token: Option<&str>) {
-        if let Some(token) = token {
-            self.lock_pins().remove(token);
-        }
-    }
-
-    /// The endpoint an INSERT with `token` must be retried on, unless the pin expired.
-    fn pinned(&self, token: &str) -> Option<usize> {
-        let mut pins = self.lock_pins();
-        let pin = *pins.get(token)?;
-        let limit = self.timing.pin_limit;
-        if pin.since.elapsed() < limit || self.slots[pin.endpoint].status.is_up() {
-            return Some(pin.endpoint);
-        }
-        pins.remove(token);
-        tracing::warn!(
-            endpoint = %self.slots[pin.endpoint].status.url,
-            token,
-            "ClickHouse endpoint {} has been down for over {limit:?}: the INSERT pinned to \
-             it moves to another endpoint; if its earlier attempt did commit, its rows are \
-             stored twice",
-            self.slots[pin.endpoint].status.url
-        );
-        None
-    }
-
-    /// Endpoint `i`'s probe: waits until it is down, then connects or pings it under
-    /// backoff until it answers, and marks it up.
-    async fn probe(self: Arc<Self>, i: usize, stop: CancellationToken) {
-        let slot = &self.slots[i];
-        loop {
-            while slot.status.is_up() {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = slot.went_down.notified() => {}
-                }
-            }
-            let mut backoff = self.timing.probe.clone();
-            while !slot.status.is_up() {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(backoff.next_delay()) => {}
-                }
-                match self.revive(i).await {
-                    Ok(version) => self.mark_up(i, &version),
-                    Err(error) => {
-                        tracing::debug!(endpoint = %slot.status.url, error = %error, "still down");
-                        slot.status.lock().reason = Some(error.to_string());
-                    }
-                }
-            }
-        }
-    }
-
-    /// Connects endpoint `i` if it never was, else pings it; its version on success.
-    async fn revive(&self, i: usize) -> Result<String, SinkError> {
-        let slot = &self.slots[i];
-        if let Some(sink) = slot.sink() {
-            sink.ping().await?;
-            return Ok(sink.version());
-        }
-        let sink = (slot.connect)().await?;
-        let version = sink.version();
-        tracing::info!(
-            endpoint = %slot.status.url,
-            version = %version,
-            "connected to ClickHouse endpoint {} (it was down at start-up)",
-            slot.status.url
-        );
-        *slot.sink.write().unwrap_or_else(PoisonError::into_inner) = Some(sink);
-        Ok(version)
     }
 }
 
