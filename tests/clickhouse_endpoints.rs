@@ -13,6 +13,9 @@
 //!   which are accounted for exactly; the worker is never degraded during the
 //!   outage; `/stats` and the log show the endpoint going down and coming back.
 //!   Prints its figures as `[endpoints:failover] …`.
+//! - `endpoints_of_different_versions_keep_their_own_layout`: an 18.16 server and a
+//!   26.x engine (chdb test front) behind one list: each gets the table and row layout
+//!   of its version, both take rows, the total is exact.
 //! - `starts_with_one_endpoint_down_and_connects_it_later`, and
 //!   `start_up_with_every_endpoint_down_fails_loudly` (exit 1, naming the endpoint).
 //!
@@ -30,7 +33,7 @@ use std::time::Duration;
 use common::*;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use zero_logs::testing::ClickHouseServer;
+use zero_logs::testing::{ChdbServer, ClickHouseServer};
 
 /// The outage the issue asks for.
 const OUTAGE: Duration = Duration::from_secs(30);
@@ -462,4 +465,60 @@ fn start_up_with_every_endpoint_down_fails_loudly() {
         err.contains(&first) && err.contains("cannot reach ClickHouse"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_of_different_versions_keep_their_own_layout() {
+    let old = ClickHouseServer::start().expect("start ClickHouse 18.16 (scripts/install-deps)");
+    let new = ChdbServer::start().expect("start the chdb front (scripts/install-deps)");
+    let db = old.fresh_database();
+    let urls = format!("{},{}", old.http_url(), new.http_url());
+    let worker = Worker::start(&old, &db, &[("CLICKHOUSE_URL", &urls)]).await;
+    post_all(&worker, "mixed", 40, 10).await;
+
+    let count = |rows: Result<String, _>| rows.map_or(0, |n: String| n.trim().parse().unwrap());
+    let sql = format!("SELECT count() FROM {db}.logs");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (a, b) = loop {
+        let (a, b): (u64, u64) = (count(old.query(&sql)), count(new.query(&sql)));
+        if a + b >= 400 || Instant::now() >= deadline {
+            break (a, b);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!(
+        "[endpoints:mixed] rows: {a} on 18.16, {b} on {}",
+        new.version()
+    );
+    assert_eq!(a + b, 400, "{a} + {b}");
+    assert!(a > 0 && b > 0, "both versions take rows: {a}, {b}");
+
+    // Each server has the table of its version: DateTime on 18.16, DateTime64 and
+    // Map from 22.x on.
+    let ty = |ch_query: &dyn Fn(&str) -> String, column: &str| {
+        ch_query(&format!(
+            "SELECT type FROM system.columns WHERE database = '{db}' AND table = 'logs' \
+             AND name = '{column}'"
+        ))
+    };
+    let on_old = |sql: &str| old.query(sql).unwrap().trim().to_string();
+    let on_new = |sql: &str| new.query(sql).unwrap().trim().to_string();
+    let old_ts = ty(&on_old, "timestamp");
+    assert!(
+        old_ts.starts_with("DateTime") && !old_ts.contains("64"),
+        "{old_ts}"
+    );
+    assert!(
+        ty(&on_new, "timestamp").starts_with("DateTime64"),
+        "{}",
+        ty(&on_new, "timestamp")
+    );
+    let all = endpoints(&worker).await;
+    assert!(
+        all[0]["version"].as_str().unwrap().starts_with("18.16"),
+        "{all:?}"
+    );
+    assert_eq!(all[1]["version"], new.version(), "{all:?}");
+    assert_eq!(all[0]["rows_inserted"], a);
+    assert_eq!(all[1]["rows_inserted"], b);
 }
