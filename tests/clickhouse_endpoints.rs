@@ -522,3 +522,51 @@ async fn endpoints_of_different_versions_keep_their_own_layout() {
     assert_eq!(all[0]["rows_inserted"], a);
     assert_eq!(all[1]["rows_inserted"], b);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_connected_late_gets_the_dead_letter_table_before_its_letters() {
+    let (mut one, mut two) = start_servers();
+    two.stop();
+    let db = one.fresh_database();
+    let urls = list(&[&one, &two]);
+    let worker = Worker::start(&one, &db, &[("CLICKHOUSE_URL", &urls)]).await;
+    tokio::task::block_in_place(|| two.restart()).expect("restart ClickHouse 2");
+    wait_state(&worker, 1, "up", Duration::from_secs(20)).await;
+    let rejected = format!("SELECT count() FROM {db}.logs_rejected");
+    assert!(
+        two.query(&rejected).is_err(),
+        "no dead-letter table on 2 yet"
+    );
+
+    // Only endpoint 2 is left, and it refuses rows whose message says "poison" (18.16
+    // has no constraints: a default that throws, Code 395).
+    one.stop();
+    post_all(&worker, "good", 4, 5).await;
+    wait_state(&worker, 0, "down", Duration::from_secs(20)).await;
+    two.query(&format!(
+        "ALTER TABLE {db}.logs ADD COLUMN no_poison UInt8 \
+         DEFAULT throwIf(message LIKE '%poison%')"
+    ))
+    .unwrap();
+    post_all(&worker, "poison", 3, 2).await;
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let letters = loop {
+        let n = two
+            .query(&rejected)
+            .map_or(0, |n| n.trim().parse().unwrap());
+        if n >= 6 || Instant::now() >= deadline {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        letters, 6,
+        "every poison row is a dead letter on endpoint 2"
+    );
+    let stats = worker.stats().await;
+    assert_eq!(
+        stats["rows_dead_letter_file"], 0,
+        "none went to the file: {stats}"
+    );
+}

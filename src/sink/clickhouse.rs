@@ -313,6 +313,11 @@ impl ClickHouseSink {
             .map_err(|e| self.unavailable_or_rejected("ping", e))
     }
 
+    /// The server's URL without credentials.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// What `SELECT version()` answered at start-up, e.g. `18.16.1`.
     pub fn server_version(&self) -> &str {
         &self.version

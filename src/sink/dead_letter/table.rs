@@ -20,16 +20,16 @@
 //! frame's letters written again after a crash (same token) are stored once.
 //!
 //! With several endpoints the table is created on every endpoint connected at
-//! start-up, and letters go to an endpoint that is up (see
-//! [`ClickHouseEndpoints::healthy`]).
+//! start-up, and on one connected later before its first letters; letters go to an
+//! endpoint that is up (see [`ClickHouseEndpoints::healthy`]).
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 
 use super::{DeadLetter, DeadLetterTable};
 use crate::config::ClickHouseConfig;
 use crate::sink::schema::{qualified_table, DEDUP_WINDOW};
-use crate::sink::{ClickHouseEndpoints, SinkError};
+use crate::sink::{ClickHouseEndpoints, ClickHouseSink, SinkError};
 
 /// The dead-letter table of `table`.
 pub fn table_name(table: &str) -> String {
@@ -80,6 +80,12 @@ pub struct ClickHouseDeadLetters {
     sink: Arc<ClickHouseEndpoints>,
     /// Quoted `` `database`.`table_rejected` ``.
     table: String,
+    /// `(database, table)` of the log table when tables are created
+    /// (`CLICKHOUSE_CREATE_TABLE`).
+    create: Option<(String, String)>,
+    /// Endpoints (redacted URLs) the table was created on: one connected after
+    /// start-up gets it before its first letters.
+    created_on: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl ClickHouseDeadLetters {
@@ -87,6 +93,10 @@ impl ClickHouseDeadLetters {
         ClickHouseDeadLetters {
             sink,
             table: qualified_table(&cfg.database, &table_name(&cfg.table)),
+            create: cfg
+                .create_table
+                .then(|| (cfg.database.clone(), cfg.table.clone())),
+            created_on: Default::default(),
         }
     }
 
@@ -103,20 +113,42 @@ impl ClickHouseDeadLetters {
             return;
         }
         for sink in self.sink.connected() {
-            let ddl = create_table_sql(&cfg.database, &cfg.table, sink.sends_dedup_token());
-            self.report(cfg, sink.execute(&ddl).await);
+            self.ensure_on(&sink).await;
         }
     }
 
-    fn report(&self, cfg: &ClickHouseConfig, created: Result<(), SinkError>) {
+    /// Creates the table on `sink`'s server once, when tables are created.
+    async fn ensure_on(&self, sink: &ClickHouseSink) {
+        let Some((database, table)) = &self.create else {
+            return;
+        };
+        let lock = || {
+            self.created_on
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+        };
+        if lock().contains(sink.url()) {
+            return;
+        }
+        let ddl = create_table_sql(database, table, sink.sends_dedup_token());
+        let created = sink.execute(&ddl).await;
+        if created.is_ok() {
+            lock().insert(sink.url().to_string());
+        }
+        self.report(sink.url(), database, table, created);
+    }
+
+    fn report(&self, url: &str, database: &str, table: &str, created: Result<(), SinkError>) {
         match created {
             Ok(()) => tracing::info!(
                 table = %self.table,
-                query = %recent_query(&cfg.database, &cfg.table),
+                endpoint = %url,
+                query = %recent_query(database, table),
                 "dead-letter table ready: rows ClickHouse refuses for good are kept there"
             ),
             Err(error) => tracing::warn!(
                 table = %self.table,
+                endpoint = %url,
                 error = %error,
                 "cannot create the dead-letter table; rows ClickHouse refuses will go to the \
                  spool's quarantine/dead-letter.jsonl"
@@ -149,6 +181,7 @@ impl DeadLetterTable for ClickHouseDeadLetters {
                     reason: "no ClickHouse endpoint is connected".into(),
                 });
             };
+            self.ensure_on(&sink).await;
             sink.insert_rows::<DeadLetterRow<'static>>(&self.table, &rows, token)
                 .await
         }
