@@ -29,6 +29,8 @@ pub struct AdminState {
     pub worker_id: String,
     pub started: Instant,
     pub clickhouse_version: String,
+    /// Every ClickHouse endpoint's state and counters (`/stats`, `/metrics`).
+    pub endpoints: Arc<crate::sink::endpoints::EndpointBoard>,
     /// Cancelled once the worker stops accepting.
     pub accepting: CancellationToken,
     /// The acknowledgement point's spool (`ACK_MODE=spool`).
@@ -122,6 +124,7 @@ impl AdminState {
             healthy: reason.is_none(),
             health_reason: reason,
             clickhouse_version: self.clickhouse_version.clone(),
+            clickhouse_endpoints: self.endpoints.snapshot(),
             rss_bytes: rss_bytes().unwrap_or(0),
             ack_mode: if self.spool.is_some() {
                 AckMode::Spool.as_str()

@@ -118,7 +118,8 @@ impl Default for RecordLimits {
 
 #[derive(Debug, Clone)]
 pub struct ClickHouseConfig {
-    /// HTTP interface, e.g. `http://127.0.0.1:8123`.
+    /// HTTP interface, e.g. `http://127.0.0.1:8123`, or several separated by commas
+    /// (see [`urls`](Self::urls)).
     pub url: String,
     pub database: String,
     pub table: String,
@@ -139,6 +140,13 @@ pub struct ClickHouseConfig {
     /// `CLICKHOUSE_CLUSTER`: write through a `Distributed` table over this cluster,
     /// created `ON CLUSTER` (see `sink::schema::cluster`); `None`: one server.
     pub cluster: Option<String>,
+}
+
+impl ClickHouseConfig {
+    /// The endpoints of `url`, in the order given (one for a single URL).
+    pub fn urls(&self) -> Vec<&str> {
+        self.url.split(',').map(str::trim).collect()
+    }
 }
 
 /// The table layout a worker writes (`CLICKHOUSE_SCHEMA`).

@@ -104,9 +104,28 @@ pub(crate) fn worker_id(text: &str) -> Result<String, String> {
     }
 }
 
-/// A URL of ClickHouse's HTTP interface.
-pub(crate) fn url(text: &str) -> Result<String, String> {
-    check_url(text).map(|()| text.to_string())
+/// One URL of ClickHouse's HTTP interface or several separated by commas (blanks
+/// around each are ignored), kept as given; [`ClickHouseConfig::urls`] splits it.
+/// An empty element or a URL given twice is an error naming it.
+///
+/// [`ClickHouseConfig::urls`]: crate::config::ClickHouseConfig::urls
+pub(crate) fn url_list(text: &str) -> Result<String, String> {
+    let mut seen: Vec<&str> = Vec::new();
+    for (i, url) in text.split(',').map(str::trim).enumerate() {
+        if url.is_empty() {
+            return Err(format!(
+                "element {} of the list is empty; separate URLs with single commas, e.g. \
+                 http://ch1:8123,http://ch2:8123",
+                i + 1
+            ));
+        }
+        check_url(url).map_err(|e| format!("{url}: {e}"))?;
+        if seen.contains(&url) {
+            return Err(format!("{url} is listed twice; list each endpoint once"));
+        }
+        seen.push(url);
+    }
+    Ok(text.to_string())
 }
 
 fn check_url(url: &str) -> Result<(), String> {

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use super::parse::{
     absolute_path, bind_addrs, boolean, bytes, count, cpu_slice, days, identifier, millis,
-    millis_at_least, optional_path, port, positive, rate, text, url, worker_id,
+    millis_at_least, optional_path, port, positive, rate, text, url_list, worker_id,
 };
 use super::spool::AckMode;
 use super::{Compression, TableSchema};
@@ -488,9 +488,11 @@ settings! {
 
     // --- ClickHouse ---
 
-    /// ClickHouse HTTP interface URL.
-    CLICKHOUSE_URL: String = url, {
-        section: Section::ClickHouse, value_name: "URL", default: "http://127.0.0.1:8123",
+    /// ClickHouse HTTP interface URL, or several separated by commas (independent
+    /// servers or replicas): INSERTs go to the healthy endpoint with the fewest in
+    /// flight, a failing one is taken out and probed back (docs/SCALE.md).
+    CLICKHOUSE_URL: String = url_list, {
+        section: Section::ClickHouse, value_name: "URL[,URL…]", default: "http://127.0.0.1:8123",
     }
     /// Database (created if absent, see CLICKHOUSE_CREATE_TABLE).
     CLICKHOUSE_DATABASE: String = identifier, {

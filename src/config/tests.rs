@@ -251,3 +251,42 @@ fn clickhouse_cluster_is_a_name_or_unset() {
         );
     }
 }
+
+#[test]
+fn clickhouse_url_takes_a_list_and_a_single_url_stays_one() {
+    let urls = |value: &str| {
+        let cfg = Config::load(&ServeFlags::default(), &env(&[("CLICKHOUSE_URL", value)]));
+        cfg.map(|c| {
+            let urls: Vec<String> = c.clickhouse.urls().iter().map(|u| u.to_string()).collect();
+            (c.clickhouse.url, urls)
+        })
+    };
+    let (raw, single) = urls("http://u:p@ch:8123").unwrap();
+    assert_eq!(raw, "http://u:p@ch:8123");
+    assert_eq!(single, ["http://u:p@ch:8123"]);
+    let (_, two) = urls("http://ch1:8123, https://ch2:8443").unwrap();
+    assert_eq!(two, ["http://ch1:8123", "https://ch2:8443"]);
+
+    for (value, expected) in [
+        (
+            "http://ch1:8123,,http://ch2:8123",
+            "element 2 of the list is empty",
+        ),
+        ("http://ch1:8123,", "element 2 of the list is empty"),
+        (
+            "http://ch1:8123,ch2:8123",
+            "ch2:8123: expected an http:// or https:// URL",
+        ),
+        (
+            "http://ch1:8123, http://ch1:8123",
+            "http://ch1:8123 is listed twice",
+        ),
+    ] {
+        let err = urls(value).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("CLICKHOUSE_URL") && text.contains(expected),
+            "{value}: {text}"
+        );
+    }
+}

@@ -43,7 +43,9 @@
 //!   [`record_ranges_in`](BatcherHandle::record_ranges_in); frames submitted again
 //!   with such a range after a crash ([`submit_replayed`](BatcherHandle::submit_replayed))
 //!   are cut as that range again (`cut.rs`).
-//! - **Health**: a transient failure marks the sink down (reason, since when). A
+//! - **Health**: a transient failure marks the sink down (reason, since when),
+//!   unless the sink still takes INSERTs elsewhere ([`Sink::serves_elsewhere`]:
+//!   another ClickHouse endpoint is up; the failure is then only retried). A
 //!   background task pings ClickHouse every second until it answers, then marks it
 //!   healthy and wakes sleeping retries; a successful INSERT also marks it healthy.
 //!   While the sink is down, batches still queued longer than `retry_budget` fail with

@@ -81,8 +81,9 @@ struct ColumnRow {
 }
 
 impl ClickHouseSink {
-    /// Connects, detects the server version, creates the database and table when
-    /// `cfg.create_table`, and checks that the table's columns fit a known layout.
+    /// Connects to `cfg.url` (one URL: see [`connect_endpoint`](Self::connect_endpoint)
+    /// for one of several), detects the server version, creates the database and table
+    /// when `cfg.create_table`, and checks that the table's columns fit a known layout.
     ///
     /// Errors: [`SinkError::Unavailable`] when ClickHouse cannot be reached (the message
     /// names the URL and what to check), [`SinkError::Rejected`] when it answers but
@@ -216,6 +217,23 @@ impl ClickHouseSink {
         Ok(())
     }
 
+    /// [`connect`](Self::connect) to one endpoint `url` of a `cfg` that may list
+    /// several; tables are created only when `cfg.create_table` and `run_ddl` (without
+    /// a cluster every endpoint is an independent server and needs its own table; with
+    /// one, DDL runs once for the cluster).
+    pub async fn connect_endpoint(
+        cfg: &ClickHouseConfig,
+        url: &str,
+        run_ddl: bool,
+    ) -> Result<ClickHouseSink, SinkError> {
+        let endpoint = ClickHouseConfig {
+            url: url.to_string(),
+            create_table: cfg.create_table && run_ddl,
+            ..cfg.clone()
+        };
+        ClickHouseSink::connect(&endpoint).await
+    }
+
     /// The client and settings, before anything is asked of the server: legacy layout,
     /// no deduplication token until the version is known.
     fn unconnected(cfg: &ClickHouseConfig) -> ClickHouseSink {
@@ -342,6 +360,11 @@ impl ClickHouseSink {
         self.control(self.client.query("SELECT 1").execute())
             .await
             .map_err(|e| self.unavailable_or_rejected("ping", e))
+    }
+
+    /// The server's URL without credentials.
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// What `SELECT version()` answered at start-up, e.g. `18.16.1`.
@@ -523,7 +546,7 @@ impl Sink for ClickHouseSink {
 
 /// The URL without credentials (`http://user:secret@host` → `http://***@host`), for
 /// messages and logs.
-fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_string();
     };

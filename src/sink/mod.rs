@@ -12,6 +12,9 @@
 //!   The table schemas are documented there.
 //! - [`retry`]: transient vs permanent classification of ClickHouse errors, and the
 //!   capped exponential backoff with jitter.
+//! - [`endpoints`]: [`Endpoints`], one sink over several ClickHouse endpoints
+//!   (`CLICKHOUSE_URL` with commas): least-in-flight spread, per-endpoint health with
+//!   backoff probes, the whole sink down only when every endpoint is.
 //! - [`dedup`]: the `insert_deduplication_token` of an INSERT made of spool frames.
 //! - [`dead_letter`]: what becomes of the rows of a spool frame ClickHouse refused for
 //!   good (bisection, `<table>_rejected`, the fallback file).
@@ -34,12 +37,14 @@ pub mod batcher;
 pub mod clickhouse;
 pub mod dead_letter;
 pub mod dedup;
+pub mod endpoints;
 pub mod retry;
 pub mod schema;
 
 pub use self::batcher::{Batcher, BatcherHandle, Receipt, SubmitError};
 pub use self::clickhouse::ClickHouseSink;
 pub use self::dedup::Origin;
+pub use self::endpoints::{ClickHouseEndpoints, Endpoints};
 pub use self::schema::{Layout, ServerVersion};
 
 /// Why rows did not reach ClickHouse.
@@ -73,6 +78,12 @@ pub trait Sink: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), SinkError>> + Send;
     /// Cheap reachability check used while the sink is marked down.
     fn ping(&self) -> impl Future<Output = Result<(), SinkError>> + Send;
+    /// After a failed attempt: whether the sink still takes INSERTs through another
+    /// route (a set of [`endpoints`] with one down), so that the failure is no outage
+    /// of the whole sink. A single server has no other route.
+    fn serves_elsewhere(&self) -> bool {
+        false
+    }
 }
 
 /// A snapshot of the sink's health, for `/health`, the watchdog and admission.

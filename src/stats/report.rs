@@ -16,6 +16,8 @@ pub struct WorkerStats {
     pub healthy: bool,
     pub health_reason: Option<String>,
     pub clickhouse_version: String,
+    /// Every ClickHouse endpoint (`CLICKHOUSE_URL` order): state, version, counters.
+    pub clickhouse_endpoints: Vec<crate::sink::endpoints::EndpointStats>,
     pub rss_bytes: u64,
     /// `spool` or `clickhouse`.
     pub ack_mode: &'static str,
@@ -98,6 +100,7 @@ pub fn prometheus_text(s: &WorkerStats) -> String {
     if let Some(auth) = &s.auth {
         crate::auth::prometheus(&mut out, &s.worker_id, auth);
     }
+    crate::sink::endpoints::prometheus(&mut out, &s.worker_id, &s.clickhouse_endpoints);
     out
 }
 
@@ -151,6 +154,7 @@ impl WorkerStats {
             healthy: true,
             health_reason: None,
             clickhouse_version: "24.8".into(),
+            clickhouse_endpoints: Vec::new(),
             rss_bytes: 1 << 25,
             ack_mode: "spool",
             cpu_slice_us: 100,

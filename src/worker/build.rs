@@ -24,7 +24,8 @@ use crate::listen;
 use crate::notify;
 use crate::serve::{Listener, ServeOptions, Server};
 use crate::sink::dead_letter::{ClickHouseDeadLetters, DeadLetterFile, Salvage, Salvager};
-use crate::sink::{Batcher, BatcherHandle, ClickHouseSink};
+use crate::sink::endpoints::EndpointBoard;
+use crate::sink::{Batcher, BatcherHandle, ClickHouseEndpoints};
 use crate::spool::{Spool, SpoolReader};
 use crate::stats::Stats;
 use crate::tls::{self, TlsListeners};
@@ -82,6 +83,7 @@ impl Worker {
             batcher,
             delivery,
             clickhouse_version,
+            endpoints,
         } = Storage::start(cfg, &stats, &tracker, &hard_stop).await?;
         let ack = match &delivery {
             Some(delivery) => AckPoint::Spool(delivery.spool.clone()),
@@ -97,6 +99,7 @@ impl Worker {
             worker_id: cfg.admin.worker_id.clone(),
             started,
             clickhouse_version,
+            endpoints,
             accepting: shutdown.clone(),
             spool: delivery.as_ref().map(|d| d.spool.clone()),
             auth: auth.clone(),
@@ -143,6 +146,7 @@ struct Storage {
     batcher: BatcherHandle,
     delivery: Option<SpoolDelivery>,
     clickhouse_version: String,
+    endpoints: Arc<EndpointBoard>,
 }
 
 impl Storage {
@@ -158,8 +162,11 @@ impl Storage {
             AckMode::Spool => Some(Spool::open(cfg.spool.clone()).await?),
             AckMode::ClickHouse => None,
         };
-        let sink = Arc::new(ClickHouseSink::connect(&cfg.clickhouse).await?);
-        let clickhouse_version = sink.server_version().to_string();
+        // Probes of endpoints that are down run until the end of the drain.
+        let sink =
+            ClickHouseEndpoints::connect_all(&cfg.clickhouse, tracker, hard_stop.clone()).await?;
+        let clickhouse_version = sink.first_version();
+        let endpoints = sink.board();
         let salvage = match &spool {
             Some((spool, _)) => Some(salvager(&sink, cfg, spool, stats).await),
             None => None,
@@ -186,6 +193,7 @@ impl Storage {
             batcher,
             delivery,
             clickhouse_version,
+            endpoints,
         })
     }
 }
@@ -193,7 +201,7 @@ impl Storage {
 /// The dead letters of `ACK_MODE=spool` (`sink::dead_letter`): `<table>_rejected`
 /// (created now when tables are), else `quarantine/dead-letter.jsonl` in the spool.
 async fn salvager(
-    sink: &Arc<ClickHouseSink>,
+    sink: &Arc<ClickHouseEndpoints>,
     cfg: &Config,
     spool: &Spool,
     stats: &Arc<Stats>,

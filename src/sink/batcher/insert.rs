@@ -152,7 +152,9 @@ async fn insert_one<S: Sink>(
             Err(SinkError::Closed) => SinkError::Closed.to_string(),
         };
         Stats::add(&stats.insert_failures, 1);
-        shared.mark_down(&reason);
+        if !sink.serves_elsewhere() {
+            shared.mark_down(&reason);
+        }
         if retry_budget == Duration::MAX && shared.closing.is_cancelled() {
             // Unlimited retries mean the rows are durable upstream (the spool): at a
             // stop, waiting for ClickHouse would only hold the stop up; they replay at

@@ -18,14 +18,18 @@
 //!
 //! From 22.2 the table gets `SETTINGS non_replicated_deduplication_window = 1000`, so a
 //! frame's letters written again after a crash (same token) are stored once.
+//!
+//! With several endpoints the table is created on every endpoint connected at
+//! start-up, and on one connected later before its first letters; letters go to an
+//! endpoint that is up (see [`ClickHouseEndpoints::healthy`]).
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 
 use super::{DeadLetter, DeadLetterTable};
 use crate::config::ClickHouseConfig;
 use crate::sink::schema::{qualified_table, DEDUP_WINDOW};
-use crate::sink::{ClickHouseSink, SinkError};
+use crate::sink::{ClickHouseEndpoints, ClickHouseSink, SinkError};
 
 /// The dead-letter table of `table`.
 pub fn table_name(table: &str) -> String {
@@ -73,16 +77,26 @@ struct DeadLetterRow<'a> {
 /// Writes dead letters to `<table>_rejected` with the sink's client and settings.
 #[derive(Debug)]
 pub struct ClickHouseDeadLetters {
-    sink: Arc<ClickHouseSink>,
+    sink: Arc<ClickHouseEndpoints>,
     /// Quoted `` `database`.`table_rejected` ``.
     table: String,
+    /// `(database, table)` of the log table when tables are created
+    /// (`CLICKHOUSE_CREATE_TABLE`).
+    create: Option<(String, String)>,
+    /// Endpoints (redacted URLs) the table was created on: one connected after
+    /// start-up gets it before its first letters.
+    created_on: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl ClickHouseDeadLetters {
-    pub fn new(sink: Arc<ClickHouseSink>, cfg: &ClickHouseConfig) -> ClickHouseDeadLetters {
+    pub fn new(sink: Arc<ClickHouseEndpoints>, cfg: &ClickHouseConfig) -> ClickHouseDeadLetters {
         ClickHouseDeadLetters {
             sink,
             table: qualified_table(&cfg.database, &table_name(&cfg.table)),
+            create: cfg
+                .create_table
+                .then(|| (cfg.database.clone(), cfg.table.clone())),
+            created_on: Default::default(),
         }
     }
 
@@ -98,15 +112,43 @@ impl ClickHouseDeadLetters {
         if !cfg.create_table {
             return;
         }
-        let ddl = create_table_sql(&cfg.database, &cfg.table, self.sink.sends_dedup_token());
-        match self.sink.execute(&ddl).await {
+        for sink in self.sink.connected() {
+            self.ensure_on(&sink).await;
+        }
+    }
+
+    /// Creates the table on `sink`'s server once, when tables are created.
+    async fn ensure_on(&self, sink: &ClickHouseSink) {
+        let Some((database, table)) = &self.create else {
+            return;
+        };
+        let lock = || {
+            self.created_on
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+        };
+        if lock().contains(sink.url()) {
+            return;
+        }
+        let ddl = create_table_sql(database, table, sink.sends_dedup_token());
+        let created = sink.execute(&ddl).await;
+        if created.is_ok() {
+            lock().insert(sink.url().to_string());
+        }
+        self.report(sink.url(), database, table, created);
+    }
+
+    fn report(&self, url: &str, database: &str, table: &str, created: Result<(), SinkError>) {
+        match created {
             Ok(()) => tracing::info!(
                 table = %self.table,
-                query = %recent_query(&cfg.database, &cfg.table),
+                endpoint = %url,
+                query = %recent_query(database, table),
                 "dead-letter table ready: rows ClickHouse refuses for good are kept there"
             ),
             Err(error) => tracing::warn!(
                 table = %self.table,
+                endpoint = %url,
                 error = %error,
                 "cannot create the dead-letter table; rows ClickHouse refuses will go to the \
                  spool's quarantine/dead-letter.jsonl"
@@ -134,8 +176,13 @@ impl DeadLetterTable for ClickHouseDeadLetters {
             })
             .collect();
         async move {
-            self.sink
-                .insert_rows::<DeadLetterRow<'static>>(&self.table, &rows, token)
+            let Some(sink) = self.sink.healthy() else {
+                return Err(SinkError::Unavailable {
+                    reason: "no ClickHouse endpoint is connected".into(),
+                });
+            };
+            self.ensure_on(&sink).await;
+            sink.insert_rows::<DeadLetterRow<'static>>(&self.table, &rows, token)
                 .await
         }
     }
