@@ -15,29 +15,36 @@
 //!
 //! The client is built `with_validation(false)`: the crate's schema check uses a setting
 //! that ClickHouse 18.16 does not know, and we check the table ourselves at start-up.
-//! Rows are encoded straight from the encoded batches' `RecordRef` views into borrowed
-//! row structs (no string copies, no allocation per row).
+//! INSERTs write RowBinary straight from the encoded batches' `RecordRef` views
+//! ([`rowbinary`](super::rowbinary)) and send it with the crate's `InsertFormatted`:
+//! no serde and no per-row call into the crate. The dead-letter table's few rows still
+//! go through the crate's typed `Insert`.
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use clickhouse::{Client, Row, RowWrite};
 use serde::Deserialize;
 
 use super::dedup::TOKEN_SETTING;
 use super::retry::{self, Class};
-use super::schema::{
-    self, DateTime64MapRow, DateTime64NestedRow, Features, Layout, LegacyRow, OtelRow, TableOptions,
-};
+use super::rowbinary::{self, RowWriter};
+use super::schema::{self, Features, Layout, TableOptions};
 use super::{Sink, SinkError};
-use crate::codec::{EncodedBatch, RecordRef};
+use crate::codec::{CodecError, EncodedBatch};
 use crate::config::ClickHouseConfig;
 
 mod cluster;
 
-/// How long start-up queries and pings may take when `insert_timeout` is longer.
 /// Rows encoded between two yields to the runtime (~0.3 ms of encoding).
 const YIELD_EVERY_ROWS: usize = 2048;
+/// How long start-up queries and pings may take when `insert_timeout` is longer.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
+/// An INSERT body goes out in chunks of this size, as the crate's own `Insert` sends
+/// them (each LZ4-compressed on its own when compression is on)...
+const CHUNK_BYTES: usize = 256 * 1024;
+/// ...sent once less than this is left, so that the last row rarely grows the buffer.
+const CHUNK_SLACK: usize = 2048;
 
 /// Writes rows to one ClickHouse table.
 pub struct ClickHouseSink {
@@ -281,6 +288,13 @@ impl ClickHouseSink {
         }
     }
 
+    /// Test fixture: the same sink writing `layout` rows (the otel layout comes from
+    /// the configured schema and the table, never from the version alone).
+    #[cfg(test)]
+    pub(super) fn with_layout(self, layout: Layout) -> ClickHouseSink {
+        ClickHouseSink { layout, ..self }
+    }
+
     /// Writes the rows of `batches` in one INSERT (one attempt, no retry). No rows is a
     /// no-op. `token` is sent as `insert_deduplication_token` when the server knows it,
     /// and ignored otherwise; it must name exactly these rows (see [`dedup`](super::dedup)).
@@ -293,18 +307,7 @@ impl ClickHouseSink {
             return Ok(());
         }
         let token = token.filter(|_| self.dedup_token);
-        let result = match self.layout {
-            Layout::Legacy => self.insert_as::<LegacyRow<'static>>(batches, token).await,
-            Layout::DateTime64Nested => {
-                self.insert_as::<DateTime64NestedRow<'static>>(batches, token)
-                    .await
-            }
-            Layout::DateTime64Map => {
-                self.insert_as::<DateTime64MapRow<'static>>(batches, token)
-                    .await
-            }
-            Layout::Otel => self.insert_as::<OtelRow<'static>>(batches, token).await,
-        };
+        let result = self.insert_rowbinary(batches, token).await;
         result.map_err(|e| self.insert_error(e))
     }
 
@@ -442,35 +445,44 @@ impl ClickHouseSink {
         .map_err(|e| self.startup_error("reading the table's columns", e))
     }
 
-    async fn insert_as<R>(
+    /// One INSERT of `batches`' records: RowBinary written straight from the encoded
+    /// records ([`RowWriter`]) into chunks of ~256 KiB, each handed to the connection
+    /// (LZ4-compressed first when the client compresses) as soon as it is full.
+    async fn insert_rowbinary(
         &self,
         batches: &[EncodedBatch],
         token: Option<&str>,
-    ) -> Result<(), clickhouse::error::Error>
-    where
-        R: Row + RowWrite + EncodeRow,
-    {
+    ) -> Result<(), clickhouse::error::Error> {
         let attempt = async {
             let mut insert = self
                 .client
-                .insert_unescaped::<R>(&self.table)
-                .await?
+                .insert_formatted_with(rowbinary::insert_sql(&self.table, self.layout))
                 .with_timeouts(Some(self.insert_timeout), Some(self.insert_timeout));
             if let Some(token) = token {
                 insert = insert.with_setting(TOKEN_SETTING, token);
             }
+            let mut writer = RowWriter::new(self.layout);
+            // RowBinary is about as long as the encoding: a small INSERT gets a buffer
+            // of its size, not a whole chunk.
+            let expected: usize = batches.iter().map(EncodedBatch::byte_len).sum();
+            let mut chunk = Vec::with_capacity(CHUNK_BYTES.min(expected + expected / 4));
             let records = batches.iter().flat_map(EncodedBatch::records);
             for (i, record) in records.enumerate() {
-                let record = record.map_err(|e| {
-                    clickhouse::error::Error::Custom(format!("a queued batch is damaged: {e}"))
-                })?;
-                insert.write(&R::encode(record)).await?;
-                // Encoding runs on the runtime that also serves requests, and a write
+                let record = record.map_err(damaged)?;
+                writer.write(record, &mut chunk).map_err(damaged)?;
+                if chunk.len() >= CHUNK_BYTES - CHUNK_SLACK {
+                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_BYTES));
+                    insert.send(Bytes::from(full)).await?;
+                }
+                // Encoding runs on the runtime that also serves requests, and a send
                 // only waits when the connection is slow: without this a 100 000-row
-                // INSERT holds its thread for ~15 ms at a time.
+                // INSERT holds its thread for several milliseconds at a time.
                 if i % YIELD_EVERY_ROWS == YIELD_EVERY_ROWS - 1 {
                     tokio::task::yield_now().await;
                 }
+            }
+            if !chunk.is_empty() {
+                insert.send(Bytes::from(chunk)).await?;
             }
             insert.end().await
         };
@@ -579,37 +591,10 @@ fn describe(error: &clickhouse::error::Error) -> String {
     text.trim().to_string()
 }
 
-/// Builds the borrowed row of a layout from a record.
-trait EncodeRow: Row {
-    fn encode(record: RecordRef<'_>) -> Self::Value<'_>;
-}
-
-impl EncodeRow for LegacyRow<'static> {
-    #[inline]
-    fn encode(record: RecordRef<'_>) -> LegacyRow<'_> {
-        LegacyRow::new(record)
-    }
-}
-
-impl EncodeRow for DateTime64NestedRow<'static> {
-    #[inline]
-    fn encode(record: RecordRef<'_>) -> DateTime64NestedRow<'_> {
-        DateTime64NestedRow::new(record)
-    }
-}
-
-impl EncodeRow for OtelRow<'static> {
-    #[inline]
-    fn encode(record: RecordRef<'_>) -> OtelRow<'_> {
-        OtelRow::new(record)
-    }
-}
-
-impl EncodeRow for DateTime64MapRow<'static> {
-    #[inline]
-    fn encode(record: RecordRef<'_>) -> DateTime64MapRow<'_> {
-        DateTime64MapRow::new(record)
-    }
+/// A record that does not decode: the INSERT fails for good (the batch was checked
+/// when it was built or read back, so this is damage, not a transient fault).
+fn damaged(error: CodecError) -> clickhouse::error::Error {
+    clickhouse::error::Error::Custom(format!("a queued batch is damaged: {error}"))
 }
 
 /// Whether INSERTs with the same token are stored once in a table of this engine: a

@@ -8,6 +8,8 @@
 //!   and resolves one [`Receipt`] per submitted batch.
 //! - [`clickhouse`]: [`ClickHouseSink`], one INSERT attempt (RowBinary + LZ4 through the
 //!   official `clickhouse` crate), `ping`, and start-up (version detection, DDL, table check).
+//! - [`rowbinary`]: the INSERT body, RowBinary written straight from the encoded records
+//!   for each row layout, and the INSERT statement naming its columns.
 //! - [`schema`]: which DDL and which row layout fit a server version or an existing table.
 //!   The table schemas are documented there.
 //! - [`retry`]: transient vs permanent classification of ClickHouse errors, and the
@@ -39,6 +41,7 @@ pub mod dead_letter;
 pub mod dedup;
 pub mod endpoints;
 pub mod retry;
+pub mod rowbinary;
 pub mod schema;
 
 pub use self::batcher::{Batcher, BatcherHandle, Receipt, SubmitError};

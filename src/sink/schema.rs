@@ -83,7 +83,8 @@ use crate::codec::{FlatAttributes, RecordRef};
 use crate::config::TableSchema;
 
 pub mod cluster;
-mod otel;
+// The RowBinary writer (`sink::rowbinary`) reads the otel row's attribute maps.
+pub(super) mod otel;
 pub use otel::OtelRow;
 
 // === ServerVersion ===

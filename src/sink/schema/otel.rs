@@ -241,8 +241,8 @@ impl<'a> OtelRow<'a> {
 /// A `Map(String, String)` of encoded pairs, optionally after one pair of our own.
 #[derive(Debug, Clone, Copy)]
 pub struct PairMap<'a> {
-    first: Option<(&'static str, &'a str)>,
-    pairs: Attributes<'a>,
+    pub(in crate::sink) first: Option<(&'static str, &'a str)>,
+    pub(in crate::sink) pairs: Attributes<'a>,
 }
 
 impl Serialize for PairMap<'_> {
