@@ -201,7 +201,7 @@ fn text_of(rng: &mut StdRng) -> String {
 }
 
 fn record(rng: &mut StdRng, i: usize) -> Record {
-    let timestamp_ns = if i % 3 == 0 {
+    let timestamp_ns = if i.is_multiple_of(3) {
         TIMESTAMPS[(i / 3) % TIMESTAMPS.len()]
     } else {
         rng.random()
