@@ -13,7 +13,9 @@
 //! - `spool_append`: one append of a 100-record batch to a spool on tmpfs, until its
 //!   ack (checksum, hand-off to the writer thread, write, `fdatasync`);
 //! - `rowbinary`: the sink's rows from encoded frames written as RowBinary into a
-//!   buffer (legacy and `otel_logs` layouts), and LZ4 over such a buffer;
+//!   buffer (legacy and `otel_logs` layouts) by the sink's writer, and (`…_serde`)
+//!   through the serde row structs as the sink did before, and (`decode_only_…`) the
+//!   frames' records read without writing them; LZ4 over such a buffer;
 //! - `request`: body → decode/validate → encode, what `Ingest::accept` runs on the
 //!   validation pool, for JSON and OTLP protobuf.
 //!
@@ -35,8 +37,9 @@ use rand::SeedableRng;
 use zero_logs::codec::EncodedBatch;
 use zero_logs::config::RecordLimits;
 use zero_logs::record::Batch;
+use zero_logs::sink::rowbinary::RowWriter;
 use zero_logs::sink::schema::{DateTime64MapRow, LegacyRow, OtelRow};
-use zero_logs::sink::ServerVersion;
+use zero_logs::sink::{Layout, ServerVersion};
 use zero_logs::spool::{Spool, SpoolConfig};
 use zero_logs::validate::otlp::{otlp_batch, OtlpOptions};
 use zero_logs::validate::{self, Format};
@@ -248,8 +251,9 @@ fn spool_append(c: &mut Criterion) {
     runtime.block_on(drain).unwrap();
 }
 
-/// `batch`'s frames written as `Row`s, as the sink's INSERT does row by row.
-fn write_rows<'a, R: serde::Serialize + 'a>(
+/// `batch`'s frames written as serde `Row`s, as the sink's INSERT did row by row through
+/// the crate before it wrote RowBinary itself: the oracle, and the comparison.
+fn write_serde_rows<'a, R: serde::Serialize + 'a>(
     out: &mut Vec<u8>,
     batch: &'a EncodedBatch,
     row: impl Fn(zero_logs::codec::RecordRef<'a>) -> R,
@@ -259,30 +263,76 @@ fn write_rows<'a, R: serde::Serialize + 'a>(
     }
 }
 
+/// `batch`'s frames written by the sink's own RowBinary writer, as its INSERT does.
+fn write_rows(out: &mut Vec<u8>, batch: &EncodedBatch, writer: &mut RowWriter) {
+    for record in batch.records() {
+        writer.write(record.unwrap(), out).unwrap();
+    }
+}
+
 fn rowbinary(c: &mut Criterion) {
     let inputs = Inputs::new(BATCH);
     let limits = RecordLimits::default();
     let json = EncodedBatch::encode(&inputs.json_batch(&limits));
     let otlp = EncodedBatch::encode(&inputs.otlp_batch(&limits, &otlp_options()));
+    let mut legacy = RowWriter::new(Layout::Legacy);
+    let mut otel = RowWriter::new(Layout::Otel);
     let mut out = Vec::with_capacity(1 << 20);
-    // Before measuring: the writer makes the bytes the sink sends (legacy layout for
+    // Before measuring: both writers make the bytes the sink sends (legacy layout for
     // an 18.16 server; `Map` columns for 22.2+, as the otel layout's attributes).
-    write_rows(&mut out, &json, LegacyRow::new);
-    rowbinary::check_against_sink(&json, ServerVersion::new(18, 16, 1), &out);
-    out.clear();
-    write_rows(&mut out, &otlp, DateTime64MapRow::new);
-    rowbinary::check_against_sink(&otlp, ServerVersion::new(22, 2, 0), &out);
+    for (batch, version, layout) in [
+        (&json, ServerVersion::new(18, 16, 1), Layout::Legacy),
+        (&otlp, ServerVersion::new(22, 2, 0), Layout::DateTime64Map),
+    ] {
+        out.clear();
+        write_rows(&mut out, batch, &mut RowWriter::new(layout));
+        rowbinary::check_against_sink(batch, version, &out);
+        out.clear();
+        match layout {
+            Layout::Legacy => write_serde_rows(&mut out, batch, LegacyRow::new),
+            _ => write_serde_rows(&mut out, batch, DateTime64MapRow::new),
+        }
+        rowbinary::check_against_sink(batch, version, &out);
+    }
     let mut g = group(c, "rowbinary", BATCH);
     g.bench_function("legacy_from_json_frames", |b| {
         b.iter(|| {
             out.clear();
-            write_rows(&mut out, black_box(&json), LegacyRow::new);
+            write_rows(&mut out, black_box(&json), &mut legacy);
         })
     });
     g.bench_function("otel_from_otlp_frames", |b| {
         b.iter(|| {
             out.clear();
-            write_rows(&mut out, black_box(&otlp), OtelRow::new);
+            write_rows(&mut out, black_box(&otlp), &mut otel);
+        })
+    });
+    g.bench_function("legacy_from_json_frames_serde", |b| {
+        b.iter(|| {
+            out.clear();
+            write_serde_rows(&mut out, black_box(&json), LegacyRow::new);
+        })
+    });
+    g.bench_function("otel_from_otlp_frames_serde", |b| {
+        b.iter(|| {
+            out.clear();
+            write_serde_rows(&mut out, black_box(&otlp), OtelRow::new);
+        })
+    });
+    // What the writers cannot save: reading the records out of the frames (checked
+    // varints, UTF-8 checks, the otel attribute split), which both pay first.
+    g.bench_function("decode_only_json_frames", |b| {
+        b.iter(|| {
+            for record in black_box(&json).records() {
+                black_box(record.unwrap());
+            }
+        })
+    });
+    g.bench_function("decode_only_otlp_frames", |b| {
+        b.iter(|| {
+            for record in black_box(&otlp).records() {
+                black_box(record.unwrap());
+            }
         })
     });
     g.finish();
@@ -294,7 +344,7 @@ fn rowbinary(c: &mut Criterion) {
     let many = Inputs::new(ROWS);
     let many = EncodedBatch::encode(&many.json_batch(&limits));
     let mut chunk = Vec::new();
-    write_rows(&mut chunk, &many, LegacyRow::new);
+    write_rows(&mut chunk, &many, &mut legacy);
     let mut compressed = vec![0; lz4_flex::block::get_maximum_output_size(chunk.len())];
     let mut g = group(c, "rowbinary_lz4", ROWS);
     g.bench_function("lz4_legacy_chunk", |b| {

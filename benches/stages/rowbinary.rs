@@ -2,7 +2,8 @@
 //! clickhouse crate's serializer, which is private and only reachable through an
 //! INSERT over HTTP. Same wire format for the types our rows use: integers
 //! little-endian, strings and arrays/maps as a LEB128 length then the items. The
-//! rows themselves (`LegacyRow`, `OtelRow`, their attribute views) are the sink's.
+//! rows themselves (`LegacyRow`, `OtelRow`, their attribute views) are the sink's; the
+//! sink now writes RowBinary itself (`sink::rowbinary`), and this is the comparison.
 
 use serde::ser::{self, Impossible, Serialize};
 
@@ -220,8 +221,8 @@ impl ser::SerializeStruct for &mut Writer<'_> {
 
 /// Checks the writer against the real thing: `batch` inserted by the sink for a server
 /// of `version` (layout from the version, as at start-up) into a listener on loopback
-/// that keeps the request body; the body must be what [`write_row`] writes for the
-/// same rows (`rows`). Loopback means no LZ4 (`CLICKHOUSE_COMPRESSION=auto`), so the
+/// that keeps the request body; the body must be `rows` (what a writer under test made
+/// of the same records). Loopback means no LZ4 (`CLICKHOUSE_COMPRESSION=auto`), so the
 /// body is plain RowBinary. Panics on a difference: the bench would measure another
 /// format than the sink sends.
 pub fn check_against_sink(
@@ -276,7 +277,7 @@ pub fn check_against_sink(
     });
     assert!(
         body == rows,
-        "the sink sent {} B for {version}, the bench's writer makes {} B: not the same RowBinary",
+        "the sink sent {} B for {version}, the writer under test makes {} B: not the same RowBinary",
         body.len(),
         rows.len()
     );
