@@ -105,14 +105,17 @@ impl Worker {
             auth: auth.clone(),
         });
         let router = ingest::router(ingest, admin_routes(&admin_state), auth);
-        let server = start_server(cfg, listeners, &tls, origin, router, shutdown)?;
+        // Before the first request can be served: the reloader's SIGHUP listener
+        // replaces SIGHUP's default action (exit), and a client that saw `/health`
+        // answer may send SIGHUP (`systemctl reload`) at once.
         tls::spawn_reloader(
             &cfg.tls,
-            tls.acceptor,
+            tls.acceptor.clone(),
             stats.clone(),
             &tracker,
             hard_stop.clone(),
         );
+        let server = start_server(cfg, listeners, &tls, origin, router, shutdown)?;
         // The admin socket stays up through the drain so the control tool sees it.
         if let Some(path) = &cfg.admin.socket {
             serve_admin_socket(path, admin_routes(&admin_state), &tracker, &hard_stop)?;
