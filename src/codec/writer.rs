@@ -114,9 +114,11 @@ impl<'a> OtelShared<'a> {
         named.chain(pairs.map(|(k, _)| k.as_ref()))
     }
 
-    /// Bytes each record spends on what it inherits (a guess for reserving: exact
-    /// for lengths under 128).
-    pub fn encoded_len(&self) -> usize {
+    /// Bytes each record spends on what it inherits beyond the four length bytes of
+    /// empty scope and schema texts (a guess for reserving: exact for lengths under
+    /// 128). 0 for the common scope without attributes or names, so that reserving
+    /// for it is free.
+    pub fn extra_len(&self) -> usize {
         let texts = [
             self.scope_name,
             self.scope_version,
@@ -124,7 +126,7 @@ impl<'a> OtelShared<'a> {
             self.resource_schema_url,
         ];
         let pairs = self.scope.iter().chain(self.resource);
-        texts.iter().map(|t| t.len() + 1).sum::<usize>()
+        texts.iter().map(|t| t.len()).sum::<usize>()
             + pairs.map(|(k, v)| k.len() + v.len() + 2).sum::<usize>()
     }
 }
