@@ -115,11 +115,13 @@ impl Worker {
             &tracker,
             hard_stop.clone(),
         );
-        let server = start_server(cfg, listeners, &tls, origin, router, shutdown)?;
-        // The admin socket stays up through the drain so the control tool sees it.
+        // The admin socket stays up through the drain so the control tool sees it. It
+        // is bound before the first request is served, so a client that saw `/health`
+        // answer finds it there.
         if let Some(path) = &cfg.admin.socket {
             serve_admin_socket(path, admin_routes(&admin_state), &tracker, &hard_stop)?;
         }
+        let server = start_server(cfg, listeners, &tls, origin, router, shutdown)?;
         let supervisor = supervise(cfg, &batcher, &stats, shutdown)?;
         Ok(Worker {
             stats,
