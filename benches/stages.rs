@@ -6,8 +6,9 @@
 //! Inputs are the load generator's records (`benches/ingest_load/records.rs`, same
 //! seed as `scripts/bench`), 100 per request. Groups, each in records/s:
 //!
-//! - `decode_validate`: body → validated `Batch` (JSON array, NDJSON, OTLP/HTTP
-//!   protobuf and OTLP/JSON: decode + map);
+//! - `decode_validate`: body → validated records (JSON array, NDJSON, OTLP/HTTP
+//!   protobuf and OTLP/JSON: decode + map); every path validates straight into the
+//!   encoding, so this includes encoding;
 //! - `encode`: `Batch` → `EncodedBatch` (the spool's frame payload), and
 //!   `EncodedBatch::from_payload` (a frame read back, as replay does);
 //! - `spool_append`: one append of a 100-record batch to a spool on tmpfs, until its
@@ -41,7 +42,7 @@ use zero_logs::sink::rowbinary::RowWriter;
 use zero_logs::sink::schema::{DateTime64MapRow, LegacyRow, OtelRow};
 use zero_logs::sink::{Layout, ServerVersion};
 use zero_logs::spool::{Spool, SpoolConfig};
-use zero_logs::validate::otlp::{otlp_batch, OtlpOptions};
+use zero_logs::validate::otlp::{otlp_batch, otlp_encoded, OtlpOptions};
 use zero_logs::validate::{self, Format};
 
 #[path = "ingest_load/records.rs"]
@@ -144,19 +145,21 @@ fn decode_validate(c: &mut Criterion) {
             )
         })
     });
+    // OTLP too validates straight into the encoding (`otlp_encoded`), as
+    // `ingest::otlp` does: decode, map and encode.
     g.bench_function("otlp_protobuf", |b| {
         b.iter(|| {
             let request =
                 ExportLogsServiceRequest::decode(black_box(inputs.otlp_protobuf.as_slice()))
                     .unwrap();
-            otlp_batch(request, &limits, &options, inputs.now_ns)
+            otlp_encoded(&request, &limits, &options, inputs.now_ns)
         })
     });
     g.bench_function("otlp_json", |b| {
         b.iter(|| {
             let request: ExportLogsServiceRequest =
                 serde_json::from_slice(black_box(&inputs.otlp_json)).unwrap();
-            otlp_batch(request, &limits, &options, inputs.now_ns)
+            otlp_encoded(&request, &limits, &options, inputs.now_ns)
         })
     });
     g.finish();
@@ -380,8 +383,9 @@ fn request(c: &mut Criterion) {
             let request =
                 ExportLogsServiceRequest::decode(black_box(inputs.otlp_protobuf.as_slice()))
                     .unwrap();
-            let (batch, _) = otlp_batch(request, &limits, &options, inputs.now_ns);
-            EncodedBatch::encode(&batch)
+            let (batch, rejected) = otlp_encoded(&request, &limits, &options, inputs.now_ns);
+            assert_eq!(rejected.count, 0);
+            batch
         })
     });
     g.finish();

@@ -36,10 +36,10 @@
 //!
 //! # One form from the request to the INSERT
 //!
-//! The native API's records are encoded as validation accepts them ([`BatchWriter`],
-//! from text borrowed from the body); gRPC and OTLP records are decoded into owned
-//! [`Record`]s once, by validation, and encoded into an [`EncodedBatch`] right after.
-//! From then on the batch stays in this form. Decoded, a record costs one heap string per field (~0.7 KiB with the
+//! The native API's and OTLP's records are encoded as validation accepts them
+//! ([`BatchWriter`], from text borrowed from the body or the decoded request); gRPC
+//! records are decoded into owned [`Record`]s once, by validation, and encoded into an
+//! [`EncodedBatch`] right after. From then on the batch stays in this form. Decoded, a record costs one heap string per field (~0.7 KiB with the
 //! allocator's overhead for a typical 220-byte JSON record); encoded, ~115 bytes in one
 //! buffer per batch. So the spool's memory tail is a reference to the bytes it wrote,
 //! a frame read back from disk is a slice of the read buffer, the batcher holds six
@@ -52,7 +52,7 @@ use crate::record::{Batch, Level, OtelFields, Record};
 
 mod writer;
 
-pub use self::writer::{BatchWriter, PlainRecord};
+pub use self::writer::{BatchWriter, OtelShared, OtlpRecord, PlainRecord, TextPair};
 
 /// Level byte ↔ [`Level`]; the byte is the index. Append only: stored on disk.
 const LEVELS: [Level; 6] = [

@@ -482,7 +482,7 @@ fn watchdog_replaces_a_silent_worker_and_one_over_memory_under_load() {
         &[
             ("HEALTH_CHECK_INTERVAL", "1000"),
             // The worker's own limit off, the daemon's at 150 MiB: this tests the
-            // daemon's line of defence alone (an idle worker has ~16 MiB RSS).
+            // daemon's line of defence alone (an idle worker has ~11 MiB RSS).
             ("WORKER_MEMORY_LIMIT", "0"),
             ("CTL_MEMORY_LIMIT", "150MiB"),
         ],

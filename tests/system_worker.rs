@@ -818,7 +818,7 @@ fn watchdog_replaces_a_frozen_worker_and_a_stuck_flusher() {
 
 /// How much the memory scenario makes instance 2 leak. With
 /// `WORKER_MEMORY_LIMIT=200MiB` the generator sets `MemoryHigh=250MiB` and
-/// `MemoryMax=300MiB`; an idle worker has ~16 MiB RSS, so +220 MiB lands between
+/// `MemoryMax=300MiB`; an idle worker has ~11 MiB RSS, so +220 MiB lands between
 /// the worker's own limit and `MemoryHigh`: the graceful path is what a host with
 /// memory accounting would run too (+300 MiB would pass `MemoryMax` there, and
 /// the kernel would kill the worker first; the test container enforces neither).

@@ -21,7 +21,7 @@ use crate::ingest::body::{self, Encoding};
 use crate::ingest::reject::RejectKind;
 use crate::proto::IngestRequest;
 use crate::record::{format_rfc3339, Batch, Record};
-use crate::validate::otlp::{otlp_batch, record_count, OtlpOptions};
+use crate::validate::otlp::{otlp_encoded, record_count, OtlpOptions};
 use crate::validate::{self, check_record, DecodeError, Format, MAX_LISTED_ERRORS};
 
 mod spool;
@@ -129,14 +129,25 @@ pub fn otlp_json(data: &[u8]) {
     map_otlp(request);
 }
 
-/// What `ingest::otlp` does after decoding: the batch size check, then the mapping.
+/// What `ingest::otlp` does after decoding: the batch size check, then the mapping
+/// straight into the encoding, which must pass the spool's full check as it is and
+/// re-encode from its records byte for byte (the shadowed indexes included).
 fn map_otlp(request: ExportLogsServiceRequest) {
     let limits = limits();
     let count = record_count(&request);
     if count > limits.max_records {
         return;
     }
-    let (batch, rejected) = otlp_batch(request, &limits, &otlp_options(), NOW_NS);
+    let (encoded, rejected) = otlp_encoded(&request, &limits, &otlp_options(), NOW_NS);
+    let checked = EncodedBatch::from_payload(encoded.payload().clone())
+        .expect("an OTLP batch written by the mapping passes from_payload");
+    assert_eq!(checked.len(), encoded.len());
+    let batch = encoded.decode().expect("decodes");
+    assert_eq!(
+        EncodedBatch::encode(&batch).payload(),
+        encoded.payload(),
+        "the mapping's encoding differs from encode_batch's"
+    );
     assert_eq!(
         batch.len() + rejected.count,
         count,

@@ -2,7 +2,7 @@
 //! optionally gzip/zstd) and OTLP/gRPC `opentelemetry.proto.collector.logs.v1.
 //! LogsService/Export`, on the same listeners as the native API.
 //!
-//! Both go through [`Ingest::accept_with`] and [`otlp_batch`]: records that fail
+//! Both go through [`Ingest::accept_with`] and [`otlp_encoded`]: records that fail
 //! validation are refused one by one and reported in `partial_success`, the rest is
 //! acknowledged at the usual point (durable in the spool). Refusals follow the OTLP
 //! specification's retry rules: over HTTP 429 and 503 (with `Retry-After`) are the
@@ -35,7 +35,7 @@ use crate::auth::{services, Caller};
 use crate::codec::EncodedBatch;
 use crate::config::RecordLimits;
 use crate::stats::Stats;
-use crate::validate::otlp::{otlp_batch, record_count, OtlpOptions, Rejected};
+use crate::validate::otlp::{otlp_encoded, record_count, OtlpOptions, Rejected};
 
 pub const OTLP_LOGS_PATH: &str = "/v1/logs";
 
@@ -191,11 +191,11 @@ fn map(
         ));
     }
     let forbidden = key.map(|key| services::restrict(key, &mut request, &options.default_service));
-    let (batch, mut rejected) = otlp_batch(request, limits, options, now_ns());
+    let (batch, mut rejected) = otlp_encoded(&request, limits, options, now_ns());
     if let Some(forbidden) = forbidden {
         forbidden.merge_into(&mut rejected);
     }
-    Ok((EncodedBatch::encode(&batch), rejected))
+    Ok((batch, rejected))
 }
 
 /// Counts the request; records refused one by one count as rejected records.

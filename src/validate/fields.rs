@@ -342,26 +342,20 @@ impl<'d> Draft<'d> {
         }
     }
 
-    /// Trace and span ids already in their stored form (OTLP's bytes as hex).
-    pub(super) fn set_ids(&mut self, trace_id: String, span_id: String) {
-        self.trace_id = Cow::Owned(trace_id);
-        self.span_id = Cow::Owned(span_id);
-    }
-
     /// A level already decided by the caller (OTLP's severity number).
     pub(super) fn set_level(&mut self, level: Level) {
         self.level = level;
     }
 
-    /// An attribute whose key and value the caller owns (OTLP): moved, not copied.
-    pub(super) fn owned_attribute(&mut self, chk: &mut Checker<'_>, key: String, value: String) {
-        self.attribute(
-            chk,
-            "attributes.",
-            Cow::Owned(key),
-            Cow::Owned(value),
-            false,
-        );
+    /// An OTLP attribute, already flattened to text: borrowed from the decoded request
+    /// where it held it as is.
+    pub(super) fn otlp_attribute(
+        &mut self,
+        chk: &mut Checker<'_>,
+        key: Cow<'d, str>,
+        value: Cow<'d, str>,
+    ) {
+        self.attribute(chk, "attributes.", key, value, false);
     }
 
     /// An attribute from a source whose values are already text (gRPC).
@@ -520,7 +514,12 @@ pub(super) struct Accepted<'d> {
 impl Accepted<'_> {
     /// Appends the record to the batch being encoded: the hot path, no owned copy.
     pub(super) fn encode_into(&self, out: &mut BatchWriter) {
-        out.push(&PlainRecord {
+        out.push(&self.plain());
+    }
+
+    /// The record as the encoder takes it (OTLP adds its own fields around it).
+    pub(super) fn plain(&self) -> PlainRecord<'_> {
+        PlainRecord {
             timestamp_ns: self.timestamp_ns,
             level: self.level,
             service: &self.service,
@@ -528,10 +527,10 @@ impl Accepted<'_> {
             trace_id: &self.trace_id,
             span_id: &self.span_id,
             attributes: &self.attributes,
-        });
+        }
     }
 
-    /// An owned [`Record`], for callers that keep or extend it (gRPC, OTLP).
+    /// An owned [`Record`], for callers that keep it (gRPC).
     pub(super) fn into_record(self) -> Record {
         Record {
             timestamp_ns: self.timestamp_ns,

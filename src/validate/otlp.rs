@@ -1,5 +1,5 @@
-//! OTLP logs (`ExportLogsServiceRequest`, from protobuf or OTLP/JSON) into a
-//! [`Batch`], record by record: unlike the native API, one bad record does not
+//! OTLP logs (`ExportLogsServiceRequest`, from protobuf or OTLP/JSON) into an
+//! [`EncodedBatch`], record by record: unlike the native API, one bad record does not
 //! refuse the request; it is counted in the response's `partial_success`, as the
 //! OTLP specification asks, and the others are accepted.
 //!
@@ -26,8 +26,14 @@
 //!   held to the value size.
 //!
 //! The OTLP fields the native row has no column for (severity number and text, trace
-//! flags, event name, scope, schema URLs) travel with the record in
-//! [`OtelFields`] for the OpenTelemetry table layout.
+//! flags, event name, scope, schema URLs) travel with the record (the `otel` part of
+//! the encoding, [`OtelFields`](crate::record::OtelFields) once decoded) for the
+//! OpenTelemetry table layout.
+//!
+//! Records are validated straight into the encoding ([`BatchWriter::push_otlp`]) with
+//! their text borrowed from the decoded request: a string attribute or body is copied
+//! once, into the payload. A resource's and a scope's attributes are flattened and
+//! checked once, and written for each of their records from that one copy.
 
 use std::borrow::Cow;
 
@@ -39,11 +45,20 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::fields::{Checker, Draft};
 use super::{timestamp, RecordError};
+use crate::codec::{BatchWriter, EncodedBatch, OtelShared, OtlpRecord, TextPair};
 use crate::config::RecordLimits;
-use crate::record::{Batch, Level, OtelFields};
+use crate::record::{Batch, Level};
+
+#[cfg(test)]
+mod tests;
 
 /// Record errors listed per request (the count of rejected records is exact).
 const LISTED: usize = 100;
+
+/// Encoded bytes to reserve per record beyond what it inherits: the fixed fields, ids,
+/// a short message and a few attributes. The load generator's records take ~136; a
+/// wrong guess costs a reallocation, or a shrink when the batch is finished.
+const RECORD_BYTES_GUESS: usize = 144;
 
 /// What the OTLP mapping needs beyond the record limits.
 #[derive(Debug, Clone)]
@@ -91,35 +106,51 @@ pub fn record_count(request: &ExportLogsServiceRequest) -> usize {
         .sum()
 }
 
-/// Maps every record of `request` (consumed: strings move into the rows) with the
-/// native limits; the invalid ones are counted and described in [`Rejected`].
-pub fn otlp_batch(
-    request: ExportLogsServiceRequest,
+/// Maps every record of `request` with the native limits, straight into the encoding
+/// the spool and the sink read; the invalid ones are counted and described in
+/// [`Rejected`].
+pub fn otlp_encoded(
+    request: &ExportLogsServiceRequest,
     limits: &RecordLimits,
     options: &OtlpOptions,
     now_ns: i64,
-) -> (Batch, Rejected) {
+) -> (EncodedBatch, Rejected) {
     let mut chk = Checker::new(limits, now_ns, LISTED);
-    let mut records = Vec::with_capacity(record_count(&request));
+    // One reservation for the request's own bytes; a scope's shared text adds its own.
+    let mut out = BatchWriter::with_capacity(record_count(request) * RECORD_BYTES_GUESS);
     let mut rejected = 0;
     let mut index = 0;
-    for resource_logs in request.resource_logs {
-        let resource = Part::resource(resource_logs.resource, resource_logs.schema_url, limits);
+    for resource_logs in &request.resource_logs {
+        let resource = Part::resource(
+            resource_logs.resource.as_ref(),
+            &resource_logs.schema_url,
+            limits,
+        );
         let service = resource
             .service
-            .clone()
-            .unwrap_or_else(|| options.default_service.clone());
-        for scope_logs in resource_logs.scope_logs {
-            let scope = Part::scope(scope_logs.scope, scope_logs.schema_url, limits);
-            for log in scope_logs.log_records {
-                let context = Context {
-                    service: &service,
-                    scope: &scope,
-                    resource: &resource,
-                };
-                match map_record(&mut chk, index, log, &context) {
-                    Some(record) => records.push(record),
-                    None => rejected += 1,
+            .as_deref()
+            .unwrap_or(&options.default_service);
+        for scope_logs in &resource_logs.scope_logs {
+            let scope = Part::scope(scope_logs.scope.as_ref(), &scope_logs.schema_url, limits);
+            let shared = OtelShared::new(
+                scope.name,
+                scope.version,
+                scope.schema_url,
+                resource.schema_url,
+                &scope.attributes,
+                &resource.attributes,
+            );
+            let logs = &scope_logs.log_records;
+            out.reserve(logs.len() * shared.extra_len());
+            let context = Context {
+                service,
+                shared: &shared,
+                inherited: scope.attributes.len() + resource.attributes.len(),
+                problem: resource.problem.as_ref().or(scope.problem.as_ref()),
+            };
+            for log in logs {
+                if !map_record(&mut chk, index, log, &context, &mut out) {
+                    rejected += 1;
                 }
                 index += 1;
             }
@@ -129,10 +160,34 @@ pub fn otlp_batch(
         count: rejected,
         errors: chk.errors,
     };
-    (Batch::new(records), rejected)
+    (out.finish(), rejected)
 }
 
-/// The `service` [`otlp_batch`] gives the records of `resource` (the last
+/// [`otlp_encoded`] as owned records, for tests and tools.
+pub fn otlp_batch(
+    request: ExportLogsServiceRequest,
+    limits: &RecordLimits,
+    options: &OtlpOptions,
+    now_ns: i64,
+) -> (Batch, Rejected) {
+    let (encoded, mut rejected) = otlp_encoded(&request, limits, options, now_ns);
+    match encoded.decode() {
+        Ok(batch) => (batch, rejected),
+        // Not expected (the writer and the decoder share the layout); if it happens,
+        // nothing is accepted and every record says why.
+        Err(err) => {
+            rejected.count += encoded.len();
+            rejected.errors.push(RecordError {
+                index: 0,
+                field: String::new(),
+                reason: format!("internal error: the accepted records did not encode ({err})"),
+            });
+            (Batch::default(), rejected)
+        }
+    }
+}
+
+/// The `service` [`otlp_encoded`] gives the records of `resource` (the last
 /// `service.name` attribute, else `default`): what an API key's services are checked
 /// against before mapping.
 pub fn resource_service(resource: Option<&Resource>, default: &str) -> String {
@@ -143,65 +198,73 @@ pub fn resource_service(resource: Option<&Resource>, default: &str) -> String {
                 .rev()
                 .find(|kv| kv.key == "service.name")
         })
-        .map_or_else(|| default.to_owned(), |kv| text_of(kv.value.clone()))
+        .map_or_else(
+            || default.to_owned(),
+            |kv| text_of(kv.value.as_ref()).into_owned(),
+        )
 }
 
 /// What a record inherits from its resource and scope.
-struct Context<'a> {
-    service: &'a str,
-    scope: &'a Part,
-    resource: &'a Part,
+struct Context<'c> {
+    service: &'c str,
+    shared: &'c OtelShared<'c>,
+    /// The scope's and the resource's attribute count.
+    inherited: usize,
+    /// The first field of the resource or scope over a limit: refuses every record.
+    problem: Option<&'c (String, String)>,
 }
 
 /// A resource or a scope: its attributes flattened and checked once for all its
-/// records, and its text fields.
+/// records, and its text fields, borrowed from the request.
 #[derive(Debug, Default)]
-struct Part {
-    attributes: Vec<(String, String)>,
+struct Part<'a> {
+    attributes: Vec<TextPair<'a>>,
     /// The resource's `service.name`.
-    service: Option<String>,
+    service: Option<Cow<'a, str>>,
     /// The scope's name and version.
-    name: String,
-    version: String,
-    schema_url: String,
+    name: &'a str,
+    version: &'a str,
+    schema_url: &'a str,
     /// The first field over a limit, with the reason: refuses every record of the part.
     problem: Option<(String, String)>,
 }
 
-impl Part {
-    fn resource(resource: Option<Resource>, schema_url: String, limits: &RecordLimits) -> Part {
+impl<'a> Part<'a> {
+    fn resource(
+        resource: Option<&'a Resource>,
+        schema_url: &'a str,
+        limits: &RecordLimits,
+    ) -> Part<'a> {
         let mut part = Part {
             schema_url,
             ..Part::default()
         };
-        let mut flat = Flat::default();
-        for kv in resource.map(|r| r.attributes).unwrap_or_default() {
+        for kv in resource.map_or(&[][..], |r| r.attributes.as_slice()) {
             if kv.key == "service.name" {
-                part.service = Some(text_of(kv.value));
+                part.service = Some(text_of(kv.value.as_ref()));
             } else {
-                flat.push_kv(kv);
+                flatten_kv(kv, &mut |k, v| part.attributes.push((k, v)));
             }
         }
-        part.attributes = flat.0;
         part.check("resource", limits);
         part
     }
 
     fn scope(
-        scope: Option<InstrumentationScope>,
-        schema_url: String,
+        scope: Option<&'a InstrumentationScope>,
+        schema_url: &'a str,
         limits: &RecordLimits,
-    ) -> Part {
+    ) -> Part<'a> {
         let mut part = Part {
             schema_url,
             ..Part::default()
         };
         if let Some(scope) = scope {
-            let mut flat = Flat::default();
-            scope.attributes.into_iter().for_each(|kv| flat.push_kv(kv));
-            part.attributes = flat.0;
-            part.name = scope.name;
-            part.version = scope.version;
+            for kv in &scope.attributes {
+                flatten_kv(kv, &mut |k, v| part.attributes.push((k, v)));
+            }
+            part.name = &scope.name;
+            part.version = &scope.version;
         }
         part.check("scope", limits);
         part
@@ -214,9 +277,9 @@ impl Part {
             limits.max_attribute_value_bytes,
         );
         let texts = [
-            ("schema_url", &self.schema_url),
-            ("name", &self.name),
-            ("version", &self.version),
+            ("schema_url", self.schema_url),
+            ("name", self.name),
+            ("version", self.version),
         ];
         for (name, text) in texts {
             if text.len() > max_value {
@@ -245,12 +308,14 @@ impl Part {
     }
 }
 
+/// Validates one record and, if it passes, appends it to `out`; false if refused.
 fn map_record(
     chk: &mut Checker<'_>,
     index: usize,
-    log: LogRecord,
+    log: &LogRecord,
     context: &Context<'_>,
-) -> Option<crate::record::Record> {
+    out: &mut BatchWriter,
+) -> bool {
     let mut draft = Draft::new(index);
     if log.time_unix_nano != 0 {
         let parsed = timestamp::from_unix_nanos(log.time_unix_nano);
@@ -261,24 +326,22 @@ fn map_record(
     }
     level(chk, &mut draft, log.severity_number, &log.severity_text);
     draft.text_service(chk, "resource.service.name", Cow::Borrowed(context.service));
-    let message = match log.body {
+    let message = match &log.body {
         Some(body) => text_of(Some(body)),
-        None => log.event_name.clone(),
+        None => Cow::Borrowed(log.event_name.as_str()),
     };
     if message.is_empty() {
         let reason = "body is empty and the record has no event_name; send a body".to_owned();
         draft.fail(chk, "body", reason);
     } else {
-        draft.text_message(chk, "body", Cow::Owned(message));
+        draft.text_message(chk, "body", message);
     }
-    let trace_id = id_hex(chk, &mut draft, "trace_id", &log.trace_id, 16);
-    let span_id = id_hex(chk, &mut draft, "span_id", &log.span_id, 8);
-    // Hex of the right length by construction: no second check.
-    draft.set_ids(trace_id, span_id);
-    let mut own = Flat::default();
-    log.attributes.into_iter().for_each(|kv| own.push_kv(kv));
-    for (key, value) in own.0 {
-        draft.owned_attribute(chk, key, value);
+    // Hex of the right length by construction: not the draft's text check, and
+    // written from the stack.
+    let trace_id = id_hex::<16, 32>(chk, &mut draft, "trace_id", &log.trace_id);
+    let span_id = id_hex::<8, 16>(chk, &mut draft, "span_id", &log.span_id);
+    for kv in &log.attributes {
+        flatten_kv(kv, &mut |k, v| draft.otlp_attribute(chk, k, v));
     }
     let max_value = chk.limits.max_attribute_value_bytes;
     for (name, text) in [
@@ -290,46 +353,35 @@ fn map_record(
             draft.fail(chk, name, reason);
         }
     }
-    let mut record = draft.finish(chk)?.into_record();
-    if let Some((field, reason)) = context
-        .resource
-        .problem
-        .iter()
-        .chain(&context.scope.problem)
-        .next()
-    {
+    let Some(accepted) = draft.finish(chk) else {
+        return false;
+    };
+    if let Some((field, reason)) = context.problem {
         chk.report(index, field.clone(), reason.clone());
-        return None;
+        return false;
     }
-    let own = record.attributes.len();
-    let (scope, resource) = (&context.scope.attributes, &context.resource.attributes);
-    let total = own + scope.len() + resource.len();
+    let mut plain = accepted.plain();
+    let total = plain.attributes.len() + context.inherited;
     if total > chk.limits.max_attributes {
         let reason = format!(
             "{total} attributes with the scope's and the resource's; at most {} are accepted",
             chk.limits.max_attributes
         );
         chk.report(index, "attributes", reason);
-        return None;
+        return false;
     }
-    record.attributes.reserve(scope.len() + resource.len());
-    record
-        .attributes
-        .extend(scope.iter().chain(resource).cloned());
-    record.otel = Some(Box::new(OtelFields {
+    plain.trace_id = trace_id.as_str();
+    plain.span_id = span_id.as_str();
+    let record = OtlpRecord {
+        plain,
         // A valid number is 0..=24 (checked by `level`).
         severity_number: u8::try_from(log.severity_number).unwrap_or(0),
-        severity_text: log.severity_text,
         trace_flags: (log.flags & 0xff) as u8,
-        event_name: log.event_name,
-        scope_name: context.scope.name.clone(),
-        scope_version: context.scope.version.clone(),
-        scope_schema_url: context.scope.schema_url.clone(),
-        resource_schema_url: context.resource.schema_url.clone(),
-        own_attributes: own,
-        scope_attributes: scope.len(),
-    }));
-    Some(record)
+        severity_text: &log.severity_text,
+        event_name: &log.event_name,
+    };
+    out.push_otlp(&record, context.shared);
+    true
 }
 
 fn level(chk: &mut Checker<'_>, draft: &mut Draft<'_>, number: i32, text: &str) {
@@ -349,92 +401,116 @@ fn level(chk: &mut Checker<'_>, draft: &mut Draft<'_>, number: i32, text: &str) 
     draft.set_level(level);
 }
 
-/// Lower-case hex of an id of `len` bytes; "" when absent (empty or all zero).
-fn id_hex(
+/// An id's lower-case hex, on the stack: `HEX` digits (twice `LEN`) or none.
+struct HexId<const HEX: usize> {
+    digits: [u8; HEX],
+    len: usize,
+}
+
+impl<const HEX: usize> HexId<HEX> {
+    fn as_str(&self) -> &str {
+        // Only ASCII hex digits are written.
+        std::str::from_utf8(&self.digits[..self.len]).unwrap_or("")
+    }
+}
+
+/// Lower-case hex of an id of `LEN` bytes; "" when absent (empty or all zero).
+fn id_hex<const LEN: usize, const HEX: usize>(
     chk: &mut Checker<'_>,
     draft: &mut Draft<'_>,
     name: &str,
     id: &[u8],
-    len: usize,
-) -> String {
+) -> HexId<HEX> {
+    let mut out = HexId {
+        digits: [0; HEX],
+        len: 0,
+    };
     if id.iter().all(|&b| b == 0) {
-        return String::new();
+        return out;
     }
-    if id.len() != len {
+    if id.len() != LEN {
         let reason = format!(
-            "{name} is {} bytes; it must be {len} bytes (or empty)",
+            "{name} is {} bytes; it must be {LEN} bytes (or empty)",
             id.len()
         );
         draft.fail(chk, name, reason);
-        return String::new();
+        return out;
     }
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(len * 2);
-    for &b in id {
-        out.push(HEX[usize::from(b >> 4)] as char);
-        out.push(HEX[usize::from(b & 15)] as char);
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, &b) in out.digits.chunks_exact_mut(2).zip(id) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 15)];
     }
+    out.len = HEX;
     out
 }
 
-/// Attributes flattened to text pairs, in order.
-#[derive(Debug, Default)]
-struct Flat(Vec<(String, String)>);
+/// An attribute flattened to text pairs, in order, each handed to `sink`.
+fn flatten_kv<'a>(kv: &'a KeyValue, sink: &mut impl FnMut(Cow<'a, str>, Cow<'a, str>)) {
+    flatten(Cow::Borrowed(&kv.key), kv.value.as_ref(), sink);
+}
 
-impl Flat {
-    fn push_kv(&mut self, kv: KeyValue) {
-        self.push(kv.key, kv.value);
-    }
-
-    /// A map value becomes `key.subkey` entries; anything else one entry.
-    fn push(&mut self, key: String, value: Option<AnyValue>) {
-        match value.and_then(|v| v.value) {
-            Some(any_value::Value::KvlistValue(list)) => {
-                for kv in list.values {
-                    self.push(format!("{key}.{}", kv.key), kv.value);
-                }
+/// A map value becomes `key.subkey` entries; anything else one entry.
+fn flatten<'a>(
+    key: Cow<'a, str>,
+    value: Option<&'a AnyValue>,
+    sink: &mut impl FnMut(Cow<'a, str>, Cow<'a, str>),
+) {
+    match value.and_then(|v| v.value.as_ref()) {
+        Some(any_value::Value::KvlistValue(list)) => {
+            for kv in &list.values {
+                flatten(
+                    Cow::Owned(format!("{key}.{}", kv.key)),
+                    kv.value.as_ref(),
+                    sink,
+                );
             }
-            None => {}
-            value => self.0.push((key, text_of(Some(AnyValue { value })))),
         }
+        None => {}
+        Some(_) => sink(key, text_of(value)),
     }
 }
 
-/// A value as stored text: strings as is, everything else as compact JSON (bytes as
-/// base64, as OTLP/JSON writes them).
-fn text_of(value: Option<AnyValue>) -> String {
-    match value.and_then(|v| v.value) {
-        Some(any_value::Value::StringValue(s)) => s,
+/// A value as stored text: strings as is (borrowed), everything else as compact JSON
+/// (bytes as base64, as OTLP/JSON writes them).
+fn text_of(value: Option<&AnyValue>) -> Cow<'_, str> {
+    match value.and_then(|v| v.value.as_ref()) {
+        Some(any_value::Value::StringValue(s)) => Cow::Borrowed(s),
         Some(any_value::Value::BytesValue(b)) => {
-            base64::engine::general_purpose::STANDARD.encode(b)
+            Cow::Owned(base64::engine::general_purpose::STANDARD.encode(b))
         }
-        Some(any_value::Value::IntValue(i)) => i.to_string(),
-        Some(any_value::Value::BoolValue(b)) => b.to_string(),
-        None => String::new(),
-        other => json_of(other).to_string(),
+        Some(any_value::Value::IntValue(i)) => Cow::Owned(i.to_string()),
+        Some(any_value::Value::BoolValue(b)) => Cow::Borrowed(if *b { "true" } else { "false" }),
+        None => Cow::Borrowed(""),
+        other => Cow::Owned(json_of(other).to_string()),
     }
 }
 
-fn json_of(value: Option<any_value::Value>) -> serde_json::Value {
+fn json_of(value: Option<&any_value::Value>) -> serde_json::Value {
     use serde_json::Value as J;
     match value {
         None | Some(any_value::Value::StringValueStrindex(_)) => J::Null,
-        Some(any_value::Value::StringValue(s)) => J::String(s),
-        Some(any_value::Value::BoolValue(b)) => J::Bool(b),
-        Some(any_value::Value::IntValue(i)) => J::from(i),
+        Some(any_value::Value::StringValue(s)) => J::String(s.clone()),
+        Some(any_value::Value::BoolValue(b)) => J::Bool(*b),
+        Some(any_value::Value::IntValue(i)) => J::from(*i),
         Some(any_value::Value::DoubleValue(d)) => {
-            serde_json::Number::from_f64(d).map_or_else(|| J::String(d.to_string()), J::Number)
+            serde_json::Number::from_f64(*d).map_or_else(|| J::String(d.to_string()), J::Number)
         }
         Some(any_value::Value::BytesValue(b)) => {
             J::String(base64::engine::general_purpose::STANDARD.encode(b))
         }
         Some(any_value::Value::ArrayValue(a)) => {
-            J::Array(a.values.into_iter().map(|v| json_of(v.value)).collect())
+            J::Array(a.values.iter().map(|v| json_of(v.value.as_ref())).collect())
         }
         Some(any_value::Value::KvlistValue(list)) => J::Object(
             list.values
-                .into_iter()
-                .map(|kv| (kv.key, json_of(kv.value.and_then(|v| v.value))))
+                .iter()
+                .map(|kv| {
+                    (
+                        kv.key.clone(),
+                        json_of(kv.value.as_ref().and_then(|v| v.value.as_ref())),
+                    )
+                })
                 .collect(),
         ),
     }

@@ -105,18 +105,23 @@ impl Worker {
             auth: auth.clone(),
         });
         let router = ingest::router(ingest, admin_routes(&admin_state), auth);
-        let server = start_server(cfg, listeners, &tls, origin, router, shutdown)?;
+        // Before the first request can be served: the reloader's SIGHUP listener
+        // replaces SIGHUP's default action (exit), and a client that saw `/health`
+        // answer may send SIGHUP (`systemctl reload`) at once.
         tls::spawn_reloader(
             &cfg.tls,
-            tls.acceptor,
+            tls.acceptor.clone(),
             stats.clone(),
             &tracker,
             hard_stop.clone(),
         );
-        // The admin socket stays up through the drain so the control tool sees it.
+        // The admin socket stays up through the drain so the control tool sees it. It
+        // is bound before the first request is served, so a client that saw `/health`
+        // answer finds it there.
         if let Some(path) = &cfg.admin.socket {
             serve_admin_socket(path, admin_routes(&admin_state), &tracker, &hard_stop)?;
         }
+        let server = start_server(cfg, listeners, &tls, origin, router, shutdown)?;
         let supervisor = supervise(cfg, &batcher, &stats, shutdown)?;
         Ok(Worker {
             stats,

@@ -25,9 +25,11 @@
 //! - `build.rs`: `Worker::build`, every component in the start-up order; the
 //!   settings `ACK_MODE` changes (`batching_for_ack_mode`).
 //! - `drain.rs`: `Worker::drain(deadline)`, the shutdown order.
+//! - `memory.rs`: transparent huge pages off at start (idle RSS).
 
 mod build;
 mod drain;
+mod memory;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -115,6 +117,8 @@ pub enum WorkerError {
 
 /// Entry point of the `zero-logs` binary. Exit 2 for bad configuration.
 pub fn main() -> ExitCode {
+    // First: before anything touches more of the allocator's arena.
+    let thp = memory::disable_transparent_huge_pages();
     let flags = match Cli::parse().command {
         Command::Serve(flags) => flags,
         Command::Config(args) => return print_config(&args),
@@ -128,6 +132,14 @@ pub fn main() -> ExitCode {
     };
     let target = telemetry::init(&cfg.admin.worker_id);
     tracing::debug!(?target, "logging initialised");
+    match thp {
+        Ok(outcome) => tracing::debug!(?outcome, "transparent huge pages"),
+        Err(error) => tracing::warn!(
+            %error,
+            "cannot turn transparent huge pages off (prctl PR_SET_THP_DISABLE); \
+             idle RSS may be ~10 MiB higher; MIMALLOC_ALLOW_THP=0 does the same"
+        ),
+    }
     // Before the runtime: its threads (and theirs) inherit the slice.
     sched::apply_to_process(cfg.supervision.cpu_slice);
     match serve(cfg) {
