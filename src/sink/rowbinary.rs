@@ -79,11 +79,16 @@ impl RowWriter {
     fn legacy(&mut self, row: &LegacyRow<'_>, out: &mut Vec<u8>) -> Result<(), CodecError> {
         out.extend_from_slice(&row.timestamp.to_le_bytes());
         out.extend_from_slice(&row.timestamp_ns.to_le_bytes());
-        put_str(out, row.level);
-        put_str(out, row.service);
-        put_str(out, row.message);
-        put_str(out, row.trace_id);
-        put_str(out, row.span_id);
+        put_strs(
+            out,
+            [
+                row.level,
+                row.service,
+                row.message,
+                row.trace_id,
+                row.span_id,
+            ],
+        );
         self.nested(row.attribute_keys.0, out)
     }
 
@@ -93,11 +98,16 @@ impl RowWriter {
         out: &mut Vec<u8>,
     ) -> Result<(), CodecError> {
         out.extend_from_slice(&row.timestamp.to_le_bytes());
-        put_str(out, row.level);
-        put_str(out, row.service);
-        put_str(out, row.message);
-        put_str(out, row.trace_id);
-        put_str(out, row.span_id);
+        put_strs(
+            out,
+            [
+                row.level,
+                row.service,
+                row.message,
+                row.trace_id,
+                row.span_id,
+            ],
+        );
         self.nested(row.attribute_keys.0, out)
     }
 
@@ -132,11 +142,16 @@ const ROW_BYTES_HINT: usize = 256;
 
 fn datetime64_map(row: &DateTime64MapRow<'_>, out: &mut Vec<u8>) -> Result<(), CodecError> {
     out.extend_from_slice(&row.timestamp.to_le_bytes());
-    put_str(out, row.level);
-    put_str(out, row.service);
-    put_str(out, row.message);
-    put_str(out, row.trace_id);
-    put_str(out, row.span_id);
+    put_strs(
+        out,
+        [
+            row.level,
+            row.service,
+            row.message,
+            row.trace_id,
+            row.span_id,
+        ],
+    );
     let attributes = row.attributes.0;
     put_varint(out, attributes.len() as u64);
     for pair in attributes.iter() {
@@ -181,6 +196,14 @@ fn pair_map(map: &PairMap<'_>, out: &mut Vec<u8>) -> Result<(), CodecError> {
         put_str(out, value);
     }
     Ok(())
+}
+
+/// The five text columns the native layouts share, in table order: level, service,
+/// message, trace id, span id.
+fn put_strs(out: &mut Vec<u8>, columns: [&str; 5]) {
+    for text in columns {
+        put_str(out, text);
+    }
 }
 
 /// A RowBinary `String`: LEB128 length, then the bytes.

@@ -39,6 +39,24 @@ pub struct Worker {
     pub spool_dir: Option<tempfile::TempDir>,
 }
 
+/// Polls `{base}/health` every 50 ms until it answers 200; fails the test after
+/// `within`, naming the worker as `describe` says (evaluated only then).
+pub async fn wait_healthy_at(base: &str, within: Duration, describe: impl Fn() -> String) {
+    let deadline = tokio::time::Instant::now() + within;
+    let client = client();
+    loop {
+        if let Ok((200, _, _)) = get(&client, &format!("{base}/health")).await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} not healthy within {within:?}",
+            describe()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 impl Worker {
     /// Starts the worker binary against `ch`/`database` and waits for `/health`. Its
     /// spool goes to a fresh temporary directory unless `env` sets `SPOOL_DIR`.
@@ -100,19 +118,8 @@ impl Worker {
     }
 
     pub async fn wait_healthy(&self, within: Duration) {
-        let deadline = tokio::time::Instant::now() + within;
-        let client = client();
-        loop {
-            if let Ok((200, _, _)) = get(&client, &format!("{}/health", self.base)).await {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "worker on port {} not healthy within {within:?}",
-                self.port
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let port = self.port;
+        wait_healthy_at(&self.base, within, || format!("worker on port {port}")).await;
     }
 
     /// SIGTERM by PID and wait for the exit status.

@@ -167,20 +167,8 @@ impl HostWorker {
     }
 
     async fn wait_healthy(&self, within: Duration) {
-        let deadline = tokio::time::Instant::now() + within;
-        let client = client();
-        loop {
-            if let Ok((200, _, _)) = get(&client, &format!("{}/health", self.base)).await {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "worker {} not healthy within {within:?}; its log ends:\n{}",
-                self.base,
-                self.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let describe = || format!("worker {}; its log ends:\n{}", self.base, self.log_tail());
+        crate::common::wait_healthy_at(&self.base, within, describe).await;
     }
 
     pub fn log_tail(&self) -> String {
