@@ -82,7 +82,8 @@ usage: cargo bench --bench ingest_load -- --url http://127.0.0.1:PORT [options]
                           and otlp-http)
   --timeout SECS          per-request timeout [30]
   --threads N             generator runtime threads [1]
-  --worker-pid PID        worker process to measure (CPU time, peak RSS) via /proc
+  --worker-pid PID[,PID]  worker process(es) to measure via /proc: CPU time summed
+                          over all, peak RSS of the largest
   --clickhouse-pid PID    ClickHouse server process: report its CPU time too
   --clickhouse-url URL    ClickHouse HTTP URL: check acknowledged records arrived
   --clickhouse-table DB.T table to count rows in (with --clickhouse-url)
@@ -205,7 +206,8 @@ struct Args {
     gzip: bool,
     timeout: Duration,
     threads: usize,
-    worker_pid: Option<u32>,
+    /// One pid, or several separated by commas (workers sharing one socket).
+    worker_pid: Option<String>,
     clickhouse_pid: Option<u32>,
     clickhouse_url: Option<String>,
     clickhouse_table: Option<String>,
@@ -301,7 +303,13 @@ impl Args {
                     "--gzip" => gzip = true,
                     "--timeout" => timeout = secs(flag, &value(flag)?)?,
                     "--threads" => threads = num(flag, &value(flag)?)?,
-                    "--worker-pid" => worker_pid = Some(num(flag, &value(flag)?)?),
+                    "--worker-pid" => {
+                        let v = value(flag)?;
+                        for pid in v.split(',') {
+                            num::<u32>(flag, pid)?;
+                        }
+                        worker_pid = Some(v)
+                    }
                     "--clickhouse-pid" => clickhouse_pid = Some(num(flag, &value(flag)?)?),
                     "--clickhouse-url" => clickhouse_url = Some(value(flag)?),
                     "--clickhouse-table" => clickhouse_table = Some(value(flag)?),
@@ -916,6 +924,19 @@ fn steal_ticks() -> Option<u64> {
     cpu.split_whitespace().nth(7)?.parse().ok()
 }
 
+/// [`cpu_ticks`] summed over a comma-separated list of worker pids.
+fn workers_cpu_ticks(pids: &str) -> anyhow::Result<CpuTicks> {
+    pids.split(',')
+        .try_fold(0, |sum, pid| Ok(sum + cpu_ticks(pid)?.0))
+        .map(CpuTicks)
+}
+
+/// [`status_kb`] of the largest of a comma-separated list of worker pids: the bound
+/// is per worker.
+fn workers_status_kb(pids: &str, key: &str) -> Option<u64> {
+    pids.split(',').filter_map(|pid| status_kb(pid, key)).max()
+}
+
 /// A `kB` line of `/proc/<pid>/status`, in bytes.
 fn status_kb(pid: &str, key: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -988,12 +1009,14 @@ async fn settled_count(
 
 fn run(args: Args) -> anyhow::Result<ExitCode> {
     let target = Target::parse(&args.url, args.protocol.default_path())?;
-    let worker_pid = args.worker_pid.map(|p| p.to_string());
+    let worker_pid = args.worker_pid.clone();
     if let Some(pid) = &worker_pid {
-        cpu_ticks(pid).with_context(|| format!("worker pid {pid} is not running"))?;
+        workers_cpu_ticks(pid).with_context(|| format!("worker pid {pid} is not running"))?;
     }
     // Before any load: what the worker holds at rest (with the bench's start-up).
-    let rss_before = worker_pid.as_deref().and_then(|p| status_kb(p, "VmRSS"));
+    let rss_before = worker_pid
+        .as_deref()
+        .and_then(|p| workers_status_kb(p, "VmRSS"));
     let pool = generate_pool(&args)?;
     let ticks_per_sec = clock_ticks_per_sec();
 
@@ -1072,7 +1095,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         tokio::time::sleep_until(measure_from).await;
         let started = Instant::now();
         let worker_cpu0 = match &worker_pid {
-            Some(pid) => Some(cpu_ticks(pid)?),
+            Some(pid) => Some(workers_cpu_ticks(pid)?),
             None => None,
         };
         let self_cpu0 = cpu_ticks("self")?;
@@ -1100,7 +1123,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         let rows1 = rows_now().await;
         let worker_cpu = match (&worker_pid, worker_cpu0) {
             (Some(pid), Some(c0)) => Some(
-                cpu_ticks(pid)
+                workers_cpu_ticks(pid)
                     .map(|c1| (c1.0.saturating_sub(c0.0)) as f64 / ticks_per_sec)
                     .with_context(|| format!("worker {pid} exited during the run"))?,
             ),
@@ -1279,8 +1302,8 @@ impl Report {
             window_p99_ms,
             worker_pid: worker_pid.map(str::to_string),
             worker_cpu_s,
-            worker_peak_rss: worker_pid.and_then(|p| status_kb(p, "VmHWM")),
-            worker_rss: worker_pid.and_then(|p| status_kb(p, "VmRSS")),
+            worker_peak_rss: worker_pid.and_then(|p| workers_status_kb(p, "VmHWM")),
+            worker_rss: worker_pid.and_then(|p| workers_status_kb(p, "VmRSS")),
             worker_rss_before: None,
             generator_cpu_s,
             clickhouse_cpu_s,
@@ -1374,6 +1397,7 @@ impl Report {
             })),
             "worker": self.worker_pid.as_ref().map(|pid| json!({
                 "pid": pid.parse::<u64>().ok(),
+                "pids": pid.split(',').filter_map(|p| p.parse::<u64>().ok()).collect::<Vec<_>>(),
                 "cpu_s": self.worker_cpu_s.map(|v| round(v, 2)),
                 "cores_busy": self.worker_cpu_s.map(|v| round(v / self.secs(), 2)),
                 "cpu_s_per_million_records": self.cpu_per_million().map(|v| round(v, 2)),
@@ -1497,7 +1521,12 @@ impl Report {
             let mib_of =
                 |v: Option<u64>| v.map_or("-".into(), |b| format!("{:.1} MiB", b as f64 / mib));
             println!(
-                "              peak RSS (VmHWM) {}  RSS now {}  before the load {}",
+                "              peak RSS (VmHWM{}) {}  RSS now {}  before the load {}",
+                if pid.contains(',') {
+                    ", largest worker"
+                } else {
+                    ""
+                },
                 mib_of(self.worker_peak_rss),
                 mib_of(self.worker_rss),
                 mib_of(self.worker_rss_before),
