@@ -1,15 +1,22 @@
 //! Admission: whether the worker takes one more request, answered in one place.
 //!
-//! The ingest asks twice per request, and nothing here ever waits:
+//! The ingest asks before it reads a body and again once it is validated, and nothing
+//! here ever waits:
 //!
-//! 1. [`Admission::admit`] on arrival, with the body's size: a share of the in-flight
-//!    byte budget (`MAX_INFLIGHT_BYTES`), owned here as a semaphore. The
-//!    [`AdmissionPermit`] holds that share for the request's life (validation,
-//!    hand-over, the wait for the acknowledgement).
+//! 1. On arrival, before the body is read (HTTP: from `Content-Length`; gRPC: tonic has
+//!    read the message already):
+//!    - [`Admission::check_room`]: is the backlog behind the acknowledgement point
+//!      already too full for a batch of about this size? A cheap look, so that a full
+//!      spool or queue refuses a request before its body costs a read and a validation.
+//!    - [`Admission::admit`]: a share of the in-flight byte budget
+//!      (`MAX_INFLIGHT_BYTES`), owned here as a semaphore. The [`AdmissionPermit`] holds
+//!      that share for the request's life (reading the body, validation, hand-over, the
+//!      wait for the acknowledgement). A body of unknown length (chunked) starts with a
+//!      share of one byte and [grows](AdmissionPermit::grow_to) with what arrives.
 //! 2. [`AdmissionPermit::admit_batch`] once the body is validated, with the encoded
-//!    batch: room in the backlog behind the acknowledgement point — the spool's cap
-//!    (`SPOOL_MAX_BYTES`) with `ACK_MODE=spool`, the batcher's queued rows
-//!    (`BATCH_MAX_QUEUE_ROWS`) with `ACK_MODE=clickhouse`.
+//!    batch: room in the backlog, exactly — the spool's cap (`SPOOL_MAX_BYTES`) with
+//!    `ACK_MODE=spool`, the batcher's queued rows (`BATCH_MAX_QUEUE_ROWS`) with
+//!    `ACK_MODE=clickhouse`.
 //!
 //! The spool and the batcher own those two counts and keep their own reserving checks
 //! in `Spool::append` and `BatcherHandle::try_submit` (two requests can pass here
@@ -41,7 +48,7 @@ pub struct Admission {
 /// A request's share of the in-flight byte budget, returned when dropped.
 pub struct AdmissionPermit<'a> {
     admission: &'a Admission,
-    _bytes: SemaphorePermit<'a>,
+    bytes: SemaphorePermit<'a>,
 }
 
 /// Why a request is not taken now; every variant means "retry later".
@@ -70,22 +77,61 @@ impl Admission {
     /// Takes `body_bytes` of the in-flight budget (at least 1, at most all of it, so
     /// that one large request can still run alone).
     pub fn admit(&self, body_bytes: usize) -> Result<AdmissionPermit<'_>, Refusal> {
-        let permits = body_bytes.clamp(1, self.max_inflight_bytes);
-        let permits = u32::try_from(permits).unwrap_or(u32::MAX);
-        let bytes =
-            self.inflight
-                .try_acquire_many(permits)
-                .map_err(|_| Refusal::InflightBytes {
-                    max_inflight_bytes: self.max_inflight_bytes,
-                })?;
+        let bytes = self.take(self.share(body_bytes).max(1))?;
         Ok(AdmissionPermit {
             admission: self,
-            _bytes: bytes,
+            bytes,
         })
+    }
+
+    /// Whether the backlog looks too full for a batch of about `batch_bytes` encoded
+    /// bytes, answered as the exact check would (the same refusals, counted alike).
+    /// Cheap (a few atomic loads, no batch needed): asked before a body is read, so
+    /// that a full spool or queue does not pay for reading and validating requests it
+    /// then refuses. With `ACK_MODE=clickhouse` the queue counts rows, unknown before
+    /// validation: the look is whether it has room for one more row.
+    pub fn check_room(&self, batch_bytes: usize) -> Result<(), Refusal> {
+        match &self.backlog {
+            Backlog::Spool(spool) => spool.check_room_for(batch_bytes).map_err(Refusal::Spool),
+            Backlog::Queue(batcher) => batcher.check_room(1).map_err(Refusal::Queue),
+        }
+    }
+
+    /// The permits a request of `bytes` holds: at most the whole budget.
+    fn share(&self, bytes: usize) -> usize {
+        bytes.min(self.max_inflight_bytes)
+    }
+
+    fn take(&self, permits: usize) -> Result<SemaphorePermit<'_>, Refusal> {
+        let permits = u32::try_from(permits).unwrap_or(u32::MAX);
+        self.inflight
+            .try_acquire_many(permits)
+            .map_err(|_| Refusal::InflightBytes {
+                max_inflight_bytes: self.max_inflight_bytes,
+            })
     }
 }
 
 impl AdmissionPermit<'_> {
+    /// Holds a share for `body_bytes` (at most the whole budget), taking what is
+    /// missing; for a body whose size is learnt as it arrives. Refused like
+    /// [`Admission::admit`] when the budget has not that much left; the share held so
+    /// far stays held until the permit is dropped.
+    pub fn grow_to(&mut self, body_bytes: usize) -> Result<(), Refusal> {
+        let held = self.bytes.num_permits();
+        let wanted = self.admission.share(body_bytes);
+        if wanted > held {
+            let more = self.admission.take(wanted - held)?;
+            self.bytes.merge(more);
+        }
+        Ok(())
+    }
+
+    /// Bytes of the in-flight budget this request holds.
+    pub fn held(&self) -> usize {
+        self.bytes.num_permits()
+    }
+
     /// Whether the backlog has room for the validated `batch` now. Reserves nothing:
     /// the spool or batcher checks again when the batch is handed over.
     pub fn admit_batch(&self, batch: &EncodedBatch) -> Result<(), Refusal> {
@@ -147,6 +193,61 @@ mod tests {
         assert!(admission.admit(1).is_err());
         drop(alone);
         assert!(admission.admit(100).is_ok());
+        spool.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_growing_share_takes_what_arrives_until_the_budget_is_spent() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spool = spool(tmp.path(), 1 << 20).await;
+        let admission = Admission::new(100, Backlog::Spool(spool.clone()));
+        let mut growing = admission.admit(0).unwrap();
+        assert_eq!(growing.held(), 1);
+        growing.grow_to(40).unwrap();
+        assert_eq!(growing.held(), 40);
+        growing.grow_to(30).unwrap();
+        assert_eq!(growing.held(), 40, "a share never shrinks while held");
+        let other = admission.admit(50).unwrap();
+        let refused = Rejection::from(growing.grow_to(60).unwrap_err());
+        assert_eq!(refused.kind, RejectKind::Busy);
+        assert_eq!(growing.held(), 40, "a refused growth keeps what was held");
+        drop(other);
+        // Beyond the whole budget it holds all of it, like a large admit.
+        growing.grow_to(1_000).unwrap();
+        assert_eq!(growing.held(), 100);
+        assert!(admission.admit(1).is_err());
+        drop(growing);
+        assert!(admission.admit(100).is_ok());
+        spool.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn the_look_before_reading_refuses_as_the_exact_check_does() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spool = spool(tmp.path(), 8192).await;
+        let admission = Admission::new(1 << 20, Backlog::Spool(spool.clone()));
+        let estimate = batch(2).byte_len();
+        let mut appended = 0;
+        let refusal = loop {
+            match admission.check_room(estimate) {
+                Ok(()) => {
+                    drop(spool.append(batch(2)));
+                    appended += 1;
+                }
+                Err(refusal) => break refusal,
+            }
+        };
+        assert!(appended > 0, "an empty spool has room");
+        let permit = admission.admit(100).unwrap();
+        let exact = Rejection::from(permit.admit_batch(&batch(2)).unwrap_err());
+        let early = Rejection::from(refusal);
+        assert_eq!(early.kind, RejectKind::Busy);
+        assert_eq!(early.message, exact.message);
+        assert_eq!(early.retry_after, exact.retry_after);
+
+        spool.close_appends();
+        let closed = Rejection::from(admission.check_room(estimate).unwrap_err());
+        assert_eq!(closed.kind, RejectKind::Unavailable);
         spool.shutdown().await;
     }
 

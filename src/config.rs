@@ -228,6 +228,10 @@ fn is_loopback_url(url: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// The least the batcher may read ahead of its INSERTs with `ACK_MODE=spool`, however
+/// small `SPOOL_MEMORY_BYTES`: INSERTs of a useful size (~36 000 typical rows).
+pub const MIN_READ_AHEAD_BYTES: usize = 4 << 20;
+
 /// When the batcher cuts a batch into one INSERT.
 #[derive(Debug, Clone)]
 pub struct BatchConfig {
@@ -238,6 +242,9 @@ pub struct BatchConfig {
     pub max_inflight_inserts: usize,
     /// Rows queued in the batcher before admission refuses (429).
     pub max_queue_rows: usize,
+    /// Encoded bytes queued in the batcher, the same way: unbounded (`usize::MAX`)
+    /// unless `ACK_MODE=spool`, where it is `SPOOL_MEMORY_BYTES`.
+    pub max_queue_bytes: usize,
 }
 
 impl Default for BatchConfig {
@@ -248,6 +255,7 @@ impl Default for BatchConfig {
             max_age: S::BATCH_MAX_AGE.written_default(),
             max_inflight_inserts: S::BATCH_MAX_INFLIGHT_INSERTS.written_default(),
             max_queue_rows: S::BATCH_MAX_QUEUE_ROWS.written_default(),
+            max_queue_bytes: usize::MAX,
         }
     }
 }
@@ -332,6 +340,10 @@ impl Config {
             // every INSERT slot busy plus the one being cut.
             let enough = batch.max_rows * (batch.max_inflight_inserts + 1);
             batch.max_queue_rows = batch.max_queue_rows.min(enough);
+            // And what it reads ahead is spool memory: bounded like the in-memory tail,
+            // whatever the rows weigh (admitted requests need no such bound: their
+            // batches are within MAX_INFLIGHT_BYTES).
+            batch.max_queue_bytes = spool.memory_tail_bytes.max(MIN_READ_AHEAD_BYTES);
             // Spooled rows are durable: retrying for ever loses nothing, giving up would.
             clickhouse.retry_budget = Duration::MAX;
         }
@@ -458,6 +470,7 @@ fn batch(r: &Reader<'_>) -> Result<BatchConfig, ConfigError> {
         max_age: r.get(&S::BATCH_MAX_AGE)?,
         max_inflight_inserts: r.get(&S::BATCH_MAX_INFLIGHT_INSERTS)?,
         max_queue_rows: r.get(&S::BATCH_MAX_QUEUE_ROWS)?,
+        max_queue_bytes: usize::MAX,
     })
 }
 

@@ -50,6 +50,11 @@ const PAUSE_PER_CONNECTION: Duration = Duration::from_micros(20);
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a closing connection is still served (answers say `Connection: close`).
 pub const DRAIN_LINGER: Duration = Duration::from_millis(500);
+/// Largest HTTP/1 read buffer of a connection (hyper's default: ~400 KiB). hyper grows
+/// a connection's buffer to the reads it sees and keeps it while the connection
+/// lives, so every idle keep-alive connection holds one; this caps it. It also caps
+/// a request's head (hyper answers 431 beyond), far above what shippers send.
+pub const HTTP1_MAX_BUF_BYTES: usize = 16 << 10;
 
 /// How connections are served.
 #[derive(Debug, Clone)]
@@ -87,7 +92,8 @@ impl Server {
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT);
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(HTTP1_MAX_BUF_BYTES);
         let builder = Arc::new(builder);
         for Listener { listener, tls } in listeners {
             let accept = AcceptLoop {

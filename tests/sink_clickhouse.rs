@@ -138,6 +138,7 @@ fn batch_config(max_rows: usize, max_age: Duration) -> BatchConfig {
         max_age,
         max_inflight_inserts: 2,
         max_queue_rows: 100_000,
+        max_queue_bytes: usize::MAX,
     }
 }
 

@@ -571,7 +571,7 @@ settings! {
     }
     /// Rows waiting for ClickHouse before new requests get 429 (`ACK_MODE=clickhouse`);
     /// with the spool, rows read ahead of the INSERTs, at most
-    /// `BATCH_MAX_ROWS × (BATCH_MAX_INFLIGHT_INSERTS + 1)`.
+    /// `BATCH_MAX_ROWS × (BATCH_MAX_INFLIGHT_INSERTS + 1)` (and SPOOL_MEMORY_BYTES).
     BATCH_MAX_QUEUE_ROWS: usize = positive, {
         section: Section::Batching, value_name: "N", default: "1000000",
     }
@@ -605,7 +605,8 @@ settings! {
     SPOOL_COMMIT_WINDOW: Duration = millis, {
         section: Section::Spool, value_name: "MS", default: "2",
     }
-    /// Spooled batches kept in memory for delivery; beyond, read back from disk.
+    /// Spooled batches kept in memory for delivery; beyond, read back from disk. Also
+    /// the most the batcher reads ahead of its INSERTs (encoded bytes, at least 4MiB).
     SPOOL_MEMORY_BYTES: usize = bytes, {
         section: Section::Spool, value_name: "BYTES", default: "16MiB",
     }

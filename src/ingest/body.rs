@@ -4,18 +4,23 @@
 //! collecting, and on the *output* of gzip/zstd, so a decompression bomb costs
 //! at most `max_body_bytes` of memory and gets 413, never an OOM.
 //!
+//! It is read only once admitted (`Ingest::receive`): [`collect`] tells the
+//! admission what has arrived, and a body refused before or while it is read is
+//! [discarded](discard) without being kept.
+//!
 //! A body refused as too large is read on and thrown away (up to
 //! [`DRAIN_MAX_BYTES`], for at most [`DRAIN_TIME`]) before the 413 goes out: a
 //! client still sending it would otherwise find the connection closed under its
-//! write and never read the answer (hyper's client reports a broken pipe).
+//! write and never read the answer (hyper's client reports a broken pipe). A body
+//! refused for room (429) is thrown away the same way, but after the answer.
 
 use std::io::Read;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::HeaderMap;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
 
 use super::reject::{RejectKind, Rejection};
 use crate::validate::Format;
@@ -76,35 +81,134 @@ fn too_large(max: usize, what: &str) -> Rejection {
     )
 }
 
-/// Most bytes of a refused body read and discarded so the client can read the 413;
+/// Most bytes of a refused body read and discarded so the client can read the answer;
 /// beyond, the connection is closed under it.
 pub const DRAIN_MAX_BYTES: u64 = 32 << 20;
 /// Longest time spent discarding a refused body.
 pub const DRAIN_TIME: Duration = Duration::from_secs(5);
 
-/// Collects the body, refusing more than `max` bytes on the wire.
-pub async fn collect(headers: &HeaderMap, mut body: Body, max: usize) -> Result<Bytes, Rejection> {
-    let declared = headers
+/// The body's `Content-Length`, when the client sent one (not for chunked bodies).
+pub fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if let Some(n) = declared.filter(|&n| n > max as u64) {
-        if n <= DRAIN_MAX_BYTES {
-            drain(&mut body).await;
-        }
-        return Err(too_large(max, "(Content-Length)"));
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// The 413 for a body declared over `max`, after reading and discarding it (when
+/// small enough to be worth it, see [`DRAIN_MAX_BYTES`]) so that the client reads
+/// the answer.
+pub async fn refuse_declared(mut body: Body, declared: u64, max: usize) -> Rejection {
+    if declared <= DRAIN_MAX_BYTES {
+        drain(&mut body).await;
     }
-    match Limited::new(&mut body, max).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+    too_large(max, "(Content-Length)")
+}
+
+/// Collects the body, refusing more than `max` bytes on the wire. `capacity` is the
+/// size expected (the declared length; 0 when unknown). `admit` is told the bytes
+/// received so far as each piece arrives, before it is kept (a body of unknown
+/// length takes its share of `MAX_INFLIGHT_BYTES` as it grows); when it refuses, the
+/// rest of the body is discarded in the background ([`discard`]) and its refusal
+/// returned.
+pub async fn collect(
+    headers: &HeaderMap,
+    mut body: Body,
+    max: usize,
+    capacity: usize,
+    mut admit: impl FnMut(usize) -> Result<(), Rejection>,
+) -> Result<Bytes, Rejection> {
+    let mut pieces = Pieces::new(capacity.min(max));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|err| {
+            Rejection::new(
+                RejectKind::Invalid,
+                format!("could not read the request body: {err}"),
+            )
+        })?;
+        // Trailers carry no body bytes.
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let total = pieces.len() + data.len();
+        if total > max {
             drain(&mut body).await;
-            Err(too_large(max, ""))
+            return Err(too_large(max, ""));
         }
-        Err(err) => Err(Rejection::new(
-            RejectKind::Invalid,
-            format!("could not read the request body: {err}"),
-        )),
+        if let Err(refused) = admit(total) {
+            discard(headers, body);
+            return Err(refused);
+        }
+        pieces.push(data);
     }
+    Ok(pieces.into_bytes())
+}
+
+/// A body as it arrives: one piece kept as it is (no copy for a body that came in one
+/// read), more copied into one buffer of the expected size.
+struct Pieces {
+    first: Option<Bytes>,
+    rest: BytesMut,
+    capacity: usize,
+}
+
+impl Pieces {
+    fn new(capacity: usize) -> Pieces {
+        Pieces {
+            first: None,
+            rest: BytesMut::new(),
+            capacity,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.first.as_ref().map_or(0, Bytes::len) + self.rest.len()
+    }
+
+    fn push(&mut self, data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(data);
+            return;
+        }
+        if let Some(first) = self.first.take() {
+            self.rest
+                .reserve(self.capacity.max(first.len() + data.len()));
+            self.rest.extend_from_slice(&first);
+        }
+        self.rest.extend_from_slice(&data);
+    }
+
+    fn into_bytes(self) -> Bytes {
+        match self.first {
+            Some(first) => first,
+            None => self.rest.freeze(),
+        }
+    }
+}
+
+/// Lets go of a body refused before (or while) it was read, without keeping it. A
+/// client waiting for `100 Continue` has not sent it: the body is dropped, and hyper
+/// answers without inviting it (and closes the connection if bytes of it come
+/// anyway). Otherwise it is read and thrown away on a task of its own, within
+/// [`DRAIN_MAX_BYTES`] and [`DRAIN_TIME`], while the refusal goes out at once: the
+/// client reads its answer and keeps its connection, and what the worker holds
+/// meanwhile is one read buffer, not the body.
+pub fn discard(headers: &HeaderMap, body: Body) {
+    let expects_continue = headers
+        .get(axum::http::header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"));
+    if expects_continue {
+        drop(body);
+        return;
+    }
+    tokio::spawn(async move {
+        let mut body = body;
+        drain(&mut body).await;
+    });
 }
 
 /// Reads and discards what is left of `body`, within the drain bounds.
@@ -128,6 +232,20 @@ pub fn admission_cost(raw_len: usize, encoding: Encoding, max: usize) -> usize {
     match encoding {
         Encoding::Identity => raw_len,
         _ => raw_len.saturating_mul(10).min(max),
+    }
+}
+
+/// A low guess of the encoded batch a body of `raw_len` bytes becomes, for the look
+/// at the backlog's room before the body is read
+/// ([`Admission::check_room`](crate::admission::Admission::check_room)): half its
+/// size (the compact encoding of a typical JSON record is ~115 of its ~222 bytes),
+/// and for a compressed body its size on the wire (it inflates several times). Low,
+/// so that a body that would fit is rarely refused early; the exact check after
+/// validation decides the rest.
+pub fn batch_estimate(raw_len: usize, encoding: Encoding) -> usize {
+    match encoding {
+        Encoding::Identity => raw_len / 2,
+        _ => raw_len,
     }
 }
 

@@ -5,6 +5,12 @@
 //! status details; a full worker gives `RESOURCE_EXHAUSTED`, an unreachable
 //! ClickHouse or a stopping worker `UNAVAILABLE`, each with a `retry-after`
 //! metadata entry (seconds).
+//!
+//! Admission comes after tonic has read and decoded the message (here and for
+//! OTLP/gRPC): unlike an HTTP body it is not admitted before it is read. What bounds
+//! it meanwhile is tonic's `max_decoding_message_size` (`MAX_BODY_BYTES`, also after
+//! decompression) per message, times the streams in progress; the look at the
+//! backlog's room still comes before validation, so a full spool costs no validation.
 
 use std::sync::Arc;
 use std::time::Instant;

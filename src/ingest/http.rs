@@ -68,20 +68,20 @@ async fn handle(
     let format = body::format(headers)?;
     let encoding = body::encoding(headers)?;
     let max = ingest.max_body_bytes;
-    let raw = body::collect(headers, body, max).await?;
+    let (admitted, raw) = ingest.receive(headers, body, encoding).await?;
     *body_bytes = raw.len();
-    let cost = body::admission_cost(raw.len(), encoding, max);
     // Decompression is CPU work too: it runs with validation, on the pool.
     let work = Work::of(raw.len(), encoding != body::Encoding::Identity);
     let key = caller.cloned();
-    ingest
-        .accept(caller, cost, work, move |limits| {
+    let (accepted, ()) = ingest
+        .accept_admitted(admitted, caller, work, move |limits| {
             let plain = body::decompress(raw, encoding, max)?;
             let batch = validate::decode_encoded(&plain, format, limits, now_ns())?;
             if let Some(key) = &key {
                 services::check_encoded(key, &batch)?;
             }
-            Ok(batch)
+            Ok((batch, ()))
         })
-        .await
+        .await?;
+    Ok(accepted)
 }

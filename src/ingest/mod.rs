@@ -3,8 +3,9 @@
 //! HTTP/1.1, h2c and gRPC arrive on the same sockets; [`router`] sends gRPC
 //! (by path and content type, via tonic's routes) to [`grpc`] and everything
 //! else to [`http`]. Both end in [`Ingest::accept`]: admission of the body's
-//! bytes, validation on the CPU pool (or inline), admission of the batch (both
-//! answered by [`crate::admission`]), then the acknowledgement point of
+//! bytes (for HTTP before the body is read, [`Ingest::receive`]), validation on the
+//! CPU pool (or inline), admission of the batch (both answered by
+//! [`crate::admission`]), then the acknowledgement point of
 //! [`AckPoint`]: an append to the durable spool (`ACK_MODE=spool`) or a
 //! submission to the batcher and the wait for its INSERT (`ACK_MODE=clickhouse`).
 //! This module never writes to disk or ClickHouse itself.
@@ -20,9 +21,12 @@ pub mod reject;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::body::Body;
+use axum::http::HeaderMap;
+use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use crate::admission::{Admission, Backlog};
+use crate::admission::{Admission, AdmissionPermit, Backlog};
 use crate::auth::{Auth, Caller};
 use crate::codec::EncodedBatch;
 use crate::config::{IngestConfig, RecordLimits};
@@ -122,9 +126,10 @@ impl Ingest {
         })
     }
 
-    /// Admits `cost` bytes, validates with `decode` (where `work` says), admits the
-    /// batch, submits it and waits for the acknowledgement. Returns the number of
-    /// records accepted. `caller` (the request's API key) learns what it spooled.
+    /// Admits `cost` bytes (after a look at the backlog's room, [`Ingest::admit`]),
+    /// validates with `decode` (where `work` says), admits the batch, submits it and
+    /// waits for the acknowledgement. Returns the number of records accepted.
+    /// `caller` (the request's API key) learns what it spooled.
     pub async fn accept<F>(
         &self,
         caller: Option<&Caller>,
@@ -154,7 +159,82 @@ impl Ingest {
         F: FnOnce(&RecordLimits) -> Result<(EncodedBatch, T), Rejection> + Send + 'static,
         T: Send + 'static,
     {
-        let admitted = self.admission.admit(cost)?;
+        let admitted = self.admit(cost, body::batch_estimate(cost, body::Encoding::Identity))?;
+        self.accept_admitted(admitted, caller, work, decode).await
+    }
+
+    /// The checks before a body is read ([`crate::admission`]): does the backlog look
+    /// too full for a batch of about `batch_estimate` bytes; then `cost` bytes of the
+    /// in-flight budget, held by the returned permit.
+    pub fn admit(
+        &self,
+        cost: usize,
+        batch_estimate: usize,
+    ) -> Result<AdmissionPermit<'_>, Rejection> {
+        // Room first: when both are short, "the spool is full" says more than "busy".
+        self.admission.check_room(batch_estimate)?;
+        Ok(self.admission.admit(cost)?)
+    }
+
+    /// Reads an HTTP request's body once it is admitted, and returns it with its share
+    /// of the in-flight budget. With `Content-Length` the body is admitted at that
+    /// length (compressed: [`body::admission_cost`]) before a byte of it is read; a
+    /// refusal (429, 503) goes out at once and the body is [discarded](body::discard),
+    /// never kept. Without (chunked), the backlog is looked at as for an empty body,
+    /// and the share grows with the bytes as they arrive: the request is refused as
+    /// soon as the budget cannot cover what it has sent, holding at most that.
+    pub async fn receive(
+        &self,
+        headers: &HeaderMap,
+        body: Body,
+        encoding: body::Encoding,
+    ) -> Result<(AdmissionPermit<'_>, Bytes), Rejection> {
+        let max = self.max_body_bytes;
+        let Some(declared) = body::declared_length(headers) else {
+            let mut admitted = match self.admit(0, 0) {
+                Ok(admitted) => admitted,
+                Err(refused) => {
+                    body::discard(headers, body);
+                    return Err(refused);
+                }
+            };
+            let grow = |received| {
+                admitted
+                    .grow_to(body::admission_cost(received, encoding, max))
+                    .map_err(Rejection::from)
+            };
+            let raw = body::collect(headers, body, max, 0, grow).await?;
+            return Ok((admitted, raw));
+        };
+        if declared > max as u64 {
+            return Err(body::refuse_declared(body, declared, max).await);
+        }
+        let declared = declared as usize;
+        let cost = body::admission_cost(declared, encoding, max);
+        let admitted = match self.admit(cost, body::batch_estimate(declared, encoding)) {
+            Ok(admitted) => admitted,
+            Err(refused) => {
+                body::discard(headers, body);
+                return Err(refused);
+            }
+        };
+        let raw = body::collect(headers, body, max, declared, |_| Ok(())).await?;
+        Ok((admitted, raw))
+    }
+
+    /// [`Ingest::accept_with`] for a request admitted already ([`Ingest::admit`],
+    /// [`Ingest::receive`]).
+    pub async fn accept_admitted<F, T>(
+        &self,
+        admitted: AdmissionPermit<'_>,
+        caller: Option<&Caller>,
+        work: Work,
+        decode: F,
+    ) -> Result<(usize, T), Rejection>
+    where
+        F: FnOnce(&RecordLimits) -> Result<(EncodedBatch, T), Rejection> + Send + 'static,
+        T: Send + 'static,
+    {
         let (batch, extra) = self.validate(work, decode).await?;
         let rows = batch.len();
         if rows == 0 {

@@ -156,14 +156,13 @@ async fn handle(
 ) -> Result<(usize, Rejected), Rejection> {
     let encoding = body::encoding(headers)?;
     let max = ingest.max_body_bytes;
-    let raw = body::collect(headers, body, max).await?;
+    let (admitted, raw) = ingest.receive(headers, body, encoding).await?;
     *body_bytes = raw.len();
-    let cost = body::admission_cost(raw.len(), encoding, max);
     let work = Work::of(raw.len(), encoding != body::Encoding::Identity);
     let options = ingest.otlp.clone();
     let key = caller.cloned();
     ingest
-        .accept_with(caller, cost, work, move |limits| {
+        .accept_admitted(admitted, caller, work, move |limits| {
             let plain = body::decompress(raw, encoding, max)?;
             let request = wire.decode(&plain)?;
             map(request, limits, &options, key.as_ref())

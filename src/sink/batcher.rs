@@ -13,9 +13,12 @@
 //! - **Admission**: [`try_submit`](BatcherHandle::try_submit) never waits: `Closed`
 //!   after [`close`](BatcherHandle::close) or shutdown; `Unavailable` while the sink is
 //!   known to be down; `Full` when the rows queued or in flight would exceed
-//!   `max_queue_rows`. That row count is the only queue bound and it covers every
-//!   submitted row until its receipt resolves. [`submit`](BatcherHandle::submit) (the
-//!   spool's feeder) waits for room instead and queues even while the sink is down.
+//!   `max_queue_rows`, or their encoded bytes `max_queue_bytes`. Those two counts are
+//!   the queue's bounds and they cover every submitted batch until its receipt
+//!   resolves. [`submit`](BatcherHandle::submit) (the spool's feeder) waits for room
+//!   instead and queues even while the sink is down; the byte bound is what keeps its
+//!   read-ahead within the spool's memory (`SPOOL_MEMORY_BYTES`) whatever the rows
+//!   weigh.
 //! - **Cutting**: an INSERT is cut when the queued rows reach `max_rows`, their bytes
 //!   reach `max_bytes`, or the oldest queued batch is `max_age` old. A submitted batch
 //!   is never split, so each request's rows land in one INSERT (all or nothing); an
@@ -129,6 +132,8 @@ impl Batcher {
         let shared = Arc::new(Shared {
             max_queue_rows: cfg.max_queue_rows,
             queued_rows: AtomicUsize::new(0),
+            max_queue_bytes: cfg.max_queue_bytes,
+            queued_bytes: AtomicUsize::new(0),
             closing: shutdown.child_token(),
             stats,
             health: Mutex::new(HealthState::default()),
@@ -200,7 +205,7 @@ impl BatcherHandle {
         if batch.is_empty() {
             return Ok(Receipt::ready(Ok(())));
         }
-        if let Err(queued_rows) = self.shared.reserve_rows(batch.len()) {
+        if let Err(queued_rows) = self.shared.reserve(batch.len(), batch.byte_len()) {
             return Err(SubmitError::Full { queued_rows });
         }
         self.enqueue(batch, None, None)
@@ -266,12 +271,13 @@ impl BatcherHandle {
         }
         // A batch larger than the whole queue still goes in, alone.
         let rows = batch.len().min(shared.max_queue_rows);
+        let bytes = batch.byte_len().min(shared.max_queue_bytes);
         loop {
             if shared.closing.is_cancelled() {
                 return Err(SubmitError::Closed);
             }
             let room = shared.room.notified();
-            if shared.reserve_rows(rows).is_ok() {
+            if shared.reserve(rows, bytes).is_ok() {
                 break;
             }
             // Seen by the flush loop: a replayed range it holds back cannot grow now.
@@ -289,6 +295,10 @@ impl BatcherHandle {
         if extra > 0 {
             shared.queued_rows.fetch_add(extra, Ordering::AcqRel);
         }
+        let extra = batch.byte_len() - bytes;
+        if extra > 0 {
+            shared.queued_bytes.fetch_add(extra, Ordering::AcqRel);
+        }
         self.enqueue(batch, origin, range)
     }
 
@@ -299,7 +309,7 @@ impl BatcherHandle {
         origin: Option<Origin>,
         range: Option<FrameRange>,
     ) -> Result<Receipt, SubmitError> {
-        let rows = batch.len();
+        let (rows, bytes) = (batch.len(), batch.byte_len());
         self.shared
             .stats
             .queue_rows
@@ -314,7 +324,7 @@ impl BatcherHandle {
         };
         if self.tx.send(submission).is_err() {
             // The loop closed its queue between our check and the send.
-            self.shared.release_rows(rows);
+            self.shared.release(rows, bytes);
             return Err(SubmitError::Closed);
         }
         Ok(Receipt::waiting(receipt))
@@ -334,6 +344,11 @@ impl BatcherHandle {
     /// Rows submitted and not yet committed or failed.
     pub fn queued_rows(&self) -> usize {
         self.shared.queued_rows.load(Ordering::Relaxed)
+    }
+
+    /// Encoded bytes of the batches submitted and not yet committed or failed.
+    pub fn queued_bytes(&self) -> usize {
+        self.shared.queued_bytes.load(Ordering::Relaxed)
     }
 
     /// Stops taking batches; the loop flushes everything queued, then ends.
@@ -459,6 +474,9 @@ struct Shared {
     max_queue_rows: usize,
     /// Rows submitted and not yet resolved (queued or in flight).
     queued_rows: AtomicUsize,
+    max_queue_bytes: usize,
+    /// Encoded bytes of those rows' batches.
+    queued_bytes: AtomicUsize,
     /// Cancelled by `close()` or by the caller's shutdown token (its parent).
     closing: CancellationToken,
     stats: Arc<Stats>,
@@ -512,18 +530,25 @@ impl Shared {
         self.heartbeat_ns.store(ns, Ordering::Relaxed);
     }
 
-    /// Reserves room for `rows` before queueing, so concurrent submitters cannot
-    /// overshoot `max_queue_rows`; `Err(queued rows)` when there is none.
-    fn reserve_rows(&self, rows: usize) -> Result<usize, usize> {
-        self.queued_rows
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
-                queued
-                    .checked_add(rows)
-                    .filter(|&total| total <= self.max_queue_rows)
+    /// Reserves room for a batch of `rows` rows and `bytes` encoded bytes before
+    /// queueing, so concurrent submitters cannot overshoot `max_queue_rows` or
+    /// `max_queue_bytes`; `Err(queued rows)` when there is none.
+    fn reserve(&self, rows: usize, bytes: usize) -> Result<(), usize> {
+        let fits = |count: &AtomicUsize, more: usize, max: usize| {
+            count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                queued.checked_add(more).filter(|&total| total <= max)
             })
+        };
+        fits(&self.queued_rows, rows, self.max_queue_rows)?;
+        if fits(&self.queued_bytes, bytes, self.max_queue_bytes).is_err() {
+            let queued = self.queued_rows.fetch_sub(rows, Ordering::AcqRel);
+            return Err(queued - rows);
+        }
+        Ok(())
     }
 
-    fn release_rows(&self, rows: usize) {
+    fn release(&self, rows: usize, bytes: usize) {
+        self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
         self.queued_rows.fetch_sub(rows, Ordering::AcqRel);
         self.stats
             .queue_rows
@@ -722,6 +747,7 @@ impl<S: Sink> Flusher<S> {
             return;
         };
         let mut expired_rows = 0usize;
+        let mut expired_bytes = 0usize;
         let mut expired_batches = 0usize;
         while let Some(front) = self.pending.front() {
             if now < front.submitted + self.retry_budget {
@@ -734,6 +760,7 @@ impl<S: Sink> Flusher<S> {
             self.pending_rows -= rows;
             self.pending_bytes -= submission.batch.byte_len();
             expired_rows += rows;
+            expired_bytes += submission.batch.byte_len();
             expired_batches += 1;
             let _ = submission.done.send(Err((
                 SinkError::Unavailable {
@@ -745,7 +772,7 @@ impl<S: Sink> Flusher<S> {
                 None,
             )));
         }
-        self.shared.release_rows(expired_rows);
+        self.shared.release(expired_rows, expired_bytes);
         Stats::add(&self.shared.stats.rows_failed, expired_rows as u64);
         tracing::error!(
             batch_rows = expired_rows,
@@ -780,7 +807,7 @@ impl<S: Sink> Flusher<S> {
             Arc::clone(&self.shared),
             taken,
             plan,
-            rows,
+            (rows, bytes),
             self.retry_budget,
         );
         self.inflight.push(self.tracker.spawn(job));

@@ -440,6 +440,22 @@ impl Spool {
         Ok(())
     }
 
+    /// Whether a frame of about `payload_bytes` would fit now: `Closed`, or `Full`
+    /// (counted like its refusals). Reserves nothing and needs no batch: admission asks
+    /// this before a request's body is read, with an estimate of its encoded size, and
+    /// [`check_room`](Self::check_room) once it is encoded.
+    pub fn check_room_for(&self, payload_bytes: usize) -> Result<(), SpoolError> {
+        if !self.shared.appends_open.load(Relaxed) {
+            return Err(SpoolError::Closed);
+        }
+        let frame_len = (HEADER_LEN as u64).saturating_add(payload_bytes as u64);
+        let used = self.shared.used_bytes.load(Relaxed);
+        if used.saturating_add(frame_len) > self.shared.cfg.max_bytes {
+            return Err(self.refuse_full(used));
+        }
+        Ok(())
+    }
+
     /// The bytes `batch` takes as a frame, or why no append takes it (closed, too large).
     fn frame_len(&self, batch: &EncodedBatch) -> Result<u64, SpoolError> {
         if !self.shared.appends_open.load(Relaxed) {

@@ -17,16 +17,17 @@ use crate::sink::retry::Backoff;
 use crate::sink::{Sink, SinkError};
 use crate::stats::Stats;
 
-/// Releases an INSERT's rows from the queue count however its task ends (even by
-/// panic or cancellation), so the admission bound cannot leak.
+/// Releases an INSERT's rows and bytes from the queue counts however its task ends
+/// (even by panic or cancellation), so the admission bounds cannot leak.
 struct QueuedRows {
     shared: Arc<Shared>,
     rows: usize,
+    bytes: usize,
 }
 
 impl Drop for QueuedRows {
     fn drop(&mut self) {
-        self.shared.release_rows(self.rows);
+        self.shared.release(self.rows, self.bytes);
     }
 }
 
@@ -35,12 +36,13 @@ pub(super) async fn insert_with_retries<S: Sink>(
     shared: Arc<Shared>,
     submissions: Vec<Submission>,
     plan: Plan,
-    row_count: usize,
+    (row_count, byte_count): (usize, usize),
     retry_budget: Duration,
 ) {
     let _queued = QueuedRows {
         shared: Arc::clone(&shared),
         rows: row_count,
+        bytes: byte_count,
     };
     let Plan {
         token,

@@ -106,6 +106,7 @@ fn cfg(max_rows: usize, max_age_ms: u64) -> BatchConfig {
         max_age: Duration::from_millis(max_age_ms),
         max_inflight_inserts: 2,
         max_queue_rows: 1_000,
+        max_queue_bytes: usize::MAX,
     }
 }
 
@@ -524,6 +525,45 @@ async fn submit_waits_for_room_and_queues_while_the_sink_is_down() {
     let second = within(5_000, second).await.unwrap().unwrap();
     within(5_000, second).await.unwrap();
     assert_eq!(h.stats.snapshot().rows_failed, 0, "nothing given up");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn the_read_ahead_is_bounded_in_bytes_as_well_as_rows() {
+    let sink = FakeSink::new();
+    *sink.insert_delay.lock().unwrap() = Duration::from_millis(300);
+    let one = batch(10).byte_len();
+    let mut c = cfg(1_000, 10);
+    c.max_queue_rows = 1_000;
+    // Room for two batches of 10 rows by bytes, a hundred by rows.
+    c.max_queue_bytes = 2 * one;
+    let h = start(c, u64::MAX, &sink);
+    let first = within(500, h.handle.submit(batch(10))).await.unwrap();
+    let second = within(500, h.handle.submit(batch(10))).await.unwrap();
+    assert_eq!(h.handle.queued_bytes(), 2 * one);
+    assert_eq!(
+        h.handle.try_submit(batch(10)).unwrap_err(),
+        SubmitError::Full { queued_rows: 20 },
+        "try_submit refuses on bytes, and leaves the rows as they were"
+    );
+    assert_eq!(h.handle.queued_rows(), 20);
+    let handle = h.handle.clone();
+    let third = tokio::spawn(async move { handle.submit(batch(10)).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !third.is_finished(),
+        "submit waits while the queued bytes are at the bound"
+    );
+    within(2_000, first).await.unwrap();
+    within(2_000, second).await.unwrap();
+    let third = within(2_000, third).await.unwrap().unwrap();
+    within(2_000, third).await.unwrap();
+    assert_eq!((h.handle.queued_rows(), h.handle.queued_bytes()), (0, 0));
+    // A batch larger than the whole bound still goes in, alone.
+    let big = within(500, h.handle.submit(batch(50))).await.unwrap();
+    within(2_000, big).await.unwrap();
+    assert_eq!(sink.inserts().iter().sum::<usize>(), 80);
+    assert_eq!((h.handle.queued_rows(), h.handle.queued_bytes()), (0, 0));
     h.stop().await;
 }
 

@@ -273,6 +273,7 @@ async fn the_batcher_stays_healthy_while_one_endpoint_is_left() {
         max_age: Duration::from_millis(1),
         max_inflight_inserts: 2,
         max_queue_rows: 1_000,
+        max_queue_bytes: usize::MAX,
     };
     let handle = Batcher::spawn(
         batch_cfg,
