@@ -13,6 +13,10 @@
 //! client still sending it would otherwise find the connection closed under its
 //! write and never read the answer (hyper's client reports a broken pipe). A body
 //! refused for room (429) is thrown away the same way, but after the answer.
+//!
+//! An admitted body holds its share of the in-flight budget while it arrives, so it
+//! must arrive within [`BODY_READ_TIMEOUT`] (408): a client uploading slowly, or not at
+//! all after its headers, cannot keep the worker refusing others.
 
 use std::io::Read;
 use std::time::Duration;
@@ -84,6 +88,9 @@ fn too_large(max: usize, what: &str) -> Rejection {
 /// Most bytes of a refused body read and discarded so the client can read the answer;
 /// beyond, the connection is closed under it.
 pub const DRAIN_MAX_BYTES: u64 = 32 << 20;
+/// Longest time an admitted body may take to arrive (it holds its in-flight share
+/// meanwhile); the slow-upload guard, as the header read timeout is for headers.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest time spent discarding a refused body.
 pub const DRAIN_TIME: Duration = Duration::from_secs(5);
 
@@ -112,6 +119,38 @@ pub async fn refuse_declared(mut body: Body, declared: u64, max: usize) -> Rejec
 /// rest of the body is discarded in the background ([`discard`]) and its refusal
 /// returned.
 pub async fn collect(
+    headers: &HeaderMap,
+    body: Body,
+    max: usize,
+    capacity: usize,
+    admit: impl FnMut(usize) -> Result<(), Rejection>,
+) -> Result<Bytes, Rejection> {
+    collect_within(BODY_READ_TIMEOUT, headers, body, max, capacity, admit).await
+}
+
+/// [`collect`] with the deadline as an argument (tests).
+async fn collect_within(
+    deadline: Duration,
+    headers: &HeaderMap,
+    body: Body,
+    max: usize,
+    capacity: usize,
+    admit: impl FnMut(usize) -> Result<(), Rejection>,
+) -> Result<Bytes, Rejection> {
+    tokio::time::timeout(deadline, read_admitted(headers, body, max, capacity, admit))
+        .await
+        .unwrap_or_else(|_| {
+            Err(Rejection::new(
+                RejectKind::TimedOut,
+                format!(
+                    "the request body did not arrive within {deadline:?} of its headers; \
+                     send it at once, or in smaller requests"
+                ),
+            ))
+        })
+}
+
+async fn read_admitted(
     headers: &HeaderMap,
     mut body: Body,
     max: usize,
@@ -285,6 +324,46 @@ mod tests {
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         enc.write_all(data).unwrap();
         Bytes::from(enc.finish().unwrap())
+    }
+
+    /// A body whose client sent `first` and then stopped, without closing.
+    fn stalled_body(first: &'static [u8]) -> Body {
+        let mut first = Some(Bytes::from_static(first));
+        Body::from_stream(futures_util::stream::poll_fn(move |_| match first.take() {
+            Some(piece) => std::task::Poll::Ready(Some(Ok::<_, std::io::Error>(piece))),
+            None => std::task::Poll::Pending,
+        }))
+    }
+
+    #[tokio::test]
+    async fn a_body_that_does_not_arrive_times_out() {
+        let headers = HeaderMap::new();
+        let mut admitted = Vec::new();
+        let started = tokio::time::Instant::now();
+        let body = stalled_body(b"[{\"message\":");
+        let err = collect_within(
+            Duration::from_millis(300),
+            &headers,
+            body,
+            1 << 20,
+            0,
+            |n| {
+                admitted.push(n);
+                Ok(())
+            },
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind, RejectKind::TimedOut);
+        assert_eq!(err.http_status(), axum::http::StatusCode::REQUEST_TIMEOUT);
+        assert!(err.message.contains("within 300ms"), "{}", err.message);
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(10));
+        assert_eq!(
+            admitted,
+            [12],
+            "the first piece was admitted before the wait"
+        );
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub enum RejectKind {
     Unavailable,
     /// ClickHouse refused the rows permanently (500 / INTERNAL); logged and counted.
     Failed,
+    /// The body did not arrive in time (408 / DEADLINE_EXCEEDED; see
+    /// `body::BODY_READ_TIMEOUT`).
+    TimedOut,
     /// No valid API key (401 / UNAUTHENTICATED; see `crate::auth`).
     Unauthenticated,
     /// Records of a service the API key may not write (403 / PERMISSION_DENIED).
@@ -76,6 +79,7 @@ impl Rejection {
             RejectKind::Busy => StatusCode::TOO_MANY_REQUESTS,
             RejectKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             RejectKind::Failed => StatusCode::INTERNAL_SERVER_ERROR,
+            RejectKind::TimedOut => StatusCode::REQUEST_TIMEOUT,
             RejectKind::Unauthenticated => StatusCode::UNAUTHORIZED,
             RejectKind::Forbidden => StatusCode::FORBIDDEN,
         }
@@ -87,6 +91,7 @@ impl Rejection {
             RejectKind::TooLarge | RejectKind::Busy => tonic::Code::ResourceExhausted,
             RejectKind::Unavailable => tonic::Code::Unavailable,
             RejectKind::Failed => tonic::Code::Internal,
+            RejectKind::TimedOut => tonic::Code::DeadlineExceeded,
             RejectKind::Unauthenticated => tonic::Code::Unauthenticated,
             RejectKind::Forbidden => tonic::Code::PermissionDenied,
         }
