@@ -8,7 +8,8 @@
 //!
 //! - `decode_validate`: body → validated records (JSON array, NDJSON, OTLP/HTTP
 //!   protobuf and OTLP/JSON: decode + map); every path validates straight into the
-//!   encoding, so this includes encoding;
+//!   encoding, so this includes encoding; for OTLP protobuf also prost's decoding
+//!   instead of our reader (`otlp_protobuf_prost`) and our reader alone;
 //! - `encode`: `Batch` → `EncodedBatch` (the spool's frame payload), and
 //!   `EncodedBatch::from_payload` (a frame read back, as replay does);
 //! - `spool_append`: one append of a 100-record batch to a spool on tmpfs, until its
@@ -42,7 +43,7 @@ use zero_logs::sink::rowbinary::RowWriter;
 use zero_logs::sink::schema::{DateTime64MapRow, LegacyRow, OtelRow};
 use zero_logs::sink::{Layout, ServerVersion};
 use zero_logs::spool::{Spool, SpoolConfig};
-use zero_logs::validate::otlp::{otlp_batch, otlp_encoded, OtlpOptions};
+use zero_logs::validate::otlp::{otlp_batch, otlp_encoded, with_protobuf, LogsView, OtlpOptions};
 use zero_logs::validate::{self, Format};
 
 #[path = "ingest_load/records.rs"]
@@ -146,20 +147,41 @@ fn decode_validate(c: &mut Criterion) {
         })
     });
     // OTLP too validates straight into the encoding (`otlp_encoded`), as
-    // `ingest::otlp` does: decode, map and encode.
+    // `ingest::otlp` does: decode, map and encode. Protobuf is read in place by our
+    // reader (since session 12); `_prost` is the path before it (prost's owned
+    // decoding, still what gRPC takes), `_read_only` our reader alone.
     g.bench_function("otlp_protobuf", |b| {
+        b.iter(|| {
+            let view = LogsView::decode(black_box(inputs.otlp_protobuf.as_slice())).unwrap();
+            otlp_encoded(&view, &limits, &options, inputs.now_ns)
+        })
+    });
+    g.bench_function("otlp_protobuf_prost", |b| {
         b.iter(|| {
             let request =
                 ExportLogsServiceRequest::decode(black_box(inputs.otlp_protobuf.as_slice()))
                     .unwrap();
-            otlp_encoded(&request, &limits, &options, inputs.now_ns)
+            otlp_encoded(
+                &LogsView::from_request(&request),
+                &limits,
+                &options,
+                inputs.now_ns,
+            )
         })
+    });
+    g.bench_function("otlp_protobuf_read_only", |b| {
+        b.iter(|| LogsView::decode(black_box(inputs.otlp_protobuf.as_slice())).unwrap())
     });
     g.bench_function("otlp_json", |b| {
         b.iter(|| {
             let request: ExportLogsServiceRequest =
                 serde_json::from_slice(black_box(&inputs.otlp_json)).unwrap();
-            otlp_encoded(&request, &limits, &options, inputs.now_ns)
+            otlp_encoded(
+                &LogsView::from_request(&request),
+                &limits,
+                &options,
+                inputs.now_ns,
+            )
         })
     });
     g.finish();
@@ -378,12 +400,15 @@ fn request(c: &mut Criterion) {
             .unwrap()
         })
     });
+    // What `ingest::otlp` runs for an OTLP/HTTP protobuf body (our reader, prost
+    // only for what it leaves to prost).
     g.bench_function("otlp_protobuf", |b| {
         b.iter(|| {
-            let request =
-                ExportLogsServiceRequest::decode(black_box(inputs.otlp_protobuf.as_slice()))
-                    .unwrap();
-            let (batch, rejected) = otlp_encoded(&request, &limits, &options, inputs.now_ns);
+            let (batch, rejected) =
+                with_protobuf(black_box(inputs.otlp_protobuf.as_slice()), |view| {
+                    otlp_encoded(&view, &limits, &options, inputs.now_ns)
+                })
+                .unwrap();
             assert_eq!(rejected.count, 0);
             batch
         })

@@ -7,13 +7,11 @@
 //! of the request before it is mapped, their records counted in `partial_success`,
 //! and the others are accepted.
 
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-
 use super::Caller;
 use crate::codec::EncodedBatch;
 use crate::ingest::reject::{RejectKind, Rejection};
 use crate::record::Batch;
-use crate::validate::otlp::{resource_service, Rejected};
+use crate::validate::otlp::{resource_service, LogsView, Rejected};
 use crate::validate::{RecordError, MAX_LISTED_ERRORS};
 
 fn reason(caller: &Caller, service: &str) -> String {
@@ -89,23 +87,15 @@ pub struct Forbidden {
 }
 
 /// Removes from `request` the resources whose service `caller` may not write.
-pub fn restrict(
-    caller: &Caller,
-    request: &mut ExportLogsServiceRequest,
-    default_service: &str,
-) -> Forbidden {
+pub fn restrict(caller: &Caller, request: &mut LogsView<'_>, default_service: &str) -> Forbidden {
     let mut forbidden = Forbidden::default();
     if !caller.is_restricted() {
         return forbidden;
     }
     let (mut original, mut restricted) = (0, 0);
-    request.resource_logs.retain(|resource_logs| {
-        let records: usize = resource_logs
-            .scope_logs
-            .iter()
-            .map(|s| s.log_records.len())
-            .sum();
-        let service = resource_service(resource_logs.resource.as_ref(), default_service);
+    request.retain_resources(|resource| {
+        let records = resource.record_count();
+        let service = resource_service(&resource, default_service);
         let allowed = caller.allows(&service);
         if allowed {
             forbidden.kept.push((restricted, original, records));
@@ -166,6 +156,7 @@ impl Forbidden {
 
 #[cfg(test)]
 mod tests {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
     use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
     use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
     use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -175,7 +166,7 @@ mod tests {
     use crate::auth::limits::KeyLimits;
     use crate::auth::{Auth, AuthConfig, AuthMode, Decision};
     use crate::config::RecordLimits;
-    use crate::validate::otlp::{otlp_batch, OtlpOptions};
+    use crate::validate::otlp::{otlp_encoded, OtlpOptions};
 
     fn caller(line: &str) -> Caller {
         let limits = KeyLimits {
@@ -228,7 +219,7 @@ mod tests {
         let key = caller("k 0123456789abcdef services=a,unknown_service\n");
         // Records 0-1 (a), 2-4 (b: forbidden), 5-6 (a; 6 has no body: invalid), 7 (the
         // default service: allowed).
-        let mut request = ExportLogsServiceRequest {
+        let request = ExportLogsServiceRequest {
             resource_logs: vec![
                 resource(Some("a"), &["x", "y"]),
                 resource(Some("b"), &["x", "y", "z"]),
@@ -236,12 +227,13 @@ mod tests {
                 resource(None, &["x"]),
             ],
         };
-        let forbidden = restrict(&key, &mut request, "unknown_service");
+        let mut view = LogsView::from_request(&request);
+        let forbidden = restrict(&key, &mut view, "unknown_service");
         assert_eq!(forbidden.count, 3);
         let options = OtlpOptions {
             default_service: "unknown_service".into(),
         };
-        let (batch, mut rejected) = otlp_batch(request, &RecordLimits::default(), &options, 1);
+        let (batch, mut rejected) = otlp_encoded(&view, &RecordLimits::default(), &options, 1);
         assert_eq!(batch.len(), 4);
         assert_eq!(
             rejected.errors[0].index, 3,

@@ -21,7 +21,7 @@ use crate::ingest::body::{self, Encoding};
 use crate::ingest::reject::RejectKind;
 use crate::proto::IngestRequest;
 use crate::record::{format_rfc3339, Batch, Record};
-use crate::validate::otlp::{otlp_encoded, record_count, OtlpOptions};
+use crate::validate::otlp::{otlp_encoded, LogsView, OtlpOptions, WireError};
 use crate::validate::{self, check_record, DecodeError, Format, MAX_LISTED_ERRORS};
 
 mod spool;
@@ -95,10 +95,36 @@ pub fn json(data: &[u8]) {
     }
 }
 
-/// OTLP/HTTP protobuf: prost decoding, then the mapping to records.
+/// OTLP/HTTP protobuf: our reader (`LogsView::decode`, what the worker runs) against
+/// prost's decoding, the reference: both accept, with the same request and the same
+/// mapping to the byte, or both refuse, or ours leaves the body to prost (a field
+/// sent twice, which the worker then decodes with prost). Then the mapping's checks.
 pub fn otlp_protobuf(data: &[u8]) {
-    let Ok(request) = ExportLogsServiceRequest::decode(data) else {
-        return;
+    let ours = LogsView::decode(data);
+    let theirs = ExportLogsServiceRequest::decode(data);
+    let request = match (ours, theirs) {
+        (Ok(view), Ok(request)) => {
+            let expected = LogsView::from_request(&request);
+            assert_eq!(
+                view.to_request().encode_to_vec(),
+                expected.to_request().encode_to_vec(),
+                "our reader and prost read different requests"
+            );
+            let limits = limits();
+            let (ours, ours_rejected) = otlp_encoded(&view, &limits, &otlp_options(), NOW_NS);
+            let (theirs, rejected) = otlp_encoded(&expected, &limits, &otlp_options(), NOW_NS);
+            assert_eq!(
+                ours.payload(),
+                theirs.payload(),
+                "mapped to different bytes"
+            );
+            assert_eq!(ours_rejected, rejected, "refused different records");
+            request
+        }
+        (Ok(_), Err(err)) => panic!("our reader accepts a body prost refuses ({err})"),
+        (Err(WireError::Unsupported { .. }), Ok(request)) => request,
+        (Err(err), Ok(_)) => panic!("our reader refuses a body prost accepts ({err})"),
+        (Err(_), Err(_)) => return,
     };
     // Re-encoding is a fixpoint (compared as bytes: a NaN double is not equal to itself).
     let once = request.encode_to_vec();
@@ -134,7 +160,8 @@ pub fn otlp_json(data: &[u8]) {
 /// re-encode from its records byte for byte (the shadowed indexes included).
 fn map_otlp(request: ExportLogsServiceRequest) {
     let limits = limits();
-    let count = record_count(&request);
+    let request = LogsView::from_request(&request);
+    let count = request.record_count();
     if count > limits.max_records {
         return;
     }

@@ -35,7 +35,7 @@ use crate::auth::{services, Caller};
 use crate::codec::EncodedBatch;
 use crate::config::RecordLimits;
 use crate::stats::Stats;
-use crate::validate::otlp::{otlp_encoded, record_count, OtlpOptions, Rejected};
+use crate::validate::otlp::{otlp_encoded, with_protobuf, LogsView, OtlpOptions, Rejected};
 
 pub const OTLP_LOGS_PATH: &str = "/v1/logs";
 
@@ -77,7 +77,13 @@ impl Wire {
         })
     }
 
-    fn decode(self, body: &[u8]) -> Result<ExportLogsServiceRequest, Rejection> {
+    /// Decodes `body` and hands the request to `map`: protobuf read in place, its text
+    /// borrowed from the body ([`with_protobuf`]); OTLP/JSON through serde.
+    fn decode_map<T>(
+        self,
+        body: &[u8],
+        map: impl FnOnce(LogsView<'_>) -> T,
+    ) -> Result<T, Rejection> {
         let malformed = |what: &str, err: &dyn std::fmt::Display| {
             Rejection::new(
                 RejectKind::Invalid,
@@ -85,10 +91,12 @@ impl Wire {
             )
         };
         match self {
-            Wire::Protobuf => {
-                ExportLogsServiceRequest::decode(body).map_err(|e| malformed("protobuf", &e))
+            Wire::Protobuf => with_protobuf(body, map).map_err(|e| malformed("protobuf", &e)),
+            Wire::Json => {
+                let request: ExportLogsServiceRequest =
+                    serde_json::from_slice(body).map_err(|e| malformed("OTLP/JSON", &e))?;
+                Ok(map(LogsView::from_request(&request)))
             }
-            Wire::Json => serde_json::from_slice(body).map_err(|e| malformed("OTLP/JSON", &e)),
         }
     }
 }
@@ -164,8 +172,9 @@ async fn handle(
     ingest
         .accept_admitted(admitted, caller, work, move |limits| {
             let plain = body::decompress(raw, encoding, max)?;
-            let request = wire.decode(&plain)?;
-            map(request, limits, &options, key.as_ref())
+            wire.decode_map(&plain, |request| {
+                map(request, limits, &options, key.as_ref())
+            })?
         })
         .await
 }
@@ -173,12 +182,12 @@ async fn handle(
 /// Refuses a request over `MAX_BATCH_RECORDS` whole (like the native API), else maps
 /// it; the records of services `key` may not write are refused one by one.
 fn map(
-    mut request: ExportLogsServiceRequest,
+    mut request: LogsView<'_>,
     limits: &RecordLimits,
     options: &OtlpOptions,
     key: Option<&Caller>,
 ) -> Result<(EncodedBatch, Rejected), Rejection> {
-    let records = record_count(&request);
+    let records = request.record_count();
     if records > limits.max_records {
         return Err(Rejection::new(
             RejectKind::TooLarge,
@@ -292,7 +301,10 @@ impl LogsService for OtlpLogs {
                 caller.as_ref(),
                 cost,
                 Work::of(cost, false),
-                move |limits| map(request, limits, &options, key.as_ref()),
+                move |limits| {
+                    let view = LogsView::from_request(&request);
+                    map(view, limits, &options, key.as_ref())
+                },
             )
             .await;
         count(&self.ingest, caller.as_ref(), &result, cost, started);

@@ -31,17 +31,19 @@
 //! OpenTelemetry table layout.
 //!
 //! Records are validated straight into the encoding ([`BatchWriter::push_otlp`]) with
-//! their text borrowed from the decoded request: a string attribute or body is copied
-//! once, into the payload. A resource's and a scope's attributes are flattened and
-//! checked once, and written for each of their records from that one copy.
+//! their text borrowed from the request: a string attribute or body is copied once,
+//! into the payload. A resource's and a scope's attributes are flattened and checked
+//! once, and written for each of their records from that one copy.
+//!
+//! The mapping reads a [`LogsView`], which borrows either the protobuf body itself
+//! (our reader, `wire`: OTLP/HTTP protobuf) or a request prost or serde decoded
+//! (OTLP/JSON, gRPC): one set of rules and messages for every wire.
 
 use std::borrow::Cow;
 
 use base64::Engine;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
-use opentelemetry_proto::tonic::logs::v1::LogRecord;
-use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message;
 
 use super::fields::{Checker, Draft};
 use super::{timestamp, RecordError};
@@ -49,8 +51,18 @@ use crate::codec::{BatchWriter, EncodedBatch, OtelShared, OtlpRecord, TextPair};
 use crate::config::RecordLimits;
 use crate::record::{Batch, Level};
 
+mod view;
+mod wire;
+
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod wire_tests;
+
+pub use view::{Attribute, LogsView, ResourceRef, Value};
+pub use wire::WireError;
+
+use view::{RecordView, ScopeLogsView};
 
 /// Record errors listed per request (the count of rejected records is exact).
 const LISTED: usize = 100;
@@ -96,42 +108,36 @@ impl Rejected {
     }
 }
 
-/// The number of log records in `request`.
-pub fn record_count(request: &ExportLogsServiceRequest) -> usize {
-    request
-        .resource_logs
-        .iter()
-        .flat_map(|r| &r.scope_logs)
-        .map(|s| s.log_records.len())
-        .sum()
-}
-
 /// Maps every record of `request` with the native limits, straight into the encoding
 /// the spool and the sink read; the invalid ones are counted and described in
 /// [`Rejected`].
 pub fn otlp_encoded(
-    request: &ExportLogsServiceRequest,
+    request: &LogsView<'_>,
     limits: &RecordLimits,
     options: &OtlpOptions,
     now_ns: i64,
 ) -> (EncodedBatch, Rejected) {
     let mut chk = Checker::new(limits, now_ns, LISTED);
     // One reservation for the request's own bytes; a scope's shared text adds its own.
-    let mut out = BatchWriter::with_capacity(record_count(request) * RECORD_BYTES_GUESS);
+    let mut out = BatchWriter::with_capacity(request.record_count() * RECORD_BYTES_GUESS);
     let mut rejected = 0;
     let mut index = 0;
-    for resource_logs in &request.resource_logs {
+    for resource_logs in &request.resources {
         let resource = Part::resource(
-            resource_logs.resource.as_ref(),
-            &resource_logs.schema_url,
+            request.attributes_of(&resource_logs.attributes),
+            resource_logs.schema_url,
             limits,
         );
         let service = resource
             .service
             .as_deref()
             .unwrap_or(&options.default_service);
-        for scope_logs in &resource_logs.scope_logs {
-            let scope = Part::scope(scope_logs.scope.as_ref(), &scope_logs.schema_url, limits);
+        for scope_logs in &request.scopes[resource_logs.scopes.clone()] {
+            let scope = Part::scope(
+                scope_logs,
+                request.attributes_of(&scope_logs.attributes),
+                limits,
+            );
             let shared = OtelShared::new(
                 scope.name,
                 scope.version,
@@ -140,7 +146,7 @@ pub fn otlp_encoded(
                 &scope.attributes,
                 &resource.attributes,
             );
-            let logs = &scope_logs.log_records;
+            let logs = &request.records[scope_logs.records.clone()];
             out.reserve(logs.len() * shared.extra_len());
             let context = Context {
                 service,
@@ -149,7 +155,8 @@ pub fn otlp_encoded(
                 problem: resource.problem.as_ref().or(scope.problem.as_ref()),
             };
             for log in logs {
-                if !map_record(&mut chk, index, log, &context, &mut out) {
+                let own = request.attributes_of(&log.attributes);
+                if !map_record(&mut chk, index, log, own, &context, &mut out) {
                     rejected += 1;
                 }
                 index += 1;
@@ -163,6 +170,30 @@ pub fn otlp_encoded(
     (out.finish(), rejected)
 }
 
+/// Reads an OTLP/HTTP protobuf body and hands its view to `map`: read in place by our
+/// reader; a body it leaves to prost (a field sent twice that protobuf merges) or
+/// refuses is decoded by prost, whose refusal is the one the client gets.
+pub fn with_protobuf<T>(
+    body: &[u8],
+    map: impl FnOnce(LogsView<'_>) -> T,
+) -> Result<T, prost::DecodeError> {
+    match LogsView::decode(body) {
+        Ok(view) => Ok(map(view)),
+        Err(err) => {
+            let request = ExportLogsServiceRequest::decode(body)?;
+            if !matches!(err, WireError::Unsupported { .. }) {
+                // Not expected: the two readers disagree (the fuzz target looks for this).
+                tracing::warn!(
+                    error = %err,
+                    "an OTLP protobuf body our reader refused was accepted by prost; mapped \
+                     from prost's decoding"
+                );
+            }
+            Ok(map(LogsView::from_request(&request)))
+        }
+    }
+}
+
 /// [`otlp_encoded`] as owned records, for tests and tools.
 pub fn otlp_batch(
     request: ExportLogsServiceRequest,
@@ -170,7 +201,8 @@ pub fn otlp_batch(
     options: &OtlpOptions,
     now_ns: i64,
 ) -> (Batch, Rejected) {
-    let (encoded, mut rejected) = otlp_encoded(&request, limits, options, now_ns);
+    let view = LogsView::from_request(&request);
+    let (encoded, mut rejected) = otlp_encoded(&view, limits, options, now_ns);
     match encoded.decode() {
         Ok(batch) => (batch, rejected),
         // Not expected (the writer and the decoder share the layout); if it happens,
@@ -190,18 +222,13 @@ pub fn otlp_batch(
 /// The `service` [`otlp_encoded`] gives the records of `resource` (the last
 /// `service.name` attribute, else `default`): what an API key's services are checked
 /// against before mapping.
-pub fn resource_service(resource: Option<&Resource>, default: &str) -> String {
+pub fn resource_service(resource: &ResourceRef<'_, '_>, default: &str) -> String {
     resource
-        .and_then(|r| {
-            r.attributes
-                .iter()
-                .rev()
-                .find(|kv| kv.key == "service.name")
-        })
-        .map_or_else(
-            || default.to_owned(),
-            |kv| text_of(kv.value.as_ref()).into_owned(),
-        )
+        .attributes()
+        .iter()
+        .rev()
+        .find(|kv| kv.key == "service.name")
+        .map_or_else(|| default.to_owned(), |kv| text_of(kv.value).into_owned())
 }
 
 /// What a record inherits from its resource and scope.
@@ -231,7 +258,7 @@ struct Part<'a> {
 
 impl<'a> Part<'a> {
     fn resource(
-        resource: Option<&'a Resource>,
+        attributes: &[Attribute<'a>],
         schema_url: &'a str,
         limits: &RecordLimits,
     ) -> Part<'a> {
@@ -239,9 +266,9 @@ impl<'a> Part<'a> {
             schema_url,
             ..Part::default()
         };
-        for kv in resource.map_or(&[][..], |r| r.attributes.as_slice()) {
+        for kv in attributes {
             if kv.key == "service.name" {
-                part.service = Some(text_of(kv.value.as_ref()));
+                part.service = Some(text_of(kv.value));
             } else {
                 flatten_kv(kv, &mut |k, v| part.attributes.push((k, v)));
             }
@@ -251,20 +278,18 @@ impl<'a> Part<'a> {
     }
 
     fn scope(
-        scope: Option<&'a InstrumentationScope>,
-        schema_url: &'a str,
+        scope: &ScopeLogsView<'a>,
+        attributes: &[Attribute<'a>],
         limits: &RecordLimits,
     ) -> Part<'a> {
         let mut part = Part {
-            schema_url,
+            schema_url: scope.schema_url,
+            name: scope.name,
+            version: scope.version,
             ..Part::default()
         };
-        if let Some(scope) = scope {
-            for kv in &scope.attributes {
-                flatten_kv(kv, &mut |k, v| part.attributes.push((k, v)));
-            }
-            part.name = &scope.name;
-            part.version = &scope.version;
+        for kv in attributes {
+            flatten_kv(kv, &mut |k, v| part.attributes.push((k, v)));
         }
         part.check("scope", limits);
         part
@@ -312,7 +337,8 @@ impl<'a> Part<'a> {
 fn map_record(
     chk: &mut Checker<'_>,
     index: usize,
-    log: &LogRecord,
+    log: &RecordView<'_>,
+    own: &[Attribute<'_>],
     context: &Context<'_>,
     out: &mut BatchWriter,
 ) -> bool {
@@ -324,11 +350,11 @@ fn map_record(
         let parsed = timestamp::from_unix_nanos(log.observed_time_unix_nano);
         draft.put_timestamp(chk, "observed_time_unix_nano", parsed);
     }
-    level(chk, &mut draft, log.severity_number, &log.severity_text);
+    level(chk, &mut draft, log.severity_number, log.severity_text);
     draft.text_service(chk, "resource.service.name", Cow::Borrowed(context.service));
-    let message = match &log.body {
-        Some(body) => text_of(Some(body)),
-        None => Cow::Borrowed(log.event_name.as_str()),
+    let message = match log.body {
+        Some(body) => text_of(body),
+        None => Cow::Borrowed(log.event_name),
     };
     if message.is_empty() {
         let reason = "body is empty and the record has no event_name; send a body".to_owned();
@@ -338,15 +364,15 @@ fn map_record(
     }
     // Hex of the right length by construction: not the draft's text check, and
     // written from the stack.
-    let trace_id = id_hex::<16, 32>(chk, &mut draft, "trace_id", &log.trace_id);
-    let span_id = id_hex::<8, 16>(chk, &mut draft, "span_id", &log.span_id);
-    for kv in &log.attributes {
+    let trace_id = id_hex::<16, 32>(chk, &mut draft, "trace_id", log.trace_id);
+    let span_id = id_hex::<8, 16>(chk, &mut draft, "span_id", log.span_id);
+    for kv in own {
         flatten_kv(kv, &mut |k, v| draft.otlp_attribute(chk, k, v));
     }
     let max_value = chk.limits.max_attribute_value_bytes;
     for (name, text) in [
-        ("severity_text", &log.severity_text),
-        ("event_name", &log.event_name),
+        ("severity_text", log.severity_text),
+        ("event_name", log.event_name),
     ] {
         if text.len() > max_value {
             let reason = format!("is {} bytes; at most {max_value} are accepted", text.len());
@@ -377,8 +403,8 @@ fn map_record(
         // A valid number is 0..=24 (checked by `level`).
         severity_number: u8::try_from(log.severity_number).unwrap_or(0),
         trace_flags: (log.flags & 0xff) as u8,
-        severity_text: &log.severity_text,
-        event_name: &log.event_name,
+        severity_text: log.severity_text,
+        event_name: log.event_name,
     };
     out.push_otlp(&record, context.shared);
     true
@@ -446,71 +472,55 @@ fn id_hex<const LEN: usize, const HEX: usize>(
 }
 
 /// An attribute flattened to text pairs, in order, each handed to `sink`.
-fn flatten_kv<'a>(kv: &'a KeyValue, sink: &mut impl FnMut(Cow<'a, str>, Cow<'a, str>)) {
-    flatten(Cow::Borrowed(&kv.key), kv.value.as_ref(), sink);
+fn flatten_kv<'a>(kv: &Attribute<'a>, sink: &mut impl FnMut(Cow<'a, str>, Cow<'a, str>)) {
+    flatten(Cow::Borrowed(kv.key), kv.value, sink);
 }
 
 /// A map value becomes `key.subkey` entries; anything else one entry.
 fn flatten<'a>(
     key: Cow<'a, str>,
-    value: Option<&'a AnyValue>,
+    value: Value<'a>,
     sink: &mut impl FnMut(Cow<'a, str>, Cow<'a, str>),
 ) {
-    match value.and_then(|v| v.value.as_ref()) {
-        Some(any_value::Value::KvlistValue(list)) => {
-            for kv in &list.values {
-                flatten(
-                    Cow::Owned(format!("{key}.{}", kv.key)),
-                    kv.value.as_ref(),
-                    sink,
-                );
+    match value {
+        Value::Map(list) => {
+            for kv in list.iter() {
+                flatten(Cow::Owned(format!("{key}.{}", kv.key)), kv.value, sink);
             }
         }
-        None => {}
-        Some(_) => sink(key, text_of(value)),
+        Value::Empty => {}
+        _ => sink(key, text_of(value)),
     }
 }
 
 /// A value as stored text: strings as is (borrowed), everything else as compact JSON
 /// (bytes as base64, as OTLP/JSON writes them).
-fn text_of(value: Option<&AnyValue>) -> Cow<'_, str> {
-    match value.and_then(|v| v.value.as_ref()) {
-        Some(any_value::Value::StringValue(s)) => Cow::Borrowed(s),
-        Some(any_value::Value::BytesValue(b)) => {
-            Cow::Owned(base64::engine::general_purpose::STANDARD.encode(b))
-        }
-        Some(any_value::Value::IntValue(i)) => Cow::Owned(i.to_string()),
-        Some(any_value::Value::BoolValue(b)) => Cow::Borrowed(if *b { "true" } else { "false" }),
-        None => Cow::Borrowed(""),
+fn text_of(value: Value<'_>) -> Cow<'_, str> {
+    match value {
+        Value::Str(s) => Cow::Borrowed(s),
+        Value::Bytes(b) => Cow::Owned(base64::engine::general_purpose::STANDARD.encode(b)),
+        Value::Int(i) => Cow::Owned(i.to_string()),
+        Value::Bool(b) => Cow::Borrowed(if b { "true" } else { "false" }),
+        Value::Empty => Cow::Borrowed(""),
         other => Cow::Owned(json_of(other).to_string()),
     }
 }
 
-fn json_of(value: Option<&any_value::Value>) -> serde_json::Value {
+fn json_of(value: Value<'_>) -> serde_json::Value {
     use serde_json::Value as J;
     match value {
-        None | Some(any_value::Value::StringValueStrindex(_)) => J::Null,
-        Some(any_value::Value::StringValue(s)) => J::String(s.clone()),
-        Some(any_value::Value::BoolValue(b)) => J::Bool(*b),
-        Some(any_value::Value::IntValue(i)) => J::from(*i),
-        Some(any_value::Value::DoubleValue(d)) => {
-            serde_json::Number::from_f64(*d).map_or_else(|| J::String(d.to_string()), J::Number)
+        Value::Empty | Value::StrIndex => J::Null,
+        Value::Str(s) => J::String(s.to_owned()),
+        Value::Bool(b) => J::Bool(b),
+        Value::Int(i) => J::from(i),
+        Value::Double(d) => {
+            serde_json::Number::from_f64(d).map_or_else(|| J::String(d.to_string()), J::Number)
         }
-        Some(any_value::Value::BytesValue(b)) => {
-            J::String(base64::engine::general_purpose::STANDARD.encode(b))
-        }
-        Some(any_value::Value::ArrayValue(a)) => {
-            J::Array(a.values.iter().map(|v| json_of(v.value.as_ref())).collect())
-        }
-        Some(any_value::Value::KvlistValue(list)) => J::Object(
-            list.values
-                .iter()
-                .map(|kv| {
-                    (
-                        kv.key.clone(),
-                        json_of(kv.value.as_ref().and_then(|v| v.value.as_ref())),
-                    )
-                })
+        Value::Bytes(b) => J::String(base64::engine::general_purpose::STANDARD.encode(b)),
+        Value::Array(a) => J::Array(a.iter().map(json_of).collect()),
+        Value::Map(list) => J::Object(
+            list.iter()
+                .map(|kv| (kv.key.to_owned(), json_of(kv.value)))
                 .collect(),
         ),
     }

@@ -3,22 +3,26 @@
 //! indexes) and be byte for byte what `encode_batch` writes for the decoded records,
 //! with the refused records counted and the others intact.
 
-use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
-use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::common::v1::{
+    any_value, AnyValue, ArrayValue, EntityRef, InstrumentationScope, KeyValue, KeyValueList,
+};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::*;
 
-const NOW_NS: i64 = 1_750_000_000_000_000_000;
+pub(super) const NOW_NS: i64 = 1_750_000_000_000_000_000;
 
-fn options() -> OtlpOptions {
+pub(super) fn options() -> OtlpOptions {
     OtlpOptions {
         default_service: "fallback".to_owned(),
     }
 }
 
-fn kv(key: &str, value: any_value::Value) -> KeyValue {
+pub(super) fn kv(key: &str, value: any_value::Value) -> KeyValue {
     KeyValue {
         key: key.to_owned(),
         value: Some(AnyValue { value: Some(value) }),
@@ -26,23 +30,34 @@ fn kv(key: &str, value: any_value::Value) -> KeyValue {
     }
 }
 
-fn text(s: &str) -> any_value::Value {
+pub(super) fn text(s: &str) -> any_value::Value {
     any_value::Value::StringValue(s.to_owned())
 }
 
 /// Maps `request`, checks the encoding against `encode_batch` and the full check,
-/// and returns the decoded records with the refusals.
+/// and returns the decoded records with the refusals. The request's protobuf read by
+/// our reader maps to the same bytes and refusals.
 fn mapped(request: &ExportLogsServiceRequest, limits: &RecordLimits) -> (Batch, Rejected) {
-    let (encoded, rejected) = otlp_encoded(request, limits, &options(), NOW_NS);
+    let view = LogsView::from_request(request);
+    let (encoded, rejected) = otlp_encoded(&view, limits, &options(), NOW_NS);
     let checked = EncodedBatch::from_payload(encoded.payload().clone()).unwrap();
     assert_eq!(checked.len(), encoded.len());
     let batch = encoded.decode().unwrap();
     assert_eq!(EncodedBatch::encode(&batch).payload(), encoded.payload());
-    assert_eq!(batch.len() + rejected.count, record_count(request));
+    assert_eq!(batch.len() + rejected.count, view.record_count());
+    let body = request.encode_to_vec();
+    let read = LogsView::decode(&body).expect("our reader reads what prost writes");
+    let (from_wire, wire_rejected) = otlp_encoded(&read, limits, &options(), NOW_NS);
+    assert_eq!(from_wire.payload(), encoded.payload());
+    assert_eq!(wire_rejected, rejected);
     (batch, rejected)
 }
 
-fn record(severity: i32, body: Option<any_value::Value>, attributes: Vec<KeyValue>) -> LogRecord {
+pub(super) fn record(
+    severity: i32,
+    body: Option<any_value::Value>,
+    attributes: Vec<KeyValue>,
+) -> LogRecord {
     LogRecord {
         time_unix_nano: NOW_NS as u64,
         severity_number: severity,
@@ -56,7 +71,7 @@ fn record(severity: i32, body: Option<any_value::Value>, attributes: Vec<KeyValu
     }
 }
 
-fn scope_logs(
+pub(super) fn scope_logs(
     name: &str,
     version: &str,
     attributes: Vec<KeyValue>,
@@ -74,7 +89,7 @@ fn scope_logs(
     }
 }
 
-fn resource_logs(attributes: Vec<KeyValue>, scope_logs: Vec<ScopeLogs>) -> ResourceLogs {
+pub(super) fn resource_logs(attributes: Vec<KeyValue>, scope_logs: Vec<ScopeLogs>) -> ResourceLogs {
     ResourceLogs {
         resource: Some(Resource {
             attributes,
@@ -279,10 +294,20 @@ fn refused_records_leave_the_others_intact() {
 }
 
 /// Keys and values from few choices, so that keys collide across own, scope and
-/// resource and some records or parts go over a limit.
-fn random_value(rng: &mut StdRng, depth: u32) -> Option<AnyValue> {
-    let value = match rng.random_range(0..8) {
+/// resource and some records or parts go over a limit; every kind of value, nested.
+pub(super) fn random_value(rng: &mut StdRng, depth: u32) -> Option<AnyValue> {
+    let value = match rng.random_range(0..12) {
         0 => return None,
+        8 if depth < 2 => any_value::Value::ArrayValue(ArrayValue {
+            values: (0..rng.random_range(0..3))
+                .map(|_| random_value(rng, depth + 1).unwrap_or_default())
+                .collect(),
+        }),
+        9 => any_value::Value::DoubleValue(
+            [1.5, -0.0, f64::NAN, f64::INFINITY, 1e300, 3.0][rng.random_range(0..6)],
+        ),
+        10 => any_value::Value::StringValueStrindex(rng.random_range(-1..3)),
+        11 => return Some(AnyValue { value: None }),
         1 => any_value::Value::IntValue(rng.random_range(-5..5)),
         2 => any_value::Value::BoolValue(rng.random()),
         3 => any_value::Value::BytesValue(vec![rng.random(); rng.random_range(0..3)]),
@@ -295,7 +320,7 @@ fn random_value(rng: &mut StdRng, depth: u32) -> Option<AnyValue> {
     Some(AnyValue { value: Some(value) })
 }
 
-fn random_kvs(rng: &mut StdRng, depth: u32, max: usize) -> Vec<KeyValue> {
+pub(super) fn random_kvs(rng: &mut StdRng, depth: u32, max: usize) -> Vec<KeyValue> {
     const KEYS: [&str; 7] = [
         "a",
         "b",
@@ -309,12 +334,12 @@ fn random_kvs(rng: &mut StdRng, depth: u32, max: usize) -> Vec<KeyValue> {
         .map(|_| KeyValue {
             key: KEYS[rng.random_range(0..KEYS.len())].to_owned(),
             value: random_value(rng, depth),
-            ..Default::default()
+            key_strindex: rng.random_range(0..2),
         })
         .collect()
 }
 
-fn random_record(rng: &mut StdRng) -> LogRecord {
+pub(super) fn random_record(rng: &mut StdRng) -> LogRecord {
     let id = |rng: &mut StdRng, len: usize| match rng.random_range(0..4) {
         0 => Vec::new(),
         1 => vec![0; len],
@@ -331,17 +356,26 @@ fn random_record(rng: &mut StdRng) -> LogRecord {
         flags: rng.random(),
         trace_id: id(rng, 16),
         span_id: id(rng, 8),
-        ..Default::default()
+        observed_time_unix_nano: [0, NOW_NS as u64][rng.random_range(0..2)],
+        dropped_attributes_count: rng.random_range(0..3),
     }
 }
 
-fn random_request(rng: &mut StdRng) -> ExportLogsServiceRequest {
+pub(super) fn random_request(rng: &mut StdRng) -> ExportLogsServiceRequest {
     let names = ["", "lib", "kkkkkkkkkkkkkkkkkkkkkkkkkkkk"];
     let resource_logs = (0..rng.random_range(0..3))
         .map(|_| ResourceLogs {
             resource: rng.random_bool(0.8).then(|| Resource {
                 attributes: random_kvs(rng, 0, 4),
-                ..Default::default()
+                dropped_attributes_count: rng.random_range(0..3),
+                entity_refs: (0..rng.random_range(0..2))
+                    .map(|_| EntityRef {
+                        schema_url: names[rng.random_range(0..2)].to_owned(),
+                        r#type: "host".to_owned(),
+                        id_keys: vec!["host.id".to_owned()],
+                        description_keys: vec![],
+                    })
+                    .collect(),
             }),
             scope_logs: (0..rng.random_range(0..3))
                 .map(|_| ScopeLogs {
@@ -349,7 +383,7 @@ fn random_request(rng: &mut StdRng) -> ExportLogsServiceRequest {
                         name: names[rng.random_range(0..3)].to_owned(),
                         version: names[rng.random_range(0..2)].to_owned(),
                         attributes: random_kvs(rng, 0, 3),
-                        ..Default::default()
+                        dropped_attributes_count: rng.random_range(0..3),
                     }),
                     log_records: (0..rng.random_range(0..5))
                         .map(|_| random_record(rng))
@@ -364,7 +398,7 @@ fn random_request(rng: &mut StdRng) -> ExportLogsServiceRequest {
 }
 
 /// Small limits, so that the random inputs hit every one of them.
-fn small_limits() -> RecordLimits {
+pub(super) fn small_limits() -> RecordLimits {
     RecordLimits {
         max_attributes: 8,
         max_attribute_key_bytes: 8,
