@@ -47,7 +47,7 @@ fn record(rng: &mut StdRng, i: usize) -> Record {
     record.message = text(rng);
     record.attributes = pairs(rng);
     record.otel = None;
-    if i % 3 != 0 {
+    if !i.is_multiple_of(3) {
         let own = record.attributes.len();
         let scope = pairs(rng);
         let scope_attributes = scope.len();
