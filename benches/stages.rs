@@ -16,8 +16,9 @@
 //!   ack (checksum, hand-off to the writer thread, write, `fdatasync`);
 //! - `rowbinary`: the sink's rows from encoded frames written as RowBinary into a
 //!   buffer (legacy and `otel_logs` layouts) by the sink's writer, and (`…_serde`)
-//!   through the serde row structs as the sink did before, and (`decode_only_…`) the
-//!   frames' records read without writing them; LZ4 over such a buffer;
+//!   through the serde row structs as the sink did before, and the frames' records
+//!   read without writing them (`decode_only_…` checked, `raw_read_…` as the sink's
+//!   writer reads them); LZ4 over such a buffer;
 //! - `request`: body → decode/validate → encode, what `Ingest::accept` runs on the
 //!   validation pool, for JSON and OTLP protobuf.
 //!
@@ -288,9 +289,10 @@ fn write_serde_rows<'a, R: serde::Serialize + 'a>(
     }
 }
 
-/// `batch`'s frames written by the sink's own RowBinary writer, as its INSERT does.
+/// `batch`'s frames written by the sink's own RowBinary writer, as its INSERT does
+/// (from the raw view: the batch was checked when it was built).
 fn write_rows(out: &mut Vec<u8>, batch: &EncodedBatch, writer: &mut RowWriter) {
-    for record in batch.records() {
+    for record in batch.raw_records() {
         writer.write(record.unwrap(), out).unwrap();
     }
 }
@@ -319,6 +321,13 @@ fn rowbinary(c: &mut Criterion) {
         }
         rowbinary::check_against_sink(batch, version, &out);
     }
+    // And the `otel_logs` rows measured below.
+    out.clear();
+    write_rows(&mut out, &otlp, &mut RowWriter::new(Layout::Otel));
+    rowbinary::check_otel_against_sink(&otlp, &out);
+    out.clear();
+    write_serde_rows(&mut out, &otlp, OtelRow::new);
+    rowbinary::check_otel_against_sink(&otlp, &out);
     let mut g = group(c, "rowbinary", BATCH);
     g.bench_function("legacy_from_json_frames", |b| {
         b.iter(|| {
@@ -344,8 +353,9 @@ fn rowbinary(c: &mut Criterion) {
             write_serde_rows(&mut out, black_box(&otlp), OtelRow::new);
         })
     });
-    // What the writers cannot save: reading the records out of the frames (checked
-    // varints, UTF-8 checks, the otel attribute split), which both pay first.
+    // Reading the records out of the frames: the checked view (lengths, UTF-8, the
+    // otel attribute split), which the serde rows pay first, and the raw view the
+    // sink's writer reads (lengths and the split only).
     g.bench_function("decode_only_json_frames", |b| {
         b.iter(|| {
             for record in black_box(&json).records() {
@@ -356,6 +366,20 @@ fn rowbinary(c: &mut Criterion) {
     g.bench_function("decode_only_otlp_frames", |b| {
         b.iter(|| {
             for record in black_box(&otlp).records() {
+                black_box(record.unwrap());
+            }
+        })
+    });
+    g.bench_function("raw_read_json_frames", |b| {
+        b.iter(|| {
+            for record in black_box(&json).raw_records() {
+                black_box(record.unwrap());
+            }
+        })
+    });
+    g.bench_function("raw_read_otlp_frames", |b| {
+        b.iter(|| {
+            for record in black_box(&otlp).raw_records() {
                 black_box(record.unwrap());
             }
         })

@@ -44,14 +44,19 @@
 //! buffer per batch. So the spool's memory tail is a reference to the bytes it wrote,
 //! a frame read back from disk is a slice of the read buffer, the batcher holds six
 //! times more rows in the same memory (larger INSERTs cost ClickHouse less), and the
-//! sink serialises rows from borrowed [`RecordRef`] views without allocating.
+//! sink writes rows from borrowed views without allocating: [`RawRecord`]s, which
+//! keep the strings encoded (a RowBinary `String` already) and trust the batch's
+//! construction instead of checking its UTF-8 again (`raw`); [`RecordRef`]s, checked
+//! and with `&str` fields, serve everything else.
 
 use bytes::Bytes;
 
 use crate::record::{Batch, Level, OtelFields, Record};
 
+mod raw;
 mod writer;
 
+pub use self::raw::{RawOtel, RawPair, RawRecord, RawRecords, RawStr};
 pub use self::writer::{BatchWriter, OtelShared, OtlpRecord, PlainRecord, TextPair};
 
 /// Level byte ↔ [`Level`]; the byte is the index. Append only: stored on disk.
@@ -275,6 +280,13 @@ impl EncodedBatch {
     pub fn decode(&self) -> Result<Batch, CodecError> {
         decode_batch(&self.payload)
     }
+
+    /// Test fixture: a batch over `payload` that nothing checked, as damaged memory
+    /// would leave one, for tests that its readers fail without panicking.
+    #[cfg(test)]
+    pub(crate) fn unchecked(payload: Bytes, records: usize) -> EncodedBatch {
+        EncodedBatch { payload, records }
+    }
 }
 
 /// One record of an [`EncodedBatch`], its strings borrowed from the payload.
@@ -487,29 +499,6 @@ impl<'a> Attributes<'a> {
         self.count == 0
     }
 
-    /// The first `at` pairs and the rest (`at` must not exceed [`len`](Self::len)).
-    fn split_at(self, at: usize) -> (Attributes<'a>, Attributes<'a>) {
-        let mut input = Input {
-            buf: self.bytes,
-            pos: 0,
-        };
-        // The lengths were checked when these attributes were read.
-        for _ in 0..at.min(self.count) * 2 {
-            let _ = input.skip_str("attribute");
-        }
-        let (head, tail) = self.bytes.split_at(input.pos);
-        (
-            Attributes {
-                bytes: head,
-                count: at,
-            },
-            Attributes {
-                bytes: tail,
-                count: self.count - at,
-            },
-        )
-    }
-
     /// The pairs in the client's order; exactly [`len`](Self::len) items.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = Pair<'a>> {
         let mut input = Input {
@@ -522,6 +511,17 @@ impl<'a> Attributes<'a> {
             Ok((key, value))
         })
     }
+}
+
+/// A record's attributes as [`Input::attributes`] read them: all of them, and cut
+/// into the record's own, its scope's and its resource's (for a native record, all
+/// are its own).
+#[derive(Debug, Clone, Copy)]
+struct AttributeParts<'a> {
+    all: Attributes<'a>,
+    own: Attributes<'a>,
+    scope: Attributes<'a>,
+    resource: Attributes<'a>,
 }
 
 /// Iterator over the records of a payload; each item is checked as it is read.
@@ -564,22 +564,14 @@ impl<'a> RecordRefs<'a> {
         let trace_id = input.str("trace_id")?;
         let span_id = input.str("span_id")?;
         let otel = if level_byte & OTEL_BIT != 0 {
-            Some(OtelHead::read(input)?)
+            Some(OtelHead::read(input, Input::str)?)
         } else {
             None
         };
-        let count = input.len_prefix("attribute count")?;
-        if count > input.remaining() / 2 {
-            return Err(input.error("attribute count larger than the payload"));
-        }
-        let (own, scope) = otel.as_ref().map_or((count, 0), |o| (o.own, o.scope));
-        if own.checked_add(scope).is_none_or(|split| split > count) {
-            return Err(input.error("attribute split larger than the attribute count"));
-        }
         // Only the lengths here; the strings are checked when the pairs are read.
-        let attributes = input.attributes(count)?;
+        let parts = input.attributes(otel.as_ref().map(OtelHead::split_counts))?;
         let otel = match otel {
-            Some(head) => Some(head.split(attributes, input)?),
+            Some(head) => Some(head.split(parts, input)?),
             None => None,
         };
         self.left -= 1;
@@ -593,31 +585,35 @@ impl<'a> RecordRefs<'a> {
             message,
             trace_id,
             span_id,
-            attributes,
+            attributes: parts.all,
             otel,
         })
     }
 }
 
-/// The `otel` part of a record as read before its attributes.
-struct OtelHead<'a> {
+/// The `otel` part of a record as read before its attributes; its six texts as `S`
+/// (`&str` checked, or [`RawStr`] for the sink's unchecked read).
+struct OtelHead<'a, S> {
     severity_number: u8,
     trace_flags: u8,
     own: usize,
     scope: usize,
-    texts: [&'a str; 6],
+    texts: [S; 6],
     shadowed: Shadowed<'a>,
 }
 
-impl<'a> OtelHead<'a> {
-    fn read(input: &mut Input<'a>) -> Result<OtelHead<'a>, CodecError> {
+impl<'a, S: Copy + Default> OtelHead<'a, S> {
+    fn read(
+        input: &mut Input<'a>,
+        text: fn(&mut Input<'a>, &'static str) -> Result<S, CodecError>,
+    ) -> Result<OtelHead<'a, S>, CodecError> {
         let severity_number = input.byte("severity_number")?;
         let trace_flags = input.byte("trace_flags")?;
         let own = input.len_prefix("own attribute count")?;
         let scope = input.len_prefix("scope attribute count")?;
-        let mut texts = [""; 6];
-        for text in &mut texts {
-            *text = input.str("OTLP field")?;
+        let mut texts = [S::default(); 6];
+        for slot in &mut texts {
+            *slot = text(input, "OTLP field")?;
         }
         let count = input.len_prefix("shadowed count")?;
         if count > input.remaining() {
@@ -641,15 +637,15 @@ impl<'a> OtelHead<'a> {
         })
     }
 
-    /// `all` (checked to hold `own + scope` pairs or more) cut into its three parts;
-    /// fails when the shadowed indexes are not ascending within the native view.
-    fn split(self, all: Attributes<'a>, input: &Input<'a>) -> Result<OtelRef<'a>, CodecError> {
-        let (own, rest) = all.split_at(self.own);
-        let (scope, resource) = rest.split_at(self.scope);
-        let [severity_text, event_name, scope_name, scope_version, scope_schema_url, resource_schema_url] =
-            self.texts;
-        let named = usize::from(!scope_name.is_empty()) + usize::from(!scope_version.is_empty());
-        let view = all.len() + named;
+    /// How many of the attributes are the record's own and its scope's.
+    fn split_counts(&self) -> (usize, usize) {
+        (self.own, self.scope)
+    }
+
+    /// Fails unless the shadowed indexes ascend within the native view (`view`
+    /// entries) past the record's own attributes: then the merged view has exactly
+    /// `view - count` entries.
+    fn check_shadowed_order(&self, view: usize, input: &Input<'a>) -> Result<(), CodecError> {
         let mut floor = self.own;
         for at in self.shadowed.iter() {
             if at < floor || at >= view {
@@ -657,6 +653,28 @@ impl<'a> OtelHead<'a> {
             }
             floor = at + 1;
         }
+        Ok(())
+    }
+}
+
+impl<'a> OtelHead<'a, &'a str> {
+    /// The checked view, with the attributes cut as read ([`Input::attributes`]);
+    /// fails when the shadowed indexes are not ascending within the native view.
+    fn split(
+        self,
+        parts: AttributeParts<'a>,
+        input: &Input<'a>,
+    ) -> Result<OtelRef<'a>, CodecError> {
+        let [severity_text, event_name, scope_name, scope_version, scope_schema_url, resource_schema_url] =
+            self.texts;
+        let named = usize::from(!scope_name.is_empty()) + usize::from(!scope_version.is_empty());
+        self.check_shadowed_order(parts.all.len() + named, input)?;
+        let AttributeParts {
+            own,
+            scope,
+            resource,
+            ..
+        } = parts;
         Ok(OtelRef {
             severity_number: self.severity_number,
             severity_text,
@@ -806,16 +824,59 @@ impl<'a> Input<'a> {
         })
     }
 
-    /// `count` pairs whose lengths fit the payload (their text is checked when read).
-    fn attributes(&mut self, count: usize) -> Result<Attributes<'a>, CodecError> {
+    /// The attribute count, then that many pairs whose lengths fit the payload (their
+    /// text is not checked here), cut after `split = (own, scope)` pairs and after
+    /// `own + scope` in the same walk; without `split` all are the record's own.
+    fn attributes(
+        &mut self,
+        split: Option<(usize, usize)>,
+    ) -> Result<AttributeParts<'a>, CodecError> {
+        let count = self.len_prefix("attribute count")?;
+        if count > self.remaining() / 2 {
+            return Err(self.error("attribute count larger than the payload"));
+        }
+        let (own, scope) = split.unwrap_or((count, 0));
+        let Some(resource) = own
+            .checked_add(scope)
+            .and_then(|cut| count.checked_sub(cut))
+        else {
+            return Err(self.error("attribute split larger than the attribute count"));
+        };
         let start = self.pos;
-        for _ in 0..count * 2 {
+        self.skip_pairs(own)?;
+        let own_end = self.pos;
+        self.skip_pairs(scope)?;
+        let scope_end = self.pos;
+        self.skip_pairs(resource)?;
+        // `pos` never passes the end of `buf`: every step above was checked.
+        let part = |from: usize, to: usize, count: usize| Attributes {
+            bytes: self.buf.get(from..to).unwrap_or_default(),
+            count,
+        };
+        Ok(AttributeParts {
+            all: part(start, self.pos, count),
+            own: part(start, own_end, own),
+            scope: part(own_end, scope_end, scope),
+            resource: part(scope_end, self.pos, resource),
+        })
+    }
+
+    fn skip_pairs(&mut self, pairs: usize) -> Result<(), CodecError> {
+        for _ in 0..pairs {
+            self.skip_str("attribute")?;
             self.skip_str("attribute")?;
         }
-        Ok(Attributes {
-            bytes: &self.buf[start..self.pos],
-            count,
-        })
+        Ok(())
+    }
+
+    /// A string as encoded (length and bytes), its text not checked: for
+    /// [`RawRecords`], over batches whose construction checked it.
+    fn raw_str(&mut self, what: &'static str) -> Result<RawStr<'a>, CodecError> {
+        let start = self.pos;
+        self.skip_str(what)?;
+        Ok(RawStr::new(
+            self.buf.get(start..self.pos).unwrap_or_default(),
+        ))
     }
 
     fn skip_str(&mut self, what: &'static str) -> Result<(), CodecError> {

@@ -230,6 +230,24 @@ pub fn check_against_sink(
     version: zero_logs::sink::ServerVersion,
     rows: &[u8],
 ) {
+    let schema = zero_logs::config::TableSchema::Native;
+    check_schema_against_sink(batch, version, schema, rows);
+}
+
+/// [`check_against_sink`] for the `otel_logs` layout (`CLICKHOUSE_SCHEMA=otel`, a
+/// 22.2 server).
+pub fn check_otel_against_sink(batch: &zero_logs::codec::EncodedBatch, rows: &[u8]) {
+    let version = zero_logs::sink::ServerVersion::new(22, 2, 0);
+    let schema = zero_logs::config::TableSchema::Otel;
+    check_schema_against_sink(batch, version, schema, rows);
+}
+
+fn check_schema_against_sink(
+    batch: &zero_logs::codec::EncodedBatch,
+    version: zero_logs::sink::ServerVersion,
+    schema: zero_logs::config::TableSchema,
+    rows: &[u8],
+) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -249,7 +267,7 @@ pub fn check_against_sink(
             retry_budget: std::time::Duration::from_secs(1),
             insert_timeout: std::time::Duration::from_secs(5),
             compression: zero_logs::config::Compression::Auto,
-            schema: zero_logs::config::TableSchema::Native,
+            schema,
             ttl_days: 0,
             cluster: None,
         };

@@ -15,7 +15,7 @@
 //!
 //! The client is built `with_validation(false)`: the crate's schema check uses a setting
 //! that ClickHouse 18.16 does not know, and we check the table ourselves at start-up.
-//! INSERTs write RowBinary straight from the encoded batches' `RecordRef` views
+//! INSERTs write RowBinary straight from the encoded batches' raw views
 //! ([`rowbinary`](super::rowbinary)) and send it with the crate's `InsertFormatted`:
 //! no serde and no per-row call into the crate. The dead-letter table's few rows still
 //! go through the crate's typed `Insert`.
@@ -272,17 +272,22 @@ impl ClickHouseSink {
     }
 
     /// Test fixture: a sink that believes it talks to a `version` server whose table
-    /// we created (layout and features from the version), without contacting it — for
-    /// checking what goes on the wire against a capture server.
+    /// we created (layout and features from the version; the otel layout when `cfg`
+    /// asks for it), without contacting it — for checking what goes on the wire
+    /// against a capture server.
     #[cfg(any(test, feature = "test-support"))]
     pub fn assuming_server(
         cfg: &ClickHouseConfig,
         version: schema::ServerVersion,
     ) -> ClickHouseSink {
         let features = Features::of(version);
+        let layout = match cfg.schema {
+            crate::config::TableSchema::Otel => Layout::Otel,
+            crate::config::TableSchema::Native => features.layout(),
+        };
         ClickHouseSink {
             version: version.to_string(),
-            layout: features.layout(),
+            layout,
             dedup_token: features.dedup_token,
             ..ClickHouseSink::unconnected(cfg)
         }
@@ -466,7 +471,7 @@ impl ClickHouseSink {
             // of its size, not a whole chunk.
             let expected: usize = batches.iter().map(EncodedBatch::byte_len).sum();
             let mut chunk = Vec::with_capacity(CHUNK_BYTES.min(expected + expected / 4));
-            let records = batches.iter().flat_map(EncodedBatch::records);
+            let records = batches.iter().flat_map(EncodedBatch::raw_records);
             for (i, record) in records.enumerate() {
                 let record = record.map_err(damaged)?;
                 writer.write(record, &mut chunk).map_err(damaged)?;

@@ -2,26 +2,32 @@
 //! wire bytes of every row [`Layout`] and the `INSERT … FORMAT RowBinary` statement
 //! that names their columns.
 //!
+//! [`RowWriter`] reads a batch through its raw view ([`RawRecord`]: no second UTF-8
+//! check, the batch was checked when it was built) and copies encoded bytes. A string
+//! of the encoding is already a RowBinary `String` (LEB128 length, then the bytes), the
+//! four texts after `level` are adjacent in the encoding as in the native tables, and a
+//! record's attributes are a `Map(String, String)`'s items: the `Map` and `otel_logs`
+//! layouts copy them whole, unless the native view drops a repeated key of an OTLP
+//! record. Only the `Nested` layouts, whose keys and values are two arrays, go pair by
+//! pair.
+//!
 //! What goes into each column (DateTime clamping, severity defaults, which attributes
-//! a native row shows, `service.name` first in `ResourceAttributes`) stays with the row
-//! structs of [`schema`](super::schema): [`RowWriter`] builds the same borrowed row
-//! from a [`RecordRef`] and writes its fields itself, without serde and without the
-//! `clickhouse` crate's per-row buffering. The serde derive of those structs is the
-//! test oracle: the tests insert the same records through both and compare the bodies
-//! byte for byte.
+//! a native row shows, `service.name` first in `ResourceAttributes`) is defined by the
+//! row structs of [`schema`](super::schema) and their constructors; the writer shares
+//! their helpers where a rule is more than a copy (`legacy_timestamps`,
+//! `severity_number`). The serde derive of those structs is the test oracle: the tests
+//! insert the same records through both and compare the bodies byte for byte.
 //!
 //! RowBinary as used here: integers little-endian, a `String` as its LEB128 byte
-//! length then the bytes (the spool encoding's strings are the same, so a string is one
-//! length and one copy), `Array(String)` (each half of a `Nested`) and
+//! length then the bytes (as the spool encoding writes its strings), `Array(String)`
+//! (each half of a `Nested`) and
 //! `Map(String, String)` as a LEB128 item count then the items. `LowCardinality(String)`
 //! and `Enum`-free `String` columns are plain strings on the wire.
 
-use crate::codec::{Attributes, CodecError, FlatAttributes, RecordRef};
+use crate::codec::{Attributes, CodecError, RawOtel, RawRecord, RawStr};
 
-use super::schema::otel::PairMap;
-use super::schema::{
-    quote_identifier, DateTime64MapRow, DateTime64NestedRow, Layout, LegacyRow, OtelRow,
-};
+use super::schema::otel::severity_number;
+use super::schema::{legacy_timestamps, quote_identifier, Layout};
 
 /// `INSERT INTO <table>(<columns>) FORMAT RowBinary` for a `layout` row; `table` is
 /// already quoted. Spelled as the `clickhouse` crate spells its own INSERTs (columns
@@ -59,66 +65,43 @@ impl RowWriter {
         self.layout
     }
 
-    /// Appends `record` to `out` as one row. Fails only when an attribute of the
-    /// record does not decode (a damaged batch); `out` then holds part of the row, so
-    /// the caller must abandon the body.
+    /// Appends `record` to `out` as one row. Fails only when the record does not
+    /// read (a damaged batch); `out` then holds part of the row, so the caller must
+    /// abandon the body.
     #[inline]
-    pub fn write(&mut self, record: RecordRef<'_>, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    pub fn write(&mut self, record: RawRecord<'_>, out: &mut Vec<u8>) -> Result<(), CodecError> {
         // Most rows fit: one reservation instead of a capacity check that grows.
-        out.reserve(ROW_BYTES_HINT + record.message.len());
+        out.reserve(ROW_BYTES_HINT + record.texts.len() + record.attributes.encoded().len());
         match self.layout {
-            Layout::Legacy => self.legacy(&LegacyRow::new(record), out),
-            Layout::DateTime64Nested => {
-                self.datetime64_nested(&DateTime64NestedRow::new(record), out)
+            Layout::Legacy => {
+                let (seconds, ns) = legacy_timestamps(record.timestamp_ns);
+                out.extend_from_slice(&seconds.to_le_bytes());
+                out.extend_from_slice(&ns.to_le_bytes());
+                native_texts(&record, out);
+                self.nested(&record, out)
             }
-            Layout::DateTime64Map => datetime64_map(&DateTime64MapRow::new(record), out),
-            Layout::Otel => otel(&OtelRow::new(record), out),
+            Layout::DateTime64Nested => {
+                out.extend_from_slice(&record.timestamp_ns.to_le_bytes());
+                native_texts(&record, out);
+                self.nested(&record, out)
+            }
+            Layout::DateTime64Map => {
+                out.extend_from_slice(&record.timestamp_ns.to_le_bytes());
+                native_texts(&record, out);
+                flat_map(&record, out)
+            }
+            Layout::Otel => {
+                otel(&record, out);
+                Ok(())
+            }
         }
     }
 
-    fn legacy(&mut self, row: &LegacyRow<'_>, out: &mut Vec<u8>) -> Result<(), CodecError> {
-        out.extend_from_slice(&row.timestamp.to_le_bytes());
-        out.extend_from_slice(&row.timestamp_ns.to_le_bytes());
-        put_strs(
-            out,
-            [
-                row.level,
-                row.service,
-                row.message,
-                row.trace_id,
-                row.span_id,
-            ],
-        );
-        self.nested(row.attribute_keys.0, out)
-    }
-
-    fn datetime64_nested(
-        &mut self,
-        row: &DateTime64NestedRow<'_>,
-        out: &mut Vec<u8>,
-    ) -> Result<(), CodecError> {
-        out.extend_from_slice(&row.timestamp.to_le_bytes());
-        put_strs(
-            out,
-            [
-                row.level,
-                row.service,
-                row.message,
-                row.trace_id,
-                row.span_id,
-            ],
-        );
-        self.nested(row.attribute_keys.0, out)
-    }
-
     /// `attributes.key` then `attributes.value`, two `Array(String)` of the same
-    /// length, from one pass over the pairs (each pass decodes and checks them).
-    fn nested(
-        &mut self,
-        attributes: FlatAttributes<'_>,
-        out: &mut Vec<u8>,
-    ) -> Result<(), CodecError> {
-        let len = attributes.len();
+    /// length, from one pass over the pairs: the keys go to `out`, the values wait
+    /// in the scratch buffer.
+    fn nested(&mut self, record: &RawRecord<'_>, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        let len = record.flat_len();
         put_varint(out, len as u64);
         if len == 0 {
             out.push(0);
@@ -126,84 +109,116 @@ impl RowWriter {
         }
         self.scratch.clear();
         put_varint(&mut self.scratch, len as u64);
-        for pair in attributes.iter() {
-            let (key, value) = pair?;
-            put_str(out, key);
-            put_str(&mut self.scratch, value);
+        match record.otel {
+            // The common case without the merge's chained iterators.
+            None => {
+                for pair in record.attributes.raw_pairs() {
+                    let (key, value) = pair?;
+                    out.extend_from_slice(key.encoded());
+                    self.scratch.extend_from_slice(value.encoded());
+                }
+            }
+            Some(_) => {
+                for pair in record.flat_pairs() {
+                    let (key, value) = pair?;
+                    out.extend_from_slice(key.encoded());
+                    self.scratch.extend_from_slice(value.encoded());
+                }
+            }
         }
         out.extend_from_slice(&self.scratch);
         Ok(())
     }
 }
 
-/// Room for a typical row besides its message (timestamps, level, service, ids and a
-/// few attributes); a larger row only grows `out` once more.
+/// Room for a typical row besides its texts and attributes (timestamps, level, the
+/// `otel_logs` layout's extra columns); a larger row only grows `out` once more.
 const ROW_BYTES_HINT: usize = 256;
 
-fn datetime64_map(row: &DateTime64MapRow<'_>, out: &mut Vec<u8>) -> Result<(), CodecError> {
-    out.extend_from_slice(&row.timestamp.to_le_bytes());
-    put_strs(
-        out,
-        [
-            row.level,
-            row.service,
-            row.message,
-            row.trace_id,
-            row.span_id,
-        ],
-    );
-    let attributes = row.attributes.0;
+/// The native layouts' `level`, `service`, `message`, `trace_id`, `span_id`: the
+/// last four adjacent in the encoding as in the table, so one copy.
+#[inline]
+fn native_texts(record: &RawRecord<'_>, out: &mut Vec<u8>) {
+    put_str(out, record.level.as_str());
+    out.extend_from_slice(record.texts);
+}
+
+/// The `Map` layout's `attributes`: the encoded pairs are the map's items, copied
+/// whole unless the native view drops a repeated key of an OTLP record.
+fn flat_map(record: &RawRecord<'_>, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    put_varint(out, record.flat_len() as u64);
+    match record.otel {
+        None => out.extend_from_slice(record.attributes.encoded()),
+        Some(otel) if !otel.has_shadowed() => {
+            out.extend_from_slice(otel.own.encoded());
+            for (key, value) in otel.named() {
+                out.extend_from_slice(key.encoded());
+                out.extend_from_slice(value.encoded());
+            }
+            out.extend_from_slice(otel.scope.encoded());
+            out.extend_from_slice(otel.resource.encoded());
+        }
+        Some(_) => {
+            for pair in record.flat_pairs() {
+                let (key, value) = pair?;
+                out.extend_from_slice(key.encoded());
+                out.extend_from_slice(value.encoded());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `service.name`, the first key of `ResourceAttributes`, encoded.
+const SERVICE_NAME_KEY: &[u8] = b"\x0cservice.name";
+
+/// An `otel_logs` row, in column order ([`OtelRow`](super::schema::OtelRow) says what
+/// goes in each column; the tests compare the two). A native record has only its own
+/// attributes, no scope, flags 0 and the level as its severity.
+fn otel<'a>(record: &RawRecord<'a>, out: &mut Vec<u8>) {
+    let otel = record.otel;
+    let text = |field: fn(RawOtel<'a>) -> RawStr<'a>| otel.map_or(RawStr::EMPTY, field).encoded();
+    let (own, scope, resource) = match otel {
+        Some(o) => (o.own, o.scope, o.resource),
+        None => (
+            record.attributes,
+            Attributes::default(),
+            Attributes::default(),
+        ),
+    };
+    out.extend_from_slice(&record.timestamp_ns.to_le_bytes());
+    out.extend_from_slice(record.trace_id.encoded());
+    out.extend_from_slice(record.span_id.encoded());
+    out.push(otel.map_or(0, |o| o.trace_flags));
+    match otel {
+        Some(o) if !o.severity_text.is_empty() => out.extend_from_slice(o.severity_text.encoded()),
+        _ => put_str(out, record.level.severity_text()),
+    }
+    out.push(severity_number(
+        otel.map_or(0, |o| o.severity_number),
+        record.level,
+    ));
+    out.extend_from_slice(record.service.encoded());
+    out.extend_from_slice(record.message.encoded());
+    out.extend_from_slice(text(|o| o.resource_schema_url));
+    // `service.name` (the `ServiceName` column) first, then the resource's own.
+    put_varint(out, resource.len() as u64 + 1);
+    out.extend_from_slice(SERVICE_NAME_KEY);
+    out.extend_from_slice(record.service.encoded());
+    out.extend_from_slice(resource.encoded());
+    out.extend_from_slice(text(|o| o.scope_schema_url));
+    out.extend_from_slice(text(|o| o.scope_name));
+    out.extend_from_slice(text(|o| o.scope_version));
+    pairs(scope, out);
+    pairs(own, out);
+    out.extend_from_slice(text(|o| o.event_name));
+}
+
+/// A `Map(String, String)` of encoded pairs: the count, then the pairs whole.
+#[inline]
+fn pairs(attributes: Attributes<'_>, out: &mut Vec<u8>) {
     put_varint(out, attributes.len() as u64);
-    for pair in attributes.iter() {
-        let (key, value) = pair?;
-        put_str(out, key);
-        put_str(out, value);
-    }
-    Ok(())
-}
-
-fn otel(row: &OtelRow<'_>, out: &mut Vec<u8>) -> Result<(), CodecError> {
-    out.extend_from_slice(&row.timestamp.to_le_bytes());
-    put_str(out, row.trace_id);
-    put_str(out, row.span_id);
-    out.push(row.trace_flags);
-    put_str(out, row.severity_text);
-    out.push(row.severity_number);
-    put_str(out, row.service_name);
-    put_str(out, row.body);
-    put_str(out, row.resource_schema_url);
-    pair_map(&row.resource_attributes, out)?;
-    put_str(out, row.scope_schema_url);
-    put_str(out, row.scope_name);
-    put_str(out, row.scope_version);
-    pair_map(&row.scope_attributes, out)?;
-    pair_map(&row.log_attributes, out)?;
-    put_str(out, row.event_name);
-    Ok(())
-}
-
-/// A `Map(String, String)`: the optional pair of our own, then the encoded ones.
-fn pair_map(map: &PairMap<'_>, out: &mut Vec<u8>) -> Result<(), CodecError> {
-    let pairs: Attributes<'_> = map.pairs;
-    put_varint(out, (pairs.len() + usize::from(map.first.is_some())) as u64);
-    if let Some((key, value)) = map.first {
-        put_str(out, key);
-        put_str(out, value);
-    }
-    for pair in pairs.iter() {
-        let (key, value) = pair?;
-        put_str(out, key);
-        put_str(out, value);
-    }
-    Ok(())
-}
-
-/// The five text columns the native layouts share, in table order: level, service,
-/// message, trace id, span id.
-fn put_strs(out: &mut Vec<u8>, columns: [&str; 5]) {
-    for text in columns {
-        put_str(out, text);
-    }
+    out.extend_from_slice(attributes.encoded());
 }
 
 /// A RowBinary `String`: LEB128 length, then the bytes.

@@ -83,7 +83,7 @@ use crate::codec::{FlatAttributes, RecordRef};
 use crate::config::TableSchema;
 
 pub mod cluster;
-// The RowBinary writer (`sink::rowbinary`) reads the otel row's attribute maps.
+// The RowBinary writer (`sink::rowbinary`) shares the otel row's severity rule.
 pub(super) mod otel;
 pub use otel::OtelRow;
 
@@ -613,13 +613,21 @@ pub struct DateTime64MapRow<'a> {
     pub attributes: AttributeMap<'a>,
 }
 
+/// The legacy layout's `timestamp` and `timestamp_ns` for an event time: seconds
+/// clamped to `DateTime`'s range (1970 … 2106), and the nanoseconds, 0 before 1970.
+#[inline]
+pub(super) fn legacy_timestamps(timestamp_ns: i64) -> (u32, u64) {
+    let ns = timestamp_ns.max(0) as u64;
+    (u32::try_from(ns / 1_000_000_000).unwrap_or(u32::MAX), ns)
+}
+
 impl<'a> LegacyRow<'a> {
     #[inline]
     pub fn new(record: RecordRef<'a>) -> LegacyRow<'a> {
-        let ns = record.timestamp_ns.max(0) as u64;
+        let (timestamp, timestamp_ns) = legacy_timestamps(record.timestamp_ns);
         LegacyRow {
-            timestamp: u32::try_from(ns / 1_000_000_000).unwrap_or(u32::MAX),
-            timestamp_ns: ns,
+            timestamp,
+            timestamp_ns,
             level: record.level.as_str(),
             service: record.service,
             message: record.message,

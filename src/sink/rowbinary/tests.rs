@@ -12,10 +12,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use super::*;
-use crate::codec::EncodedBatch;
+use crate::codec::{EncodedBatch, RecordRef};
 use crate::config::{ClickHouseConfig, Compression};
 use crate::record::{Batch, Level, OtelFields, Record};
 use crate::sink::schema::ServerVersion;
+use crate::sink::schema::{DateTime64MapRow, DateTime64NestedRow, LegacyRow, OtelRow};
 use crate::sink::ClickHouseSink;
 
 /// One request as the capture server saw it.
@@ -394,11 +395,11 @@ fn rows_are_independent_of_the_rows_before() {
     for layout in LAYOUTS {
         let mut whole = Vec::new();
         let mut writer = RowWriter::new(layout);
-        for record in batches.iter().flat_map(EncodedBatch::records) {
+        for record in batches.iter().flat_map(EncodedBatch::raw_records) {
             writer.write(record.unwrap(), &mut whole).unwrap();
         }
         let mut pieces = Vec::new();
-        for record in batches.iter().flat_map(EncodedBatch::records) {
+        for record in batches.iter().flat_map(EncodedBatch::raw_records) {
             let mut one = Vec::new();
             RowWriter::new(layout)
                 .write(record.unwrap(), &mut one)
@@ -441,7 +442,7 @@ fn a_legacy_row_byte_by_byte() {
     let mut out = Vec::new();
     let mut writer = RowWriter::new(Layout::Legacy);
     writer
-        .write(batch.records().next().unwrap().unwrap(), &mut out)
+        .write(batch.raw_records().next().unwrap().unwrap(), &mut out)
         .unwrap();
     let mut expected = Vec::new();
     expected.extend(1_700_000_000u32.to_le_bytes());
@@ -453,4 +454,123 @@ fn a_legacy_row_byte_by_byte() {
     expected.extend(b"\x02\x01k\x02k2");
     expected.extend(b"\x02\x01v\x00");
     assert_eq!(out, expected);
+}
+
+#[test]
+fn the_constant_key_is_an_encoded_string() {
+    let mut expected = Vec::new();
+    put_str(&mut expected, "service.name");
+    assert_eq!(SERVICE_NAME_KEY, expected);
+}
+
+/// The corpus takes every way the writer has of writing a native view: plain
+/// records, OTLP records copied whole, OTLP records whose repeated keys are dropped.
+#[test]
+fn the_corpus_takes_every_path() {
+    let batches = corpus();
+    let records: Vec<_> = batches
+        .iter()
+        .flat_map(EncodedBatch::raw_records)
+        .map(Result::unwrap)
+        .collect();
+    let otel: Vec<_> = records.iter().filter_map(|r| r.otel).collect();
+    let shadowing = otel.iter().filter(|o| o.has_shadowed()).count();
+    let plain = records.len() - otel.len();
+    assert!(
+        plain > 100 && shadowing > 50 && otel.len() - shadowing > 50,
+        "{plain} plain records, {shadowing} of {} OTLP records shadowing",
+        otel.len()
+    );
+}
+
+/// The rows of `batch` in `layout`, or the first error.
+fn write_all(batch: &EncodedBatch, layout: Layout) -> Result<Vec<u8>, CodecError> {
+    let mut writer = RowWriter::new(layout);
+    let mut out = Vec::new();
+    for record in batch.raw_records() {
+        writer.write(record?, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// Damaged memory (a batch whose bytes changed after they were checked) fails the
+/// rows or writes wrong bytes, as the CRC-less memory allows, but never panics the
+/// worker: truncations and bit flips through every layout.
+#[test]
+fn damaged_batches_never_panic_the_writer() {
+    let mut rng = StdRng::seed_from_u64(5);
+    let records: Vec<Record> = (1..=8).map(|i| record(&mut rng, i)).collect();
+    let batch = EncodedBatch::encode(&Batch::new(records));
+    let payload = batch.payload().clone();
+    for layout in LAYOUTS {
+        assert!(write_all(&batch, layout).is_ok(), "{layout}");
+    }
+    let step = (payload.len() / 500).max(1);
+    for len in (0..payload.len()).step_by(step) {
+        let cut = EncodedBatch::unchecked(payload.slice(..len), batch.len());
+        for layout in LAYOUTS {
+            assert!(write_all(&cut, layout).is_err(), "{layout}, {len} bytes");
+        }
+    }
+    for _ in 0..2_000 {
+        let mut bad = payload.to_vec();
+        let at = rng.random_range(0..bad.len());
+        bad[at] ^= 1 << rng.random_range(0..8);
+        let bad = EncodedBatch::unchecked(bad.into(), batch.len());
+        for layout in LAYOUTS {
+            let _ = write_all(&bad, layout);
+        }
+    }
+}
+
+/// A hand-made `otel_logs` row: the bytes of one OTLP record spelled out, with a key
+/// its scope repeats (the native `Map` view drops it, this layout keeps every part).
+#[test]
+fn an_otel_row_byte_by_byte() {
+    let record = Record {
+        timestamp_ns: 7,
+        level: Level::Error,
+        service: "svc".into(),
+        message: "boom".into(),
+        trace_id: "t".into(),
+        span_id: String::new(),
+        attributes: vec![
+            ("k".into(), "own".into()),
+            ("k".into(), "scope".into()),
+            ("r".into(), "res".into()),
+        ],
+        otel: Some(Box::new(OtelFields {
+            severity_number: 0,
+            severity_text: String::new(),
+            trace_flags: 1,
+            event_name: "ev".into(),
+            scope_name: "lib".into(),
+            scope_version: String::new(),
+            scope_schema_url: "su".into(),
+            resource_schema_url: "ru".into(),
+            own_attributes: 1,
+            scope_attributes: 1,
+        })),
+    };
+    let batch = EncodedBatch::encode(&Batch::new(vec![record]));
+    let row = |layout| write_all(&batch, layout).unwrap();
+    let mut expected = Vec::new();
+    expected.extend(7i64.to_le_bytes());
+    expected.extend(b"\x01t\x00");
+    expected.push(1);
+    expected.extend(b"\x05ERROR");
+    expected.push(17);
+    expected.extend(b"\x03svc\x04boom\x02ru");
+    expected.extend(b"\x02\x0cservice.name\x03svc\x01r\x03res");
+    expected.extend(b"\x02su\x03lib\x00");
+    expected.extend(b"\x01\x01k\x05scope");
+    expected.extend(b"\x01\x01k\x03own");
+    expected.extend(b"\x02ev");
+    assert_eq!(row(Layout::Otel), expected);
+    // The native view: own, otel.scope.name, (the scope's "k" dropped), resource.
+    let mut expected = Vec::new();
+    expected.extend(7i64.to_le_bytes());
+    expected.extend(b"\x05error\x03svc\x04boom\x01t\x00");
+    expected.extend(b"\x03\x01k\x03own\x0fotel.scope.name\x03lib\x01r\x03res");
+    assert_eq!(row(Layout::DateTime64Map), expected);
 }

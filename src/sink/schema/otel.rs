@@ -45,6 +45,7 @@ use serde::ser::{Error as _, Serialize, SerializeMap, Serializer};
 
 use super::{Features, DEDUP_WINDOW};
 use crate::codec::{Attributes, OtelRef, RecordRef};
+use crate::record::Level;
 
 /// The exporter's columns that zero-logs writes, in INSERT order: name, type as the
 /// DDL writes it, type as RowBinary sees it (see `wire_type`).
@@ -217,10 +218,7 @@ impl<'a> OtelRow<'a> {
             severity_text: Some(text(|o| o.severity_text))
                 .filter(|t| !t.is_empty())
                 .unwrap_or(record.level.severity_text()),
-            severity_number: otel
-                .map(|o| o.severity_number)
-                .filter(|&n| n != 0)
-                .unwrap_or(record.level.severity_number()),
+            severity_number: severity_number(otel.map_or(0, |o| o.severity_number), record.level),
             service_name: record.service,
             body: record.message,
             resource_schema_url: text(|o| o.resource_schema_url),
@@ -235,6 +233,17 @@ impl<'a> OtelRow<'a> {
             log_attributes: plain(own),
             event_name: text(|o| o.event_name),
         }
+    }
+}
+
+/// `SeverityNumber`: as sent, or the level's when the record has none (0: an OTLP
+/// record without one, or a native record).
+#[inline]
+pub(in crate::sink) fn severity_number(sent: u8, level: Level) -> u8 {
+    if sent != 0 {
+        sent
+    } else {
+        level.severity_number()
     }
 }
 
