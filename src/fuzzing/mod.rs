@@ -66,8 +66,9 @@ pub fn otlp_options() -> OtlpOptions {
 }
 
 /// The native JSON / NDJSON decoder. The first byte picks the format (even: JSON,
-/// odd: NDJSON); the rest is the body. An accepted batch is rendered back as JSON,
-/// which must decode to the same batch.
+/// odd: NDJSON); the rest is the body. The answer (sonic-rs first, serde_json where it
+/// gives up) must be serde_json's alone, byte for byte or message for message. An
+/// accepted batch is rendered back as JSON, which must decode to the same batch.
 pub fn json(data: &[u8]) {
     let Some((&mode, body)) = data.split_first() else {
         return;
@@ -78,6 +79,13 @@ pub fn json(data: &[u8]) {
         Format::Ndjson
     };
     let limits = limits();
+    let answer = validate::decode_encoded(body, format, &limits, NOW_NS);
+    let reference = validate::decode_encoded_serde_json(body, format, &limits, NOW_NS);
+    match (&answer, &reference) {
+        (Ok(got), Ok(want)) => assert_eq!(got.payload(), want.payload(), "batches differ"),
+        (Err(got), Err(want)) => assert_eq!(got.to_string(), want.to_string()),
+        _ => panic!("sonic-rs and serde_json disagree: {answer:?}, serde_json: {reference:?}"),
+    }
     match validate::decode(body, format, &limits, NOW_NS) {
         Ok(batch) => {
             check_batch(&batch, &limits);

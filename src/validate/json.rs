@@ -4,6 +4,15 @@
 //! Every visitor accepts any JSON type, so a wrong type becomes a precise per-field
 //! [`RecordError`](super::RecordError) instead of serde's generic message that would
 //! abort the whole body.
+//!
+//! The same visitors run under two parsers (see `super::decode_encoded`): sonic-rs
+//! first, in *fast* mode, then serde_json if sonic-rs gave up. In fast mode a visitor
+//! gives up ([`give_up`]) wherever the body is going to be refused anyway or where the
+//! two parsers could disagree: nested content (which serde_json skips iteratively, at
+//! any depth, while sonic-rs's skipping recurses without a limit), floats (sonic-rs
+//! reads `-0` as `0.0`, and rounds some long decimals differently from serde_json's
+//! default), records past the cap and any record that failed a rule. Giving up costs
+//! only those bodies a second parse; it keeps every message and limit serde_json's.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -103,18 +112,50 @@ macro_rules! scalars_to_other {
     };
 }
 
-fn drain_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
+/// The error a fast-mode visitor returns to stop sonic-rs: the caller then parses
+/// the body again with serde_json, which alone decides what to answer.
+pub(super) const GAVE_UP: &str = "the fast parser gave up; parse again with serde_json";
+
+#[cold]
+pub(super) fn give_up<E: de::Error>() -> E {
+    E::custom(GAVE_UP)
+}
+
+/// A value that is not looked at: fast mode gives up when there is one.
+struct GiveUpSeed;
+
+impl<'de> DeserializeSeed<'de> for GiveUpSeed {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, _: D) -> Result<(), D::Error> {
+        Err(give_up())
+    }
+}
+
+/// Skips an array's elements. In fast mode it gives up instead: sonic-rs skips nested
+/// values recursively without a depth limit (a deeply nested body would overflow the
+/// stack), and nested content is refused anyway.
+fn drain_seq<'de, A: SeqAccess<'de>>(mut seq: A, fast: bool) -> Result<(), A::Error> {
+    if fast {
+        return Err(give_up());
+    }
     while seq.next_element::<IgnoredAny>()?.is_some() {}
     Ok(())
 }
 
-fn drain_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
+/// [`drain_seq`] for an object.
+fn drain_map<'de, A: MapAccess<'de>>(mut map: A, fast: bool) -> Result<(), A::Error> {
+    if fast {
+        return Err(give_up());
+    }
     while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
     Ok(())
 }
 
-/// Any JSON value as a [`Value`].
-struct ValueSeed;
+/// Any JSON value as a [`Value`]; `fast`: see the module doc.
+struct ValueSeed {
+    fast: bool,
+}
 
 impl<'de> DeserializeSeed<'de> for ValueSeed {
     type Value = Value<'de>;
@@ -125,7 +166,10 @@ impl<'de> DeserializeSeed<'de> for ValueSeed {
 }
 
 impl<'de> ValueSeed {
-    fn other<E>(self, v: Value<'de>) -> Result<Value<'de>, E> {
+    fn other<E: de::Error>(self, v: Value<'de>) -> Result<Value<'de>, E> {
+        if self.fast && matches!(v, Value::F64(_)) {
+            return Err(give_up());
+        }
         Ok(v)
     }
 }
@@ -140,11 +184,11 @@ impl<'de> Visitor<'de> for ValueSeed {
     scalars_to_other!();
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Value<'de>, A::Error> {
-        drain_seq(seq).map(|()| Value::Array)
+        drain_seq(seq, self.fast).map(|()| Value::Array)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Value<'de>, A::Error> {
-        drain_map(map).map(|()| Value::Object)
+        drain_map(map, self.fast).map(|()| Value::Object)
     }
 }
 
@@ -209,6 +253,8 @@ pub(super) enum Element<'de> {
 pub(super) struct RecordSeed<'c, 'l> {
     pub(super) chk: &'c mut Checker<'l>,
     pub(super) index: usize,
+    /// Fast mode (sonic-rs): see the module doc.
+    pub(super) fast: bool,
 }
 
 impl<'de> DeserializeSeed<'de> for RecordSeed<'_, '_> {
@@ -235,12 +281,12 @@ impl<'de> Visitor<'de> for RecordSeed<'_, '_> {
     scalars_to_other!();
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Element<'de>, A::Error> {
-        drain_seq(seq)?;
+        drain_seq(seq, self.fast)?;
         Ok(Element::NotObject(Value::Array))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Element<'de>, A::Error> {
-        let chk = self.chk;
+        let (chk, fast) = (self.chk, self.fast);
         let mut draft = Draft::new(self.index);
         while let Some(key) = map.next_key_seed(KeySeed)? {
             match key {
@@ -250,14 +296,15 @@ impl<'de> Visitor<'de> for RecordSeed<'_, '_> {
                     map.next_value_seed(AttributesSeed {
                         chk: &mut *chk,
                         draft: &mut draft,
+                        fast,
                     })?;
                 }
                 Key::Known(field, name) => {
-                    let value = map.next_value_seed(ValueSeed)?;
+                    let value = map.next_value_seed(ValueSeed { fast })?;
                     draft.json_field(chk, field, name, value);
                 }
                 Key::Other(name) => {
-                    let value = map.next_value_seed(ValueSeed)?;
+                    let value = map.next_value_seed(ValueSeed { fast })?;
                     draft.json_extra(chk, name, value);
                 }
             }
@@ -270,6 +317,7 @@ impl<'de> Visitor<'de> for RecordSeed<'_, '_> {
 struct AttributesSeed<'a, 'l, 'de> {
     chk: &'a mut Checker<'l>,
     draft: &'a mut Draft<'de>,
+    fast: bool,
 }
 
 impl<'de> DeserializeSeed<'de> for AttributesSeed<'_, '_, 'de> {
@@ -297,13 +345,14 @@ impl<'de> Visitor<'de> for AttributesSeed<'_, '_, 'de> {
     scalars_to_other!();
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
-        drain_seq(seq)?;
+        drain_seq(seq, self.fast)?;
         self.other(Value::Array)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let fast = self.fast;
         while let Some(key) = map.next_key_seed(StrSeed)? {
-            let value = map.next_value_seed(ValueSeed)?;
+            let value = map.next_value_seed(ValueSeed { fast })?;
             self.draft.json_attribute(self.chk, key, value);
         }
         Ok(())
@@ -441,18 +490,29 @@ impl<'de> Visitor<'de> for LogsSeed<'_, '_> {
 }
 
 fn read_records<'de, A: SeqAccess<'de>>(dec: &mut Decoder<'_>, mut seq: A) -> Result<(), A::Error> {
+    let fast = dec.fast;
     loop {
         let index = dec.count;
         dec.current = Some(index);
+        if fast && dec.chk.failed() {
+            // The body is refused: serde_json lists why.
+            return Err(give_up());
+        }
         if index < dec.max {
             let seed = RecordSeed {
                 chk: &mut dec.chk,
                 index,
+                fast,
             };
             match seq.next_element_seed(seed)? {
                 None => break,
                 Some(Element::Record(record)) => dec.keep(record),
                 Some(Element::NotObject(value)) => dec.not_object(index, &value),
+            }
+        } else if fast {
+            // Past the cap the body is refused; serde_json counts the records.
+            if seq.next_element_seed(GiveUpSeed)?.is_none() {
+                break;
             }
         } else if seq.next_element::<IgnoredAny>()?.is_none() {
             // Past the cap only the count matters, for the error message.

@@ -9,9 +9,9 @@
 //! validation still walks every record so the client learns about all of its
 //! problems at once (up to [`MAX_LISTED_ERRORS`]).
 //!
-//! Layout: `json` walks bodies with serde_json (borrowing strings, never building a
-//! `serde_json::Value`), `fields` holds the per-field rules shared with
-//! [`check_record`], and `timestamp` parses RFC 3339 and epoch times.
+//! Layout: `json` walks bodies with sonic-rs, and with serde_json where sonic-rs gave
+//! up (borrowing strings, never building a value tree), `fields` holds the per-field
+//! rules shared with [`check_record`], and `timestamp` parses RFC 3339 and epoch times.
 
 use std::fmt;
 
@@ -155,6 +155,12 @@ pub fn decode(
 
 /// [`decode`] straight into the compact encoding the spool and the sink read: each
 /// record is encoded as soon as it passed, from text borrowed from `body`.
+///
+/// Two parsers, one answer: sonic-rs (SIMD string scanning) parses first and its result
+/// is used only when it accepts the whole body; anything else (a refused body, a float,
+/// nested content, invalid UTF-8) is parsed again by serde_json, whose answer is
+/// returned, so every message, position and limit is serde_json's (see `json`'s module
+/// doc for where the fast pass gives up).
 pub fn decode_encoded(
     body: &[u8],
     format: Format,
@@ -162,12 +168,103 @@ pub fn decode_encoded(
     now_ns: i64,
 ) -> Result<EncodedBatch, DecodeError> {
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-    let mut dec = Decoder::new(limits, now_ns, body.len());
+    if let Ok(text) = std::str::from_utf8(body) {
+        if let Some(batch) = decode_fast(text, format, limits, now_ns) {
+            return Ok(batch);
+        }
+    }
+    decode_serde_json(body, format, limits, now_ns)
+}
+
+/// [`decode_encoded`] with serde_json alone: the reference the fast pass must agree
+/// with (the fuzz target and tests compare both).
+pub(crate) fn decode_encoded_serde_json(
+    body: &[u8],
+    format: Format,
+    limits: &RecordLimits,
+    now_ns: i64,
+) -> Result<EncodedBatch, DecodeError> {
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    decode_serde_json(body, format, limits, now_ns)
+}
+
+/// The whole body with serde_json (BOM already stripped).
+fn decode_serde_json(
+    body: &[u8],
+    format: Format,
+    limits: &RecordLimits,
+    now_ns: i64,
+) -> Result<EncodedBatch, DecodeError> {
+    let mut dec = Decoder::new(limits, now_ns, body.len(), false);
     match format {
         Format::Json => decode_json(&mut dec, body)?,
         Format::Ndjson => decode_ndjson(&mut dec, body)?,
     }
     dec.finish()
+}
+
+/// The fast pass: sonic-rs, `Some` only for a body it accepted whole. `None` says
+/// nothing about why; serde_json finds that out.
+fn decode_fast(
+    text: &str,
+    format: Format,
+    limits: &RecordLimits,
+    now_ns: i64,
+) -> Option<EncodedBatch> {
+    let mut dec = Decoder::new(limits, now_ns, text.len(), true);
+    let parsed = match format {
+        Format::Json => {
+            let mut de = sonic_rs::Deserializer::from_str(text);
+            json::BodySeed(&mut dec)
+                .deserialize(&mut de)
+                .and_then(|()| de.end())
+                .is_ok()
+        }
+        Format::Ndjson => fast_lines(&mut dec, text),
+    };
+    if parsed {
+        dec.finish().ok()
+    } else {
+        None
+    }
+}
+
+/// NDJSON in the fast pass; false as soon as the body cannot be accepted.
+fn fast_lines(dec: &mut Decoder<'_>, text: &str) -> bool {
+    let mut rest = text;
+    while !rest.is_empty() {
+        // Splitting at an ASCII byte keeps both halves valid `str`s.
+        let (line, consumed) = match find_newline(rest.as_bytes()) {
+            Some(end) => (&rest[..end], end + 1),
+            None => (rest, rest.len()),
+        };
+        rest = &rest[consumed..];
+        if is_blank(line.as_bytes()) {
+            continue;
+        }
+        let index = dec.count;
+        dec.count += 1;
+        if index >= dec.max {
+            return false;
+        }
+        let mut de = sonic_rs::Deserializer::from_str(line);
+        let seed = json::RecordSeed {
+            chk: &mut dec.chk,
+            index,
+            fast: true,
+        };
+        match seed
+            .deserialize(&mut de)
+            .and_then(|element| de.end().map(|()| element))
+        {
+            Ok(Element::Record(record)) => dec.keep(record),
+            Ok(Element::NotObject(_)) | Err(_) => return false,
+        }
+        if dec.chk.failed() {
+            return false;
+        }
+    }
+    true
 }
 
 /// Borrowed fields of one record from a non-JSON source (the gRPC API uses it).
@@ -248,10 +345,12 @@ struct Decoder<'l> {
     current: Option<usize>,
     /// Set by a visitor that rejects the body's shape; wins over serde's error.
     fatal: Option<DecodeError>,
+    /// The fast pass (sonic-rs): visitors give up rather than report (`json`).
+    fast: bool,
 }
 
 impl<'l> Decoder<'l> {
-    fn new(limits: &'l RecordLimits, now_ns: i64, body_len: usize) -> Decoder<'l> {
+    fn new(limits: &'l RecordLimits, now_ns: i64, body_len: usize, fast: bool) -> Decoder<'l> {
         Decoder {
             chk: Checker::new(limits, now_ns, MAX_LISTED_ERRORS),
             records: BatchWriter::with_capacity(encoded_len_guess(body_len)),
@@ -259,6 +358,7 @@ impl<'l> Decoder<'l> {
             max: limits.max_records,
             current: None,
             fatal: None,
+            fast,
         }
     }
 
@@ -391,6 +491,7 @@ fn parse_lines(dec: &mut Decoder<'_>, text: &str) -> Result<(), DecodeError> {
         let seed = json::RecordSeed {
             chk: &mut dec.chk,
             index,
+            fast: false,
         };
         let element = seed
             .deserialize(&mut de)

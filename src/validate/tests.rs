@@ -14,12 +14,32 @@ fn limits() -> RecordLimits {
     RecordLimits::default()
 }
 
+/// [`decode`], checked against serde_json alone: whether the fast pass (sonic-rs)
+/// accepted the body or gave up, the answer must be exactly the reference's, for
+/// every body these tests send.
+fn decode_checked(
+    body: &[u8],
+    format: Format,
+    limits: &RecordLimits,
+) -> Result<Batch, DecodeError> {
+    let got = decode(body, format, limits, NOW);
+    let reference = decode_encoded_serde_json(body, format, limits, NOW)
+        .map(|batch| batch.decode().expect("the reference batch decodes"));
+    assert_eq!(
+        format!("{got:?}"),
+        format!("{reference:?}"),
+        "the fast pass disagrees with serde_json on {:?}",
+        String::from_utf8_lossy(body)
+    );
+    got
+}
+
 fn json(body: &str) -> Result<Batch, DecodeError> {
-    decode(body.as_bytes(), Format::Json, &limits(), NOW)
+    decode_checked(body.as_bytes(), Format::Json, &limits())
 }
 
 fn ndjson(body: &str) -> Result<Batch, DecodeError> {
-    decode(body.as_bytes(), Format::Ndjson, &limits(), NOW)
+    decode_checked(body.as_bytes(), Format::Ndjson, &limits())
 }
 
 /// A record with `service":"svc","message":"hi"` and what the test varies.
@@ -234,7 +254,7 @@ fn every_framing_gives_the_same_batch() {
         (Format::Ndjson, format!("\u{feff}{SAMPLE}\n{SAMPLE}")),
     ];
     for (format, body) in bodies {
-        let got = decode(body.as_bytes(), format, &limits(), NOW);
+        let got = decode_checked(body.as_bytes(), format, &limits());
         assert_eq!(
             got.as_ref().ok(),
             Some(&want),
@@ -497,7 +517,7 @@ fn malformed_bodies() {
     ];
     for (format, body, index, reason) in cases {
         let shown = String::from_utf8_lossy(&body).into_owned();
-        match decode(&body, format, &limits(), NOW) {
+        match decode_checked(&body, format, &limits()) {
             Err(DecodeError::Malformed {
                 index: got,
                 reason: text,
@@ -549,14 +569,14 @@ fn too_many_records_is_checked_before_validating_the_excess() {
     let array = format!("[{good},{good},{good},{bad},{bad}]");
     let lines = format!("{good}\n{good}\n\n{good}\n{bad}\nnot json\n");
     for (format, body) in [(Format::Json, array), (Format::Ndjson, lines)] {
-        match decode(body.as_bytes(), format, &small, NOW) {
+        match decode_checked(body.as_bytes(), format, &small) {
             Err(DecodeError::TooManyRecords { count: 5, max: 3 }) => {}
             other => panic!("{format:?}: {other:?}"),
         }
     }
     let exact = format!("[{good},{good},{good}]");
     assert_eq!(
-        decode(exact.as_bytes(), Format::Json, &small, NOW)
+        decode_checked(exact.as_bytes(), Format::Json, &small)
             .unwrap()
             .len(),
         3
@@ -795,7 +815,7 @@ fn check_record_rejections() {
 fn pino_and_bunyan_lines_take_name_as_the_service() {
     let limits = RecordLimits::default();
     let pino = br#"{"level":30,"time":1700000000123,"pid":42,"hostname":"web-1","name":"api","msg":"listening"}"#;
-    let batch = decode(pino, Format::Ndjson, &limits, NOW).unwrap();
+    let batch = decode_checked(pino, Format::Ndjson, &limits).unwrap();
     let r = &batch.records[0];
     assert_eq!(
         (r.service.as_str(), r.message.as_str()),
@@ -813,15 +833,162 @@ fn pino_and_bunyan_lines_take_name_as_the_service() {
         .contains(&("hostname".to_string(), "web-1".to_string())));
 
     let bunyan = br#"{"name":"worker","hostname":"h","pid":1,"level":50,"msg":"boom","time":"2024-05-01T12:00:00.000Z","v":0}"#;
-    let batch = decode(bunyan, Format::Ndjson, &limits, NOW).unwrap();
+    let batch = decode_checked(bunyan, Format::Ndjson, &limits).unwrap();
     let r = &batch.records[0];
     assert_eq!((r.service.as_str(), r.level), ("worker", Level::Error));
 
     let both = br#"[{"service":"svc","name":"component","message":"m"}]"#;
-    let batch = decode(both, Format::Json, &limits, NOW).unwrap();
+    let batch = decode_checked(both, Format::Json, &limits).unwrap();
     let r = &batch.records[0];
     assert_eq!(r.service, "svc");
     assert!(r
         .attributes
         .contains(&("name".to_string(), "component".to_string())));
+}
+
+/// Values where two JSON parsers could differ: escapes, surrogates, control bytes,
+/// whitespace, number forms and limits, literals, separators. Each goes into a record
+/// as a field value, an attribute value, an unknown field and a key, as JSON and as
+/// NDJSON, and `decode_checked` compares the answer with serde_json's alone.
+#[test]
+fn fast_pass_agrees_with_serde_json_on_edge_cases() {
+    let values = [
+        r#""plain""#,
+        r#""caf\u00e9 \u00E9""#,
+        r#""\ud83d\ude00""#,
+        r#""\ud83d""#,
+        r#""\ude00""#,
+        r#""\ud83d\u0041""#,
+        r#""\u0000""#,
+        r#""\u12G4""#,
+        r#""\x41""#,
+        r#""\/\\\"\b\f\n\r\t""#,
+        "\"tab\there\"",
+        "\"nul\u{0}\"",
+        "\"del\u{7f}\"",
+        "\"\u{1f600}\"",
+        r#""\'""#,
+        r#""unterminated"#,
+        "0",
+        "-0",
+        "-0.0",
+        "0.0",
+        "1",
+        "-1",
+        "01",
+        "-01",
+        "1.",
+        ".5",
+        "+1",
+        "1e5",
+        "1E+2",
+        "1e-400",
+        "1e400",
+        "-1e400",
+        "18446744073709551615",
+        "18446744073709551616",
+        "-9223372036854775808",
+        "-9223372036854775809",
+        "123456789012345678901234567890",
+        "1.7976931348623157e308",
+        "0.1",
+        "2.5e-3",
+        "1714564800.123456",
+        "1714564800123",
+        "-",
+        "1e",
+        "1e+",
+        "0x10",
+        "NaN",
+        "Infinity",
+        "true",
+        "false",
+        "null",
+        "nul",
+        "tru",
+        "nulll",
+        "truefalse",
+        "[]",
+        "{}",
+        "[1,]",
+        r#"{"a":1,}"#,
+        "[,]",
+        r#""a" "b""#,
+        "\u{a0}1",
+        "\u{c}1",
+        "\u{b}1",
+        "\r\n\t 1",
+        "1 2",
+    ];
+    let mut bodies = Vec::new();
+    for v in values {
+        bodies.push(format!(r#"{{"service":"s","message":{v}}}"#));
+        bodies.push(format!(
+            r#"{{"service":"s","message":"m","attributes":{{"k":{v}}}}}"#
+        ));
+        bodies.push(format!(r#"{{"service":"s","message":"m","extra":{v}}}"#));
+        bodies.push(format!(
+            r#"{{"service":"s","message":"m","timestamp":{v}}}"#
+        ));
+        bodies.push(format!(r#"{{"service":"s","message":"m","level":{v}}}"#));
+        bodies.push(format!(r#"{{"service":"s","message":"m",{v}:"x"}}"#));
+        bodies.push(format!(
+            r#"{{"service":"s","message":"m","attributes":{{{v}:"x"}}}}"#
+        ));
+    }
+    let (mut accepted, mut fast) = (0, 0);
+    for body in &bodies {
+        let array = format!("[{body}]");
+        if json(&array).is_ok() {
+            accepted += 1;
+        }
+        if decode_fast(&array, Format::Json, &limits(), NOW).is_some() {
+            fast += 1;
+        }
+        let _ = json(&format!(r#"{{"logs":[{body},{body}]}}"#));
+        let _ = ndjson(&format!("{body}\n{body}\n"));
+    }
+    // Enough of them are accepted, by the fast pass itself too, that the comparison
+    // is not only of errors (96 of the 462 are accepted).
+    assert!(
+        accepted > 80 && fast > 30,
+        "{accepted} accepted, {fast} by the fast pass"
+    );
+}
+
+/// The fast pass accepts ordinary bodies itself, and gives up where it must.
+#[test]
+fn fast_pass_takes_ordinary_bodies_and_leaves_the_rest() {
+    let fast = |body: &str, format| decode_fast(body, format, &limits(), NOW).is_some();
+    assert!(fast(&format!("[{SAMPLE},{SAMPLE}]"), Format::Json));
+    assert!(fast(&format!(r#"{{"logs":[{SAMPLE}]}}"#), Format::Json));
+    assert!(fast(&format!("{SAMPLE}\n\n{SAMPLE}\n"), Format::Ndjson));
+    assert!(fast(
+        r#"[{"service":"s","message":"caf\u00e9","n":-3,"b":true,"z":null}]"#,
+        Format::Json
+    ));
+    for given_up in [
+        // Floats: sonic-rs reads -0 as 0.0 and may round differently.
+        r#"[{"service":"s","message":"m","timestamp":1714564800.5}]"#,
+        r#"[{"service":"s","message":"m","attributes":{"ms":1.5}}]"#,
+        // Nested content, however deep: refused, and skipped by serde_json only.
+        r#"[{"service":"s","message":"m","attributes":{"a":[1]}}]"#,
+        r#"[{"service":"s","message":"m","a":{"b":{}}}]"#,
+        r#"[[1],{"service":"s","message":"m"}]"#,
+        // Refused records and bodies.
+        r#"[{"service":"s"}]"#,
+        r#"[{"service":"s","message":"m"}] x"#,
+        "[]",
+        "",
+    ] {
+        assert!(!fast(given_up, Format::Json), "{given_up}");
+    }
+    let small = RecordLimits {
+        max_records: 2,
+        ..RecordLimits::default()
+    };
+    let three = format!("[{SAMPLE},{SAMPLE},{SAMPLE}]");
+    assert!(decode_fast(&three, Format::Json, &small, NOW).is_none());
+    let two = format!("[{SAMPLE},{SAMPLE}]");
+    assert!(decode_fast(&two, Format::Json, &small, NOW).is_some());
 }
