@@ -243,6 +243,7 @@ pub fn check_encoded(batch: &EncodedBatch) {
         .decode()
         .expect("a checked payload decodes (from_payload accepted it)");
     assert_eq!(decoded.len(), batch.len());
+    let mut raw = batch.raw_records();
     for record in batch.records() {
         let record = record.expect("records of a checked payload read");
         // The native view lists exactly `len()` pairs, each readable.
@@ -250,7 +251,30 @@ pub fn check_encoded(batch: &EncodedBatch) {
         let pairs: Vec<_> = flat.iter().collect();
         assert_eq!(pairs.len(), flat.len());
         assert!(pairs.iter().all(Result::is_ok));
+        // The sink's unchecked view reads the same record.
+        let r = raw
+            .next()
+            .expect("the raw view has as many records")
+            .expect("the raw view reads what from_payload accepted");
+        fn text(s: crate::codec::RawStr<'_>) -> &[u8] {
+            s.bytes().expect("raw text in bounds")
+        }
+        assert_eq!(
+            (r.timestamp_ns, r.level),
+            (record.timestamp_ns, record.level)
+        );
+        assert_eq!(text(r.service), record.service.as_bytes());
+        assert_eq!(text(r.message), record.message.as_bytes());
+        assert_eq!(text(r.trace_id), record.trace_id.as_bytes());
+        assert_eq!(text(r.span_id), record.span_id.as_bytes());
+        assert_eq!(r.flat_len(), flat.len());
+        for (raw_pair, pair) in r.flat_pairs().zip(flat.iter()) {
+            let (rk, rv) = raw_pair.expect("raw pair in bounds");
+            let (k, v) = pair.expect("checked pair");
+            assert_eq!((text(rk), text(rv)), (k.as_bytes(), v.as_bytes()));
+        }
     }
+    assert!(raw.next().is_none(), "the raw view has more records");
     let again = EncodedBatch::encode(&decoded);
     assert_eq!(
         again.payload(),
