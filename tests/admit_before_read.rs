@@ -157,6 +157,17 @@ fn assert_busy(answer: &Answer, what: &str) {
     );
 }
 
+/// A worker whose in-flight budget and body cap are both [`BUDGET`].
+async fn start_with_budget(ch: &ClickHouseServer, db: &str) -> Worker {
+    let budget = BUDGET.to_string();
+    Worker::start(
+        ch,
+        db,
+        &[("MAX_BODY_BYTES", &budget), ("MAX_INFLIGHT_BYTES", &budget)],
+    )
+    .await
+}
+
 /// One request holds the whole in-flight budget while its body trickles in; others
 /// are refused from their headers, before they send their bodies; the refused
 /// connections stay usable; everything acknowledged reaches ClickHouse.
@@ -164,13 +175,7 @@ fn assert_busy(answer: &Answer, what: &str) {
 async fn requests_over_the_budget_are_refused_before_their_body_is_read() {
     let ch = ClickHouseServer::start().expect("start ClickHouse");
     let db = ch.fresh_database();
-    let budget = BUDGET.to_string();
-    let worker = Worker::start(
-        &ch,
-        &db,
-        &[("MAX_BODY_BYTES", &budget), ("MAX_INFLIGHT_BYTES", &budget)],
-    )
-    .await;
+    let worker = start_with_budget(&ch, &db).await;
 
     // A: the whole budget by its Content-Length; half of its body sent, then it waits.
     let big = records("big", 200, Some(BUDGET));
@@ -250,13 +255,7 @@ async fn requests_over_the_budget_are_refused_before_their_body_is_read() {
 async fn a_chunked_body_is_refused_when_it_outgrows_the_budget_left() {
     let ch = ClickHouseServer::start().expect("start ClickHouse");
     let db = ch.fresh_database();
-    let budget = BUDGET.to_string();
-    let worker = Worker::start(
-        &ch,
-        &db,
-        &[("MAX_BODY_BYTES", &budget), ("MAX_INFLIGHT_BYTES", &budget)],
-    )
-    .await;
+    let worker = start_with_budget(&ch, &db).await;
 
     // A holds 40 KiB of the 64.
     let held = records("held", 100, Some(40 << 10));
